@@ -1,0 +1,119 @@
+// MpiComm under 1, 2 and 4 ranks: every collective's result equals the same
+// computation done in one process (each rank can compute every rank's input,
+// since inputs are a pure function of (rank, index)).
+#include <mpi.h>
+
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "l2l/comm/mpi_comm.h"
+
+namespace l2l {
+namespace {
+
+MpiComm* g_comm = nullptr;
+
+float Input(int rank, size_t i) { return std::sin(0.37f * rank + 0.011f * i) * (rank + 1); }
+
+TEST(MpiComm, AllGatherEqualsConcatenation) {
+  const int n = g_comm->size(), r = g_comm->rank();
+  const size_t count = 1001;
+  std::vector<float> send(count), recv(count * n, -1);
+  for (size_t i = 0; i < count; ++i) send[i] = Input(r, i);
+  ASSERT_TRUE(g_comm->AllGather(send.data(), recv.data(), count, CommDType::kF32).ok());
+  for (int q = 0; q < n; ++q)
+    for (size_t i = 0; i < count; ++i) ASSERT_EQ(recv[q * count + i], Input(q, i));
+}
+
+TEST(MpiComm, AllGatherInPlace) {
+  const int n = g_comm->size(), r = g_comm->rank();
+  const size_t count = 77;
+  std::vector<float> buf(count * n, -1);
+  for (size_t i = 0; i < count; ++i) buf[r * count + i] = Input(r, i);
+  ASSERT_TRUE(
+      g_comm->AllGather(buf.data() + r * count, buf.data(), count, CommDType::kF32).ok());
+  for (int q = 0; q < n; ++q)
+    for (size_t i = 0; i < count; ++i) ASSERT_EQ(buf[q * count + i], Input(q, i));
+}
+
+TEST(MpiComm, ReduceScatterEqualsSumOfSlices) {
+  const int n = g_comm->size(), r = g_comm->rank();
+  const size_t count = 513;
+  std::vector<float> send(count * n), recv(count);
+  for (size_t i = 0; i < count * n; ++i) send[i] = Input(r, i);
+  ASSERT_TRUE(g_comm->ReduceScatter(send.data(), recv.data(), count, CommDType::kF32,
+                                    ReduceOp::kSum).ok());
+  for (size_t i = 0; i < count; ++i) {
+    double want = 0;
+    for (int q = 0; q < n; ++q) want += Input(q, r * count + i);
+    ASSERT_NEAR(recv[i], want, 1e-5 * (1 + std::fabs(want))) << i;
+  }
+  // In place: the result lands at the start of the buffer.
+  ASSERT_TRUE(g_comm->ReduceScatter(send.data(), send.data(), count, CommDType::kF32,
+                                    ReduceOp::kSum).ok());
+  for (size_t i = 0; i < count; ++i) ASSERT_EQ(send[i], recv[i]);
+}
+
+TEST(MpiComm, AllReduceSumAndMax) {
+  const int n = g_comm->size(), r = g_comm->rank();
+  std::vector<double> v(10);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = Input(r, i);
+  std::vector<double> sum(v.size()), mx(v.size());
+  ASSERT_TRUE(g_comm->AllReduce(v.data(), sum.data(), v.size(), CommDType::kF64,
+                                ReduceOp::kSum).ok());
+  ASSERT_TRUE(
+      g_comm->AllReduce(v.data(), mx.data(), v.size(), CommDType::kF64, ReduceOp::kMax).ok());
+  for (size_t i = 0; i < v.size(); ++i) {
+    double want_sum = 0, want_max = -1e300;
+    for (int q = 0; q < n; ++q) {
+      want_sum += static_cast<float>(Input(q, i));
+      want_max = std::max(want_max, static_cast<double>(Input(q, i)));
+    }
+    EXPECT_NEAR(sum[i], want_sum, 1e-9);
+    EXPECT_EQ(mx[i], want_max);
+  }
+  int64_t x = r + 1;
+  ASSERT_TRUE(g_comm->AllReduce(&x, &x, 1, CommDType::kI64, ReduceOp::kSum).ok());
+  EXPECT_EQ(x, int64_t(n) * (n + 1) / 2);
+}
+
+TEST(MpiComm, BroadcastFromLastRank) {
+  const int n = g_comm->size();
+  std::vector<int32_t> v(5, g_comm->rank());
+  ASSERT_TRUE(g_comm->Broadcast(v.data(), v.size(), CommDType::kI32, n - 1).ok());
+  for (int32_t x : v) EXPECT_EQ(x, n - 1);
+  EXPECT_TRUE(g_comm->Barrier().ok());
+}
+
+TEST(MpiComm, AgreeReportsLowestFailingRankEverywhere) {
+  const int n = g_comm->size(), r = g_comm->rank();
+  EXPECT_TRUE(g_comm->Agree(OkStatus()).ok());
+  // The last rank fails alone; every rank must return its message.
+  Status local = (r == n - 1) ? NotFound("rank " + std::to_string(r) + ": no such file") : OkStatus();
+  Status agreed = g_comm->Agree(local);
+  EXPECT_EQ(agreed.code(), StatusCode::kNotFound);
+  EXPECT_EQ(agreed.message(), "rank " + std::to_string(n - 1) + ": no such file");
+}
+
+}  // namespace
+}  // namespace l2l
+
+int main(int argc, char** argv) {
+  l2l::MpiRuntime mpi(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  if (mpi.world_rank() != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  int rc;
+  {
+    l2l::MpiComm comm;
+    l2l::g_comm = &comm;
+    rc = RUN_ALL_TESTS();
+    // Every rank reaches the same verdict.
+    MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  }
+  return rc;
+}
