@@ -1,0 +1,147 @@
+// Turns a token file into training and eval micro-batches, deterministically.
+//
+// Everything is a pure function of (seed, global sample position) so that the
+// same global batch is processed at step s whatever the world size, and a run
+// resumed at another world size sees the same data (DESIGN §4). Rules, in
+// brief (full text in docs/data-format.md):
+// - Samples are non-overlapping windows: sample i is tokens
+//   [i*seq_len, i*seq_len + seq_len + 1); num_samples = (num_tokens-1)/seq_len.
+//   The last ceil(eval_fraction * num_samples) samples (at least 1 when
+//   eval_fraction > 0) are the eval split, the rest the train split.
+// - Training position p = step*global_batch + k (k in [0, global_batch)) is
+//   train sample perm(seed, epoch)[p % n_train] with epoch = p / n_train.
+// - Row j of micro-batch m on rank r is k = (m*world_size + r)*micro_batch + j.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "l2l/core/status.h"
+#include "l2l/data/token_file.h"
+
+namespace l2l::data {
+
+enum class Objective { kMlm, kCausal };
+const char* ObjectiveName(Objective o);  // "mlm", "causal"
+StatusOr<Objective> ParseObjective(std::string_view name);
+
+struct BatchSpec {
+  Objective objective = Objective::kCausal;
+  int seq_len = 0;           // tokens per row (model input length)
+  int micro_batch = 0;       // rows per micro-batch
+  int64_t global_batch = 0;  // sequences per step, all ranks and micro-batches together
+  double mask_prob = 0.15;   // MLM: probability a position is predicted; [0, 1]
+  double eval_fraction = 0;  // share of samples held out for eval; [0, 1)
+  uint64_t seed = 0;
+  int model_vocab = 0;  // the model's embedding rows; must cover the data vocab (+1 for MLM)
+};
+
+// One micro-batch, row-major [rows, seq_len] host arrays.
+struct MicroBatch {
+  int rows = 0, seq_len = 0;
+  std::vector<int32_t> tokens;       // [rows, seq_len] model inputs
+  std::vector<int32_t> token_types;  // [rows, seq_len] all 0 (single segment)
+  std::vector<int32_t> targets;      // [rows, seq_len]; kNoTarget = no loss here
+  std::vector<uint8_t> attn_mask;    // [rows, seq_len]; 1 = real token (always 1: no padding)
+  // [rows]; the row's global position in the sample stream (step*global_batch
+  // + k for training, batch*global_batch + k for eval). Unique per row within a
+  // step; keys dropout masks (DESIGN §4).
+  std::vector<uint64_t> sample_keys;
+  int64_t num_targets = 0;  // count of targets != kNoTarget
+};
+inline constexpr int32_t kNoTarget = -1;
+
+// What a checkpoint records about the data so a resume can refuse a different
+// corpus or sampling setup. Text form: "key=value" pairs separated by spaces.
+struct SamplerState {
+  uint64_t seed = 0;
+  int64_t num_tokens = 0;
+  uint32_t vocab_size = 0;
+  Objective objective = Objective::kCausal;
+  int seq_len = 0;
+  int64_t global_batch = 0;
+  double mask_prob = 0;
+  double eval_fraction = 0;
+  int64_t num_train_samples = 0;
+  int64_t num_eval_samples = 0;
+
+  std::string ToString() const;  // exact: doubles are printed with 17 digits
+  // InvalidArgument naming the key when `text` is not what ToString writes.
+  static StatusOr<SamplerState> Parse(std::string_view text);
+  bool operator==(const SamplerState&) const = default;
+};
+
+// Movable, not copyable. All methods are const and thread-safe (the cached
+// epoch permutations are guarded by a mutex).
+class Sampler {
+ public:
+  // `file` is not owned and must outlive the sampler. InvalidArgument when the
+  // spec is out of range, when model_vocab is smaller than the file's vocab
+  // (+1 for MLM, whose mask token id is the file's vocab_size), or when the
+  // file has no train samples. Messages name the file and the values.
+  static StatusOr<Sampler> Create(const TokenFile* file, const BatchSpec& spec);
+
+  Sampler(Sampler&&) noexcept;
+  Sampler& operator=(Sampler&&) noexcept;
+  ~Sampler();
+
+  int64_t num_train_samples() const { return n_train_; }
+  int64_t num_eval_samples() const { return n_eval_; }
+  // Eval batches that cover the eval split once: ceil(n_eval / global_batch).
+  int64_t num_eval_batches() const;
+  // MLM mask token id (= the file's vocab_size).
+  int32_t mask_token() const { return static_cast<int32_t>(file_->vocab_size()); }
+  const BatchSpec& spec() const { return spec_; }
+
+  // InvalidArgument unless world_size >= 1 and global_batch is a multiple of
+  // world_size * micro_batch.
+  Status CheckWorldSize(int world_size) const;
+  // global_batch / (world_size * micro_batch); CheckWorldSize must pass.
+  int MicroBatchesPerStep(int world_size) const;
+
+  // Micro-batch `micro` of `rank` for training step `step` (step >= 0,
+  // 0 <= rank < world_size, 0 <= micro < MicroBatchesPerStep). CHECKs the
+  // arguments; CheckWorldSize must pass. The union over ranks and micros of a
+  // step is the same global batch for every world size.
+  MicroBatch TrainMicroBatch(int64_t step, int rank, int world_size, int micro) const;
+
+  // Eval batch `batch` (>= 0), same layout. Position p = batch*global_batch + k
+  // reads eval sample p % num_eval_samples(), so batches past
+  // num_eval_batches() wrap around. Independent of the training step.
+  // Requires num_eval_samples() > 0 (CHECKed).
+  MicroBatch EvalMicroBatch(int64_t batch, int rank, int world_size, int micro) const;
+
+  // The sample index (into the file's windows) behind a global position.
+  int64_t TrainSampleIndex(int64_t position) const;  // in [0, n_train)
+  int64_t EvalSampleIndex(int64_t position) const;   // in [n_train, n_train + n_eval)
+
+  SamplerState state() const;
+  // FailedPrecondition naming the first field that differs between a
+  // checkpoint's state and this sampler's (e.g. a different corpus or seed).
+  Status CheckResume(const SamplerState& saved) const;
+
+ private:
+  struct PermutationCache;
+  Sampler(const TokenFile* file, const BatchSpec& spec, int64_t n_train, int64_t n_eval);
+
+  // Fills row `row` of `mb` from sample `sample_index`; `epoch` keys MLM masking.
+  void FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const;
+  MicroBatch NewMicroBatch() const;
+  int64_t FirstRowPosition(int64_t batch, int rank, int world_size, int micro) const;
+
+  const TokenFile* file_ = nullptr;
+  BatchSpec spec_;
+  int64_t n_train_ = 0;
+  int64_t n_eval_ = 0;
+  std::unique_ptr<PermutationCache> cache_;
+};
+
+// Fisher-Yates permutation of [0, n) for one epoch: for i = n-1 .. 1, swap
+// element i with element j = floor(u * (i+1)), u from
+// HashKeys(seed, kDataOrder, epoch, i). Exposed for tests and tools.
+std::vector<int64_t> EpochPermutation(uint64_t seed, uint64_t epoch, int64_t n);
+
+}  // namespace l2l::data

@@ -1,0 +1,578 @@
+#include "l2l/data/data.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace l2l::data {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "l2l_data_test_" + std::to_string(::getpid()) + "_" + name;
+}
+
+bool Exists(const std::string& path) { return std::ifstream(path).good(); }
+
+std::vector<unsigned char> ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void WriteBytes(const std::string& path, const std::vector<unsigned char>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+}
+
+// A file whose token i is i, so a row's first token names its window.
+std::string WriteIotaFile(const std::string& name, int64_t n) {
+  std::vector<uint32_t> tokens(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) tokens[i] = static_cast<uint32_t>(i);
+  const std::string path = TempPath(name);
+  EXPECT_TRUE(WriteTokenFile(path, static_cast<uint32_t>(n), tokens).ok());
+  return path;
+}
+
+// ---------------------------------------------------------------- token files
+
+TEST(TokenFile, RoundTripsUint16AndUint32) {
+  struct Case {
+    uint32_t vocab;
+    uint32_t expect_token_bytes;
+  };
+  for (const Case c : {Case{65536, 2}, Case{65537, 4}, Case{256, 2}}) {
+    std::vector<uint32_t> tokens;
+    for (uint32_t i = 0; i < 1000; ++i) tokens.push_back((i * 7919u) % c.vocab);
+    tokens.push_back(c.vocab - 1);  // the largest id survives
+    const std::string path = TempPath("roundtrip_" + std::to_string(c.vocab));
+    ASSERT_TRUE(WriteTokenFile(path, c.vocab, tokens).ok());
+    EXPECT_FALSE(Exists(path + ".tmp"));
+    StatusOr<TokenFile> f = TokenFile::Open(path);
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    EXPECT_EQ(f->vocab_size(), c.vocab);
+    EXPECT_EQ(f->token_bytes(), c.expect_token_bytes);
+    EXPECT_EQ(f->num_tokens(), static_cast<int64_t>(tokens.size()));
+    EXPECT_EQ(f->file_size_bytes(), kTokenFileHeaderBytes + tokens.size() * c.expect_token_bytes);
+    EXPECT_EQ(f->path(), path);
+    for (size_t i = 0; i < tokens.size(); ++i) ASSERT_EQ(f->token(i), tokens[i]) << i;
+    // Moving keeps the mapping valid.
+    TokenFile moved = std::move(f).value();
+    EXPECT_EQ(moved.token(3), tokens[3]);
+    std::remove(path.c_str());
+  }
+}
+
+TEST(TokenFile, HeaderIsLittleEndianAsDocumented) {
+  const std::string path = TempPath("header");
+  ASSERT_TRUE(WriteTokenFile(path, 300, {1, 299}).ok());
+  const std::vector<unsigned char> b = ReadBytes(path);
+  const std::vector<unsigned char> expect = {'L', '2', 'L', 'T', 'O', 'K', 0, 0,  // magic
+                                             1,   0,   0,   0,                    // version
+                                             2,   0,   0,   0,                    // token_bytes
+                                             44,  1,   0,   0,                    // vocab 300
+                                             0,   0,   0,   0,                    // reserved
+                                             2,   0,   0,   0,   0,   0,   0, 0,  // num_tokens
+                                             1,   0,   43,  1};                   // 1, 299
+  EXPECT_EQ(b, expect);
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, EmptyFileIsValid) {
+  const std::string path = TempPath("empty");
+  ASSERT_TRUE(WriteTokenFile(path, 10, {}).ok());
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->num_tokens(), 0);
+  EXPECT_EQ(UnigramEntropyNats(*f), 0.0);
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, WriteRejectsTokenOutOfVocabAndLeavesNoFile) {
+  const std::string path = TempPath("bad_write");
+  Status s = WriteTokenFile(path, 10, {1, 2, 10});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("token 2 is 10"), std::string::npos) << s.message();
+  EXPECT_FALSE(Exists(path));
+  EXPECT_FALSE(Exists(path + ".tmp"));
+}
+
+TEST(TokenFile, WriteToMissingDirectoryIsIoError) {
+  const std::string path = TempPath("no_such_dir") + "/x.tok";
+  Status s = WriteTokenFile(path, 10, {1});
+  EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_NE(s.message().find(path), std::string::npos) << s.message();
+}
+
+TEST(TokenFile, MissingFileIsNotFound) {
+  const std::string path = TempPath("missing");
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(f.status().message().find(path), std::string::npos);
+}
+
+TEST(TokenFile, WrongMagicIsDataLoss) {
+  const std::string path = TempPath("magic");
+  ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3}).ok());
+  std::vector<unsigned char> b = ReadBytes(path);
+  b[3] = 'X';
+  WriteBytes(path, b);
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  const std::string m = f.status().message();
+  EXPECT_NE(m.find(path), std::string::npos) << m;
+  EXPECT_NE(m.find("magic is \"L2LXOK\\0\\0\""), std::string::npos) << m;
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, BadVersionAndTokenBytesAreDataLoss) {
+  const std::string path = TempPath("version");
+  ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3}).ok());
+  const std::vector<unsigned char> good = ReadBytes(path);
+  std::vector<unsigned char> b = good;
+  b[kVersionOffset] = 2;
+  WriteBytes(path, b);
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(f.status().message().find("version is 2, expected 1"), std::string::npos)
+      << f.status().message();
+  b = good;
+  b[kTokenBytesOffset] = 3;
+  WriteBytes(path, b);
+  f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(f.status().message().find("token_bytes is 3"), std::string::npos)
+      << f.status().message();
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, TruncatedIsDataLossWithSizes) {
+  const std::string path = TempPath("truncated");
+  ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3, 4}).ok());  // 32 + 8 bytes
+  std::vector<unsigned char> b = ReadBytes(path);
+  b.resize(b.size() - 3);
+  WriteBytes(path, b);
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  const std::string m = f.status().message();
+  EXPECT_NE(m.find(path), std::string::npos) << m;
+  EXPECT_NE(m.find("file is 37 bytes, expected 40"), std::string::npos) << m;
+  // Shorter than the header.
+  b.resize(10);
+  WriteBytes(path, b);
+  f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(f.status().message().find("file is 10 bytes, expected at least 32"), std::string::npos)
+      << f.status().message();
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, TokenOutOfVocabIsDataLossWithOffsetAndValue) {
+  const std::string path = TempPath("bad_token");
+  ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3, 4}).ok());
+  std::vector<unsigned char> b = ReadBytes(path);
+  b[kTokenFileHeaderBytes + 2 * 2] = 77;  // token 2 (uint16) := 77
+  WriteBytes(path, b);
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  const std::string m = f.status().message();
+  EXPECT_NE(m.find(path), std::string::npos) << m;
+  EXPECT_NE(m.find("byte offset 36 is 77"), std::string::npos) << m;
+  EXPECT_NE(m.find("vocab_size 10"), std::string::npos) << m;
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, UnigramEntropy) {
+  const std::string path = TempPath("unigram");
+  ASSERT_TRUE(WriteTokenFile(path, 4, {0, 1, 2, 3, 0, 1, 2, 3}).ok());
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  EXPECT_NEAR(UnigramEntropyNats(*f), std::log(4.0), 1e-12);
+  std::remove(path.c_str());
+}
+
+TEST(ByteTokenize, MapsBytesIncludingMultibyteUtf8) {
+  EXPECT_EQ(ByteTokenize("A\xc3\xa9"), (std::vector<uint32_t>{65, 0xc3, 0xa9}));
+  EXPECT_TRUE(ByteTokenize("").empty());
+}
+
+// ------------------------------------------------------------------- sampler
+
+class SamplerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = WriteIotaFile("iota", kTokens);
+    StatusOr<TokenFile> f = TokenFile::Open(path_);
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    file_ = std::make_unique<TokenFile>(std::move(f).value());
+  }
+  void TearDown() override { std::remove(path_.c_str()); }
+
+  BatchSpec Spec(Objective objective) const {
+    BatchSpec s;
+    s.objective = objective;
+    s.seq_len = kSeqLen;
+    s.micro_batch = 2;
+    s.global_batch = 16;
+    s.mask_prob = 0.15;
+    s.eval_fraction = 0.1;
+    s.seed = 42;
+    s.model_vocab = static_cast<int>(kTokens) + 1;
+    return s;
+  }
+  Sampler Make(const BatchSpec& spec) const {
+    StatusOr<Sampler> s = Sampler::Create(file_.get(), spec);
+    L2L_CHECK(s.ok()) << s.status().ToString();
+    return std::move(s).value();
+  }
+
+  static constexpr int kSeqLen = 8;
+  static constexpr int64_t kTokens = 1001;  // 125 windows of 8 (+1)
+  std::string path_;
+  std::unique_ptr<TokenFile> file_;
+};
+
+// A row's full content, to compare rows across world sizes.
+struct Row {
+  std::vector<int32_t> tokens, targets;
+  bool operator==(const Row&) const = default;
+};
+
+std::map<uint64_t, Row> RowsOfStep(const Sampler& s, int64_t step, int world_size, bool eval) {
+  std::map<uint64_t, Row> rows;
+  const int n_micro = s.MicroBatchesPerStep(world_size);
+  for (int r = 0; r < world_size; ++r) {
+    for (int m = 0; m < n_micro; ++m) {
+      const MicroBatch mb = eval ? s.EvalMicroBatch(step, r, world_size, m)
+                                 : s.TrainMicroBatch(step, r, world_size, m);
+      for (int j = 0; j < mb.rows; ++j) {
+        Row row;
+        row.tokens.assign(mb.tokens.begin() + j * mb.seq_len,
+                          mb.tokens.begin() + (j + 1) * mb.seq_len);
+        row.targets.assign(mb.targets.begin() + j * mb.seq_len,
+                           mb.targets.begin() + (j + 1) * mb.seq_len);
+        EXPECT_TRUE(rows.emplace(mb.sample_keys[j], row).second)
+            << "duplicate key " << mb.sample_keys[j];
+      }
+    }
+  }
+  return rows;
+}
+
+TEST_F(SamplerTest, SplitCounts) {
+  Sampler s = Make(Spec(Objective::kCausal));
+  // (1001 - 1) / 8 = 125 samples; ceil(0.1 * 125) = 13 eval.
+  EXPECT_EQ(s.num_eval_samples(), 13);
+  EXPECT_EQ(s.num_train_samples(), 112);
+  EXPECT_EQ(s.num_eval_batches(), 1);
+  BatchSpec spec = Spec(Objective::kCausal);
+  spec.eval_fraction = 0.001;  // rounds up to one eval sample
+  EXPECT_EQ(Make(spec).num_eval_samples(), 1);
+  spec.eval_fraction = 0;
+  EXPECT_EQ(Make(spec).num_eval_samples(), 0);
+  EXPECT_EQ(Make(spec).num_train_samples(), 125);
+}
+
+TEST_F(SamplerTest, CausalTargetsAreInputsShiftedByOne) {
+  Sampler s = Make(Spec(Objective::kCausal));
+  const MicroBatch mb = s.TrainMicroBatch(3, 1, 2, 2);
+  ASSERT_EQ(mb.rows, 2);
+  ASSERT_EQ(mb.seq_len, kSeqLen);
+  EXPECT_EQ(mb.num_targets, 2 * kSeqLen);
+  for (int j = 0; j < mb.rows; ++j) {
+    const int32_t* t = &mb.tokens[j * kSeqLen];
+    const int32_t* y = &mb.targets[j * kSeqLen];
+    EXPECT_EQ(t[0] % kSeqLen, 0) << "windows start at multiples of seq_len";
+    for (int i = 0; i < kSeqLen; ++i) {
+      EXPECT_EQ(t[i], t[0] + i);
+      EXPECT_EQ(y[i], t[i] + 1);
+      EXPECT_EQ(mb.token_types[j * kSeqLen + i], 0);
+      EXPECT_EQ(mb.attn_mask[j * kSeqLen + i], 1);
+    }
+    // Row j of micro 2 on rank 1 of 2: k = (2*2 + 1)*2 + j.
+    EXPECT_EQ(mb.sample_keys[j], 3u * 16u + 10u + j);
+    EXPECT_EQ(t[0] / kSeqLen, s.TrainSampleIndex(3 * 16 + 10 + j));
+  }
+}
+
+TEST_F(SamplerTest, WorldSizesCoverTheSameGlobalBatch) {
+  for (Objective obj : {Objective::kCausal, Objective::kMlm}) {
+    Sampler s = Make(Spec(obj));
+    for (int64_t step : {0, 1, 6, 7, 20}) {  // steps 6-7 cross the first epoch boundary (112)
+      const std::map<uint64_t, Row> w1 = RowsOfStep(s, step, 1, false);
+      ASSERT_EQ(w1.size(), 16u);
+      EXPECT_EQ(w1.begin()->first, static_cast<uint64_t>(step * 16));
+      EXPECT_EQ(w1.rbegin()->first, static_cast<uint64_t>(step * 16 + 15));
+      for (int world : {2, 4, 8}) {
+        EXPECT_EQ(RowsOfStep(s, step, world, false), w1)
+            << ObjectiveName(obj) << " step " << step << " world " << world;
+      }
+    }
+  }
+}
+
+TEST_F(SamplerTest, IsDeterministicAndSeedDependent) {
+  BatchSpec spec = Spec(Objective::kMlm);
+  Sampler a = Make(spec), b = Make(spec);
+  spec.seed = 43;
+  Sampler c = Make(spec);
+  bool differs = false;
+  for (int64_t step = 0; step < 10; ++step) {
+    const MicroBatch x = a.TrainMicroBatch(step, 0, 1, 1);
+    const MicroBatch y = b.TrainMicroBatch(step, 0, 1, 1);
+    EXPECT_EQ(x.tokens, y.tokens);
+    EXPECT_EQ(x.targets, y.targets);
+    EXPECT_EQ(x.sample_keys, y.sample_keys);
+    differs |= c.TrainMicroBatch(step, 0, 1, 1).tokens != x.tokens;
+  }
+  EXPECT_TRUE(differs) << "seed has no effect";
+}
+
+TEST_F(SamplerTest, EachEpochVisitsEveryTrainSampleOnce) {
+  Sampler s = Make(Spec(Objective::kCausal));
+  const int64_t n = s.num_train_samples();
+  std::vector<int64_t> epoch0, epoch1;
+  for (int64_t p = 0; p < n; ++p) epoch0.push_back(s.TrainSampleIndex(p));
+  for (int64_t p = n; p < 2 * n; ++p) epoch1.push_back(s.TrainSampleIndex(p));
+  EXPECT_NE(epoch0, epoch1) << "epochs are shuffled differently";
+  std::sort(epoch0.begin(), epoch0.end());
+  std::sort(epoch1.begin(), epoch1.end());
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_EQ(epoch0[i], i);
+    EXPECT_EQ(epoch1[i], i);
+  }
+  EXPECT_EQ(EpochPermutation(42, 0, n)[5], s.TrainSampleIndex(5));
+}
+
+TEST_F(SamplerTest, EvalSplitIsDisjointFromTrainAndDeterministic) {
+  Sampler s = Make(Spec(Objective::kCausal));
+  std::set<int64_t> train, eval;
+  const int64_t steps = 2 * s.num_train_samples() / 16 + 1;  // two epochs and a bit
+  for (int64_t step = 0; step < steps; ++step) {
+    for (const auto& [key, row] : RowsOfStep(s, step, 2, false)) train.insert(row.tokens[0] / 8);
+  }
+  for (int64_t b = 0; b < 3; ++b) {
+    const std::map<uint64_t, Row> rows = RowsOfStep(s, b, 2, true);
+    EXPECT_EQ(rows, RowsOfStep(s, b, 4, true)) << "eval batch " << b << " depends on world size";
+    for (const auto& [key, row] : rows) eval.insert(row.tokens[0] / 8);
+  }
+  EXPECT_EQ(static_cast<int64_t>(train.size()), s.num_train_samples());
+  EXPECT_EQ(static_cast<int64_t>(eval.size()), s.num_eval_samples());
+  EXPECT_EQ(*train.rbegin(), s.num_train_samples() - 1);
+  EXPECT_EQ(*eval.begin(), s.num_train_samples()) << "eval is the last samples";
+  EXPECT_EQ(*eval.rbegin(), 124);
+  // Wrap-around: eval position p reads eval sample p % n_eval.
+  EXPECT_EQ(s.EvalSampleIndex(13), s.EvalSampleIndex(0));
+}
+
+TEST_F(SamplerTest, MlmMaskingFollows80_10_10AndMaskProb) {
+  // A bigger corpus with a small vocab, so random replacements are visible.
+  std::vector<uint32_t> tokens(400001);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint32_t>((i * 31) % 1000);
+  const std::string path = TempPath("mlm");
+  ASSERT_TRUE(WriteTokenFile(path, 1000, tokens).ok());
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  BatchSpec spec = Spec(Objective::kMlm);
+  spec.seq_len = 128;
+  spec.micro_batch = 16;
+  spec.global_batch = 64;
+  spec.model_vocab = 1001;
+  StatusOr<Sampler> s = Sampler::Create(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_EQ(s->mask_token(), 1000);
+
+  int64_t positions = 0, selected = 0, masked = 0, kept = 0, replaced = 0;
+  for (int64_t step = 0; step < 40; ++step) {
+    for (int m = 0; m < 4; ++m) {
+      const MicroBatch mb = s->TrainMicroBatch(step, 0, 1, m);
+      int64_t count = 0;
+      for (size_t i = 0; i < mb.tokens.size(); ++i) {
+        ++positions;
+        if (mb.targets[i] == kNoTarget) continue;
+        ++count;
+        ++selected;
+        ASSERT_GE(mb.targets[i], 0);
+        ASSERT_LT(mb.targets[i], 1000);
+        if (mb.tokens[i] == 1000) {
+          ++masked;
+        } else if (mb.tokens[i] == mb.targets[i]) {
+          ++kept;
+        } else {
+          ++replaced;
+          ASSERT_LT(mb.tokens[i], 1000) << "random replacement is a data token";
+        }
+      }
+      EXPECT_EQ(count, mb.num_targets);
+    }
+  }
+  // ~163840 positions, ~24576 selected: 5 sigma is about 0.0045 for 0.15 and
+  // 0.013 / 0.0096 for the 0.8 / 0.1 shares.
+  const double sel = static_cast<double>(selected);
+  EXPECT_NEAR(sel / positions, 0.15, 0.005);
+  EXPECT_NEAR(masked / sel, 0.8, 0.013);
+  // A random token equals the original with probability 1/1000.
+  EXPECT_NEAR(kept / sel, 0.1 + 0.1 / 1000, 0.01);
+  EXPECT_NEAR(replaced / sel, 0.1 * 999 / 1000, 0.01);
+  std::remove(path.c_str());
+}
+
+TEST_F(SamplerTest, MlmHasAtLeastOneTargetPerRow) {
+  BatchSpec spec = Spec(Objective::kMlm);
+  spec.mask_prob = 0;
+  Sampler s = Make(spec);
+  std::set<int> chosen_positions;
+  for (int64_t step = 0; step < 8; ++step) {
+    const MicroBatch mb = s.TrainMicroBatch(step, 0, 1, 0);
+    EXPECT_EQ(mb.num_targets, mb.rows);
+    for (int j = 0; j < mb.rows; ++j) {
+      int n = 0;
+      for (int t = 0; t < kSeqLen; ++t) {
+        if (mb.targets[j * kSeqLen + t] != kNoTarget) {
+          ++n;
+          chosen_positions.insert(t);
+        }
+      }
+      EXPECT_EQ(n, 1) << "step " << step << " row " << j;
+    }
+  }
+  EXPECT_GT(chosen_positions.size(), 1u) << "the fallback position should vary by row";
+}
+
+TEST_F(SamplerTest, VocabCheckNamesFileAndBothVocabs) {
+  BatchSpec spec = Spec(Objective::kMlm);
+  spec.model_vocab = static_cast<int>(kTokens);  // no room for the mask token
+  StatusOr<Sampler> s = Sampler::Create(file_.get(), spec);
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+  const std::string m = s.status().message();
+  EXPECT_NE(m.find(path_), std::string::npos) << m;
+  EXPECT_NE(m.find("vocab_size 1001"), std::string::npos) << m;
+  EXPECT_NE(m.find("model.vocab is 1001"), std::string::npos) << m;
+  spec.objective = Objective::kCausal;  // causal needs no extra id
+  EXPECT_TRUE(Sampler::Create(file_.get(), spec).ok());
+  spec.model_vocab = static_cast<int>(kTokens) - 1;
+  EXPECT_EQ(Sampler::Create(file_.get(), spec).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(SamplerTest, TooFewTokensForATrainSample) {
+  BatchSpec spec = Spec(Objective::kCausal);
+  spec.seq_len = 1000;  // one sample, and it goes to eval
+  StatusOr<Sampler> s = Sampler::Create(file_.get(), spec);
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+  const std::string m = s.status().message();
+  EXPECT_NE(m.find(path_), std::string::npos) << m;
+  EXPECT_NE(m.find("1001 tokens"), std::string::npos) << m;
+  EXPECT_NE(m.find("seq_len 1000"), std::string::npos) << m;
+  spec.eval_fraction = 0;
+  EXPECT_TRUE(Sampler::Create(file_.get(), spec).ok());
+}
+
+TEST_F(SamplerTest, RejectsBadSpecs) {
+  BatchSpec spec = Spec(Objective::kCausal);
+  spec.global_batch = 15;  // not a multiple of micro_batch 2
+  EXPECT_EQ(Sampler::Create(file_.get(), spec).status().code(), StatusCode::kInvalidArgument);
+  spec = Spec(Objective::kCausal);
+  spec.eval_fraction = 1.0;
+  EXPECT_EQ(Sampler::Create(file_.get(), spec).status().code(), StatusCode::kInvalidArgument);
+  spec = Spec(Objective::kMlm);
+  spec.mask_prob = 1.5;
+  EXPECT_EQ(Sampler::Create(file_.get(), spec).status().code(), StatusCode::kInvalidArgument);
+
+  Sampler s = Make(Spec(Objective::kCausal));
+  EXPECT_TRUE(s.CheckWorldSize(8).ok());
+  const Status bad = s.CheckWorldSize(3);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("world_size 3"), std::string::npos) << bad.message();
+  EXPECT_EQ(s.MicroBatchesPerStep(4), 2);
+}
+
+TEST_F(SamplerTest, StateRoundTripsAndGuardsResume) {
+  Sampler s = Make(Spec(Objective::kMlm));
+  const SamplerState st = s.state();
+  StatusOr<SamplerState> parsed = SamplerState::Parse(st.ToString());
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(*parsed, st);
+  EXPECT_TRUE(s.CheckResume(*parsed).ok());
+
+  SamplerState other = st;
+  other.seq_len = 16;
+  const Status r = s.CheckResume(other);
+  EXPECT_EQ(r.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.message().find("checkpoint has seq_len=16, this run has seq_len=8"),
+            std::string::npos)
+      << r.message();
+  EXPECT_EQ(SamplerState::Parse("seed=1").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SamplerState::Parse(st.ToString() + " extra=1").status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+// -------------------------------------------------------------------- Markov
+
+// Plug-in estimate of H(next | previous `order` tokens) in nats.
+double EmpiricalConditionalEntropy(const std::vector<uint32_t>& x, int vocab, int order) {
+  std::map<uint64_t, std::map<uint32_t, int64_t>> counts;
+  for (size_t t = order; t < x.size(); ++t) {
+    uint64_t ctx = 0;
+    for (int i = order; i >= 1; --i) ctx = ctx * vocab + x[t - i];
+    ++counts[ctx][x[t]];
+  }
+  const double n = static_cast<double>(x.size() - order);
+  double h = 0;
+  for (const auto& [ctx, next] : counts) {
+    int64_t total = 0;
+    for (const auto& [v, c] : next) total += c;
+    for (const auto& [v, c] : next) h -= c / n * std::log(static_cast<double>(c) / total);
+  }
+  return h;
+}
+
+TEST(Markov, EntropyRateMatchesEmpiricalConditionalEntropy) {
+  for (const MarkovSpec spec :
+       {MarkovSpec{16, 1, 7, 0.1}, MarkovSpec{8, 2, 3, 0.3}, MarkovSpec{32, 0, 5, 0.05}}) {
+    ASSERT_TRUE(ValidateMarkovSpec(spec).ok());
+    const MarkovSource src(spec);
+    const std::vector<uint32_t> x = src.Generate(1000000);
+    const double rate = src.EntropyRateNats();
+    const double empirical = EmpiricalConditionalEntropy(x, spec.vocab, spec.order);
+    EXPECT_GT(rate, 0.05);
+    EXPECT_LT(rate, std::log(static_cast<double>(spec.vocab)));
+    EXPECT_NEAR(empirical, rate, 0.01) << "vocab " << spec.vocab << " order " << spec.order;
+    for (uint32_t t : x) ASSERT_LT(t, static_cast<uint32_t>(spec.vocab));
+  }
+}
+
+TEST(Markov, IsDeterministicAndConcentrationControlsEntropy) {
+  const MarkovSource a({64, 2, 1, 0.1}), b({64, 2, 1, 0.1});
+  EXPECT_EQ(a.Generate(1000), b.Generate(1000));
+  EXPECT_EQ(a.EntropyRateNats(), b.EntropyRateNats());
+  // A prefix of a longer sequence is the shorter sequence.
+  const std::vector<uint32_t> longer = a.Generate(2000);
+  EXPECT_TRUE(std::equal(longer.begin(), longer.begin() + 1000, a.Generate(1000).begin()));
+  EXPECT_NE(MarkovSource({64, 2, 2, 0.1}).Generate(1000), a.Generate(1000));
+  const double sparse = MarkovSource({64, 1, 1, 0.05}).EntropyRateNats();
+  const double dense = MarkovSource({64, 1, 1, 10.0}).EntropyRateNats();
+  EXPECT_LT(sparse, dense);
+  EXPECT_GT(dense, 0.9 * std::log(64.0));
+  for (int64_t c = 0; c < a.num_contexts(); c += 97) {
+    double sum = 0;
+    for (int v = 0; v < 64; ++v) sum += a.Probability(c, v);
+    EXPECT_NEAR(sum, 1.0, 1e-12);
+  }
+}
+
+TEST(Markov, ValidateNamesTheField) {
+  EXPECT_NE(ValidateMarkovSpec({1, 1, 1, 0.1}).message().find("vocab is 1"), std::string::npos);
+  EXPECT_NE(ValidateMarkovSpec({4, -1, 1, 0.1}).message().find("order is -1"), std::string::npos);
+  EXPECT_NE(ValidateMarkovSpec({4, 1, 1, 0}).message().find("concentration"), std::string::npos);
+  EXPECT_NE(ValidateMarkovSpec({256, 3, 1, 0.1}).message().find("table limit"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace l2l::data

@@ -1,0 +1,374 @@
+// Deterministic sharded sampling: global positions -> samples -> micro-batch rows.
+#include "l2l/data/sampler.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "l2l/core/rng.h"
+
+namespace l2l::data {
+namespace {
+
+// Sub-draws derived from one masking key (see FillRow).
+constexpr uint64_t kActionDraw = 1;  // mask / random / keep
+constexpr uint64_t kTokenDraw = 2;   // the random replacement token
+// BERT's split of the selected positions.
+constexpr double kMaskShare = 0.8;
+constexpr double kRandomShare = 0.1;
+// Eval samples are masked with this epoch; their sample indices never collide
+// with train sample indices, so their keys are distinct anyway.
+constexpr uint64_t kEvalEpoch = 0;
+// Epoch permutations kept in memory (a micro-batch spans at most two epochs).
+constexpr size_t kCachedEpochs = 2;
+
+uint64_t UniformIndex(uint64_t bits, uint64_t n) {
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(bits) * n) >> 64);
+}
+
+std::string FormatDouble(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+
+}  // namespace
+
+const char* ObjectiveName(Objective o) { return o == Objective::kMlm ? "mlm" : "causal"; }
+
+StatusOr<Objective> ParseObjective(std::string_view name) {
+  if (name == "mlm") return Objective::kMlm;
+  if (name == "causal") return Objective::kCausal;
+  return InvalidArgument("objective '" + std::string(name) + "', expected mlm or causal");
+}
+
+std::vector<int64_t> EpochPermutation(uint64_t seed, uint64_t epoch, int64_t n) {
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    const uint64_t h = HashKeys(seed, RngPurpose::kDataOrder, epoch, i);
+    const int64_t j = static_cast<int64_t>(UniformIndex(h, static_cast<uint64_t>(i) + 1));
+    std::swap(perm[i], perm[j]);
+  }
+  return perm;
+}
+
+// ---- SamplerState ----
+
+std::string SamplerState::ToString() const {
+  return "seed=" + std::to_string(seed) + " num_tokens=" + std::to_string(num_tokens) +
+         " vocab_size=" + std::to_string(vocab_size) + " objective=" + ObjectiveName(objective) +
+         " seq_len=" + std::to_string(seq_len) + " global_batch=" + std::to_string(global_batch) +
+         " mask_prob=" + FormatDouble(mask_prob) + " eval_fraction=" + FormatDouble(eval_fraction) +
+         " num_train_samples=" + std::to_string(num_train_samples) +
+         " num_eval_samples=" + std::to_string(num_eval_samples);
+}
+
+namespace {
+
+template <typename T>
+Status ParseNumber(std::string_view key, std::string_view text, T* out) {
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, *out);
+  if (ec != std::errc() || ptr != end) {
+    return InvalidArgument("sampler state key " + std::string(key) + " has value '" +
+                           std::string(text) + "', expected a number");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<SamplerState> SamplerState::Parse(std::string_view text) {
+  std::map<std::string, std::string, std::less<>> kv;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    while (pos < text.size() && text[pos] == ' ') ++pos;
+    if (pos == text.size()) break;
+    size_t end = text.find(' ', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view item = text.substr(pos, end - pos);
+    const size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      return InvalidArgument("sampler state item '" + std::string(item) + "', expected key=value");
+    }
+    kv[std::string(item.substr(0, eq))] = std::string(item.substr(eq + 1));
+    pos = end;
+  }
+  SamplerState s;
+  auto get = [&](std::string_view key) -> StatusOr<std::string_view> {
+    auto it = kv.find(key);
+    if (it == kv.end()) return InvalidArgument("sampler state lacks key " + std::string(key));
+    return std::string_view(it->second);
+  };
+#define L2L_STATE_FIELD(name)                         \
+  do {                                                \
+    ASSIGN_OR_RETURN(std::string_view v, get(#name)); \
+    RETURN_IF_ERROR(ParseNumber(#name, v, &s.name));  \
+  } while (0)
+  L2L_STATE_FIELD(seed);
+  L2L_STATE_FIELD(num_tokens);
+  L2L_STATE_FIELD(vocab_size);
+  L2L_STATE_FIELD(seq_len);
+  L2L_STATE_FIELD(global_batch);
+  L2L_STATE_FIELD(mask_prob);
+  L2L_STATE_FIELD(eval_fraction);
+  L2L_STATE_FIELD(num_train_samples);
+  L2L_STATE_FIELD(num_eval_samples);
+#undef L2L_STATE_FIELD
+  ASSIGN_OR_RETURN(std::string_view objective, get("objective"));
+  ASSIGN_OR_RETURN(s.objective, ParseObjective(objective));
+  if (kv.size() != 10) {
+    return InvalidArgument("sampler state '" + std::string(text) + "' has " +
+                           std::to_string(kv.size()) + " keys, expected 10");
+  }
+  return s;
+}
+
+// ---- Sampler ----
+
+struct Sampler::PermutationCache {
+  std::mutex mu;
+  // Recently used epochs, oldest first; shared so a caller keeps its
+  // permutation alive after the lock is released.
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<int64_t>>>> epochs;
+};
+
+StatusOr<Sampler> Sampler::Create(const TokenFile* file, const BatchSpec& spec) {
+  L2L_CHECK(file != nullptr);
+  const std::string& path = file->path();
+  if (spec.seq_len < 1) {
+    return InvalidArgument("data seq_len is " + std::to_string(spec.seq_len) + ", expected >= 1");
+  }
+  if (spec.micro_batch < 1) {
+    return InvalidArgument("data micro_batch is " + std::to_string(spec.micro_batch) +
+                           ", expected >= 1");
+  }
+  if (spec.global_batch < 1 || spec.global_batch % spec.micro_batch != 0) {
+    return InvalidArgument("data global_batch is " + std::to_string(spec.global_batch) +
+                           ", expected a positive multiple of micro_batch " +
+                           std::to_string(spec.micro_batch));
+  }
+  if (!(spec.mask_prob >= 0.0 && spec.mask_prob <= 1.0)) {
+    return InvalidArgument("data mask_prob is " + FormatDouble(spec.mask_prob) +
+                           ", expected in [0, 1]");
+  }
+  if (!(spec.eval_fraction >= 0.0 && spec.eval_fraction < 1.0)) {
+    return InvalidArgument("data eval_fraction is " + FormatDouble(spec.eval_fraction) +
+                           ", expected in [0, 1)");
+  }
+  const int64_t needed_vocab =
+      static_cast<int64_t>(file->vocab_size()) + (spec.objective == Objective::kMlm ? 1 : 0);
+  if (spec.model_vocab < needed_vocab) {
+    return InvalidArgument(
+        "data file " + path + " has vocab_size " + std::to_string(file->vocab_size()) +
+        " but model.vocab is " + std::to_string(spec.model_vocab) +
+        "; expected model.vocab >= " + std::to_string(needed_vocab) +
+        (spec.objective == Objective::kMlm ? " (data vocab + 1 for the MLM mask token)" : ""));
+  }
+  const int64_t num_samples = file->num_tokens() < 1 ? 0 : (file->num_tokens() - 1) / spec.seq_len;
+  int64_t n_eval = 0;
+  if (spec.eval_fraction > 0.0) {
+    // The small slack keeps e.g. 0.1 * 30 (= 3.0000000000000004) from rounding up to 4.
+    n_eval = static_cast<int64_t>(std::ceil(spec.eval_fraction * num_samples - 1e-9));
+    n_eval = std::max<int64_t>(n_eval, 1);
+  }
+  const int64_t n_train = num_samples - n_eval;
+  if (n_train < 1) {
+    return InvalidArgument("data file " + path + " has " + std::to_string(file->num_tokens()) +
+                           " tokens: " + std::to_string(num_samples) + " samples of seq_len " +
+                           std::to_string(spec.seq_len) + " (+1 for the shifted target), " +
+                           std::to_string(n_eval) + " of them for eval, leaving no train samples");
+  }
+  return Sampler(file, spec, n_train, n_eval);
+}
+
+Sampler::Sampler(const TokenFile* file, const BatchSpec& spec, int64_t n_train, int64_t n_eval)
+    : file_(file),
+      spec_(spec),
+      n_train_(n_train),
+      n_eval_(n_eval),
+      cache_(std::make_unique<PermutationCache>()) {}
+
+Sampler::Sampler(Sampler&&) noexcept = default;
+Sampler& Sampler::operator=(Sampler&&) noexcept = default;
+Sampler::~Sampler() = default;
+
+int64_t Sampler::num_eval_batches() const {
+  return (n_eval_ + spec_.global_batch - 1) / spec_.global_batch;
+}
+
+Status Sampler::CheckWorldSize(int world_size) const {
+  if (world_size < 1 || spec_.global_batch % (int64_t{world_size} * spec_.micro_batch) != 0) {
+    return InvalidArgument("data global_batch " + std::to_string(spec_.global_batch) +
+                           " is not a multiple of world_size " + std::to_string(world_size) +
+                           " x micro_batch " + std::to_string(spec_.micro_batch));
+  }
+  return OkStatus();
+}
+
+int Sampler::MicroBatchesPerStep(int world_size) const {
+  const Status s = CheckWorldSize(world_size);
+  L2L_CHECK(s.ok()) << s.message();
+  return static_cast<int>(spec_.global_batch / (int64_t{world_size} * spec_.micro_batch));
+}
+
+int64_t Sampler::TrainSampleIndex(int64_t position) const {
+  L2L_CHECK_GE(position, 0);
+  const uint64_t epoch = static_cast<uint64_t>(position / n_train_);
+  std::shared_ptr<const std::vector<int64_t>> perm;
+  {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    for (const auto& [e, p] : cache_->epochs) {
+      if (e == epoch) perm = p;
+    }
+    if (perm == nullptr) {
+      perm = std::make_shared<const std::vector<int64_t>>(
+          EpochPermutation(spec_.seed, epoch, n_train_));
+      if (cache_->epochs.size() == kCachedEpochs) cache_->epochs.erase(cache_->epochs.begin());
+      cache_->epochs.emplace_back(epoch, perm);
+    }
+  }
+  return (*perm)[static_cast<size_t>(position % n_train_)];
+}
+
+int64_t Sampler::EvalSampleIndex(int64_t position) const {
+  L2L_CHECK_GE(position, 0);
+  L2L_CHECK_GT(n_eval_, 0) << "no eval split (eval_fraction 0) in " << file_->path();
+  return n_train_ + position % n_eval_;
+}
+
+MicroBatch Sampler::NewMicroBatch() const {
+  MicroBatch mb;
+  mb.rows = spec_.micro_batch;
+  mb.seq_len = spec_.seq_len;
+  const size_t n = static_cast<size_t>(mb.rows) * mb.seq_len;
+  mb.tokens.resize(n);
+  mb.token_types.assign(n, 0);
+  mb.targets.resize(n);
+  mb.attn_mask.assign(n, 1);
+  mb.sample_keys.resize(mb.rows);
+  return mb;
+}
+
+int64_t Sampler::FirstRowPosition(int64_t batch, int rank, int world_size, int micro) const {
+  L2L_CHECK_GE(batch, 0);
+  L2L_CHECK(rank >= 0 && rank < world_size) << "rank " << rank << " of " << world_size;
+  const int n_micro = MicroBatchesPerStep(world_size);
+  L2L_CHECK(micro >= 0 && micro < n_micro) << "micro " << micro << " of " << n_micro;
+  const int64_t k = (int64_t{micro} * world_size + rank) * spec_.micro_batch;
+  return batch * spec_.global_batch + k;
+}
+
+MicroBatch Sampler::TrainMicroBatch(int64_t step, int rank, int world_size, int micro) const {
+  MicroBatch mb = NewMicroBatch();
+  const int64_t first = FirstRowPosition(step, rank, world_size, micro);
+  for (int j = 0; j < mb.rows; ++j) {
+    const int64_t p = first + j;
+    mb.sample_keys[j] = static_cast<uint64_t>(p);
+    FillRow(TrainSampleIndex(p), static_cast<uint64_t>(p / n_train_), j, &mb);
+  }
+  return mb;
+}
+
+MicroBatch Sampler::EvalMicroBatch(int64_t batch, int rank, int world_size, int micro) const {
+  MicroBatch mb = NewMicroBatch();
+  const int64_t first = FirstRowPosition(batch, rank, world_size, micro);
+  for (int j = 0; j < mb.rows; ++j) {
+    const int64_t p = first + j;
+    mb.sample_keys[j] = static_cast<uint64_t>(p);
+    FillRow(EvalSampleIndex(p), kEvalEpoch, j, &mb);
+  }
+  return mb;
+}
+
+void Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const {
+  const int s_len = spec_.seq_len;
+  const int64_t start = sample_index * s_len;  // window [start, start + s_len + 1)
+  int32_t* tokens = &mb->tokens[static_cast<size_t>(row) * s_len];
+  int32_t* targets = &mb->targets[static_cast<size_t>(row) * s_len];
+  for (int t = 0; t < s_len; ++t) tokens[t] = static_cast<int32_t>(file_->token(start + t));
+
+  if (spec_.objective == Objective::kCausal) {
+    for (int t = 0; t < s_len; ++t) targets[t] = static_cast<int32_t>(file_->token(start + t + 1));
+    mb->num_targets += s_len;
+    return;
+  }
+
+  // MLM. Position t is selected when u(key_t) < mask_prob, key_t =
+  // HashKeys(seed, kMasking, sample_index, epoch, t). A row with no selected
+  // position gets the one with the smallest key, so every row has a target.
+  const uint32_t data_vocab = file_->vocab_size();
+  auto apply = [&](int t, uint64_t key) {
+    targets[t] = tokens[t];
+    const double action = UniformDouble(HashKeys(key, kActionDraw));
+    if (action < kMaskShare) {
+      tokens[t] = mask_token();
+    } else if (action < kMaskShare + kRandomShare) {
+      tokens[t] = static_cast<int32_t>(UniformIndex(HashKeys(key, kTokenDraw), data_vocab));
+    }  // else: unchanged
+    ++mb->num_targets;
+  };
+  int selected = 0;
+  int min_t = 0;
+  uint64_t min_key = ~uint64_t{0};
+  for (int t = 0; t < s_len; ++t) {
+    const uint64_t key =
+        HashKeys(spec_.seed, RngPurpose::kMasking, static_cast<uint64_t>(sample_index), epoch, t);
+    if (key < min_key) {
+      min_key = key;
+      min_t = t;
+    }
+    if (UniformDouble(key) < spec_.mask_prob) {
+      apply(t, key);
+      ++selected;
+    } else {
+      targets[t] = kNoTarget;
+    }
+  }
+  if (selected == 0) apply(min_t, min_key);
+}
+
+SamplerState Sampler::state() const {
+  SamplerState s;
+  s.seed = spec_.seed;
+  s.num_tokens = file_->num_tokens();
+  s.vocab_size = file_->vocab_size();
+  s.objective = spec_.objective;
+  s.seq_len = spec_.seq_len;
+  s.global_batch = spec_.global_batch;
+  s.mask_prob = spec_.mask_prob;
+  s.eval_fraction = spec_.eval_fraction;
+  s.num_train_samples = n_train_;
+  s.num_eval_samples = n_eval_;
+  return s;
+}
+
+Status Sampler::CheckResume(const SamplerState& saved) const {
+  const SamplerState now = state();
+  if (saved == now) return OkStatus();
+  // Name the first differing field: compare the "key=value" items in order.
+  const std::string a = saved.ToString(), b = now.ToString();
+  size_t pa = 0, pb = 0;
+  while (pa < a.size() && pb < b.size()) {
+    size_t ea = a.find(' ', pa), eb = b.find(' ', pb);
+    if (ea == std::string::npos) ea = a.size();
+    if (eb == std::string::npos) eb = b.size();
+    const std::string ia = a.substr(pa, ea - pa), ib = b.substr(pb, eb - pb);
+    if (ia != ib) {
+      return FailedPrecondition(
+          "data sampler state differs from the checkpoint's: checkpoint has " + ia +
+          ", this run has " + ib + " (data file " + file_->path() + ")");
+    }
+    pa = ea + 1;
+    pb = eb + 1;
+  }
+  return FailedPrecondition("data sampler state differs from the checkpoint's: checkpoint has '" +
+                            a + "', this run has '" + b + "'");
+}
+
+}  // namespace l2l::data

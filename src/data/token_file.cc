@@ -1,0 +1,257 @@
+// Token file reading (mmap + one validation pass) and atomic writing.
+#include "l2l/data/token_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <unordered_map>
+
+namespace l2l::data {
+namespace {
+
+// Tokens are read with memcpy in host order; the format is little-endian.
+static_assert(std::endian::native == std::endian::little, "l2l token files assume little-endian");
+
+uint32_t LoadU32(const unsigned char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+uint64_t LoadU64(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+void StoreU32(unsigned char* p, uint32_t v) { std::memcpy(p, &v, sizeof v); }
+void StoreU64(unsigned char* p, uint64_t v) { std::memcpy(p, &v, sizeof v); }
+
+// Magic bytes as a C-escaped string for messages: "L2LTOK\0\0".
+std::string EscapeBytes(const unsigned char* p, size_t n) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char c = p[i];
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+      out += static_cast<char>(c);
+    } else if (c == 0) {
+      out += "\\0";
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+std::string ErrnoText() { return std::strerror(errno); }
+
+constexpr uint32_t kDenseCountLimit = uint32_t{1} << 24;
+
+}  // namespace
+
+StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return NotFound("token file " + path + " does not exist");
+    return IoError("cannot open token file " + path + ": " + ErrnoText());
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const Status s = IoError("cannot stat token file " + path + ": " + ErrnoText());
+    ::close(fd);
+    return s;
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size < kTokenFileHeaderBytes) {
+    ::close(fd);
+    return DataLoss(path + ": file is " + std::to_string(size) + " bytes, expected at least " +
+                    std::to_string(kTokenFileHeaderBytes) + " (the header); truncated or not a " +
+                    "token file");
+  }
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int map_errno = errno;
+  ::close(fd);  // the mapping keeps the file alive
+  if (map == MAP_FAILED) {
+    return IoError("cannot mmap token file " + path + ": " + std::strerror(map_errno));
+  }
+
+  TokenFile f;
+  f.path_ = path;
+  f.map_ = static_cast<const unsigned char*>(map);
+  f.size_bytes_ = size;
+  const unsigned char* h = f.map_;
+
+  if (std::memcmp(h + kMagicOffset, kTokenFileMagic, sizeof kTokenFileMagic) != 0) {
+    return DataLoss(path + ": magic is \"" + EscapeBytes(h + kMagicOffset, 8) +
+                    "\", expected \"L2LTOK\\0\\0\"; not an l2l token file");
+  }
+  const uint32_t version = LoadU32(h + kVersionOffset);
+  if (version != kTokenFileVersion) {
+    return DataLoss(path + ": format version is " + std::to_string(version) + ", expected " +
+                    std::to_string(kTokenFileVersion));
+  }
+  f.token_bytes_ = LoadU32(h + kTokenBytesOffset);
+  if (f.token_bytes_ != 2 && f.token_bytes_ != 4) {
+    return DataLoss(path + ": token_bytes is " + std::to_string(f.token_bytes_) +
+                    ", expected 2 (uint16) or 4 (uint32)");
+  }
+  f.vocab_size_ = LoadU32(h + kVocabSizeOffset);
+  if (f.vocab_size_ == 0) return DataLoss(path + ": vocab_size is 0, expected >= 1");
+  const uint64_t num_tokens = LoadU64(h + kNumTokensOffset);
+  const uint64_t max_tokens = (size - kTokenFileHeaderBytes) / f.token_bytes_;
+  const uint64_t payload = size - kTokenFileHeaderBytes;
+  if (num_tokens != max_tokens || payload % f.token_bytes_ != 0) {
+    // Expected size, saturated so a corrupt count cannot overflow the message.
+    const uint64_t limit =
+        (std::numeric_limits<uint64_t>::max() - kTokenFileHeaderBytes) / f.token_bytes_;
+    const std::string expected =
+        num_tokens > limit ? std::string("more than 2^64")
+                           : std::to_string(kTokenFileHeaderBytes + num_tokens * f.token_bytes_);
+    return DataLoss(path + ": file is " + std::to_string(size) + " bytes, expected " + expected +
+                    " (" + std::to_string(kTokenFileHeaderBytes) + "-byte header + " +
+                    std::to_string(num_tokens) + " tokens x " + std::to_string(f.token_bytes_) +
+                    " bytes); truncated or corrupt");
+  }
+  f.num_tokens_ = static_cast<int64_t>(num_tokens);
+
+  // Every token must be a valid id. uint16 tokens are always < a vocab > 65535.
+  const bool may_overflow = f.token_bytes_ == 4 || f.vocab_size_ < kMaxUint16Vocab;
+  if (may_overflow) {
+    for (int64_t i = 0; i < f.num_tokens_; ++i) {
+      const uint32_t t = f.token(i);
+      if (t >= f.vocab_size_) {
+        const uint64_t offset = kTokenFileHeaderBytes + static_cast<uint64_t>(i) * f.token_bytes_;
+        return DataLoss(path + ": token " + std::to_string(i) + " at byte offset " +
+                        std::to_string(offset) + " is " + std::to_string(t) +
+                        ", expected < vocab_size " + std::to_string(f.vocab_size_));
+      }
+    }
+  }
+  return f;
+}
+
+TokenFile::TokenFile(TokenFile&& other) noexcept { *this = std::move(other); }
+
+TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
+  if (this != &other) {
+    Unmap();
+    path_ = std::move(other.path_);
+    map_ = other.map_;
+    size_bytes_ = other.size_bytes_;
+    token_bytes_ = other.token_bytes_;
+    vocab_size_ = other.vocab_size_;
+    num_tokens_ = other.num_tokens_;
+    other.map_ = nullptr;
+    other.size_bytes_ = 0;
+    other.num_tokens_ = 0;
+  }
+  return *this;
+}
+
+TokenFile::~TokenFile() { Unmap(); }
+
+void TokenFile::Unmap() {
+  if (map_ != nullptr) ::munmap(const_cast<unsigned char*>(map_), size_bytes_);
+  map_ = nullptr;
+}
+
+uint32_t TokenFile::token(int64_t i) const {
+  L2L_CHECK(i >= 0 && i < num_tokens_) << "token " << i << " of " << num_tokens_ << " in " << path_;
+  const unsigned char* p = map_ + kTokenFileHeaderBytes + static_cast<size_t>(i) * token_bytes_;
+  if (token_bytes_ == 2) {
+    uint16_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  return LoadU32(p);
+}
+
+Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
+                      const std::vector<uint32_t>& tokens) {
+  if (vocab_size == 0) return InvalidArgument("vocab_size 0 for token file " + path);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= vocab_size) {
+      return InvalidArgument("token " + std::to_string(i) + " is " + std::to_string(tokens[i]) +
+                             ", expected < vocab_size " + std::to_string(vocab_size) +
+                             " (writing " + path + ")");
+    }
+  }
+  const uint32_t token_bytes = vocab_size <= kMaxUint16Vocab ? 2 : 4;
+
+  unsigned char header[kTokenFileHeaderBytes] = {};
+  std::memcpy(header + kMagicOffset, kTokenFileMagic, sizeof kTokenFileMagic);
+  StoreU32(header + kVersionOffset, kTokenFileVersion);
+  StoreU32(header + kTokenBytesOffset, token_bytes);
+  StoreU32(header + kVocabSizeOffset, vocab_size);
+  StoreU32(header + kReservedOffset, 0);
+  StoreU64(header + kNumTokensOffset, tokens.size());
+
+  const std::string tmp = path + ".tmp";
+  std::FILE* out = std::fopen(tmp.c_str(), "wb");
+  if (out == nullptr) return IoError("cannot create " + tmp + ": " + ErrnoText());
+  bool ok = std::fwrite(header, 1, sizeof header, out) == sizeof header;
+
+  // Convert in chunks so a uint16 file never needs a second full copy.
+  constexpr size_t kChunkTokens = size_t{1} << 16;
+  std::vector<unsigned char> buf(kChunkTokens * token_bytes);
+  for (size_t begin = 0; ok && begin < tokens.size(); begin += kChunkTokens) {
+    const size_t n = std::min(kChunkTokens, tokens.size() - begin);
+    for (size_t i = 0; i < n; ++i) {
+      if (token_bytes == 2) {
+        const uint16_t v = static_cast<uint16_t>(tokens[begin + i]);
+        std::memcpy(buf.data() + i * 2, &v, 2);
+      } else {
+        StoreU32(buf.data() + i * 4, tokens[begin + i]);
+      }
+    }
+    ok = std::fwrite(buf.data(), 1, n * token_bytes, out) == n * token_bytes;
+  }
+  int write_errno = errno;
+  if (std::fclose(out) != 0 && ok) {
+    ok = false;
+    write_errno = errno;
+  }
+  if (!ok) {
+    std::remove(tmp.c_str());
+    return IoError("cannot write " + tmp + ": " + std::strerror(write_errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = ErrnoText();
+    std::remove(tmp.c_str());
+    return IoError("cannot rename " + tmp + " to " + path + ": " + why);
+  }
+  return OkStatus();
+}
+
+double UnigramEntropyNats(const TokenFile& file) {
+  const int64_t n = file.num_tokens();
+  if (n == 0) return 0.0;
+  // Dense counts up to 2^24 ids; a hash map beyond, where most ids are unused.
+  std::vector<int64_t> counts;
+  if (file.vocab_size() <= kDenseCountLimit) {
+    counts.assign(file.vocab_size(), 0);
+    for (int64_t i = 0; i < n; ++i) ++counts[file.token(i)];
+  } else {
+    std::unordered_map<uint32_t, int64_t> sparse;
+    for (int64_t i = 0; i < n; ++i) ++sparse[file.token(i)];
+    for (const auto& [id, c] : sparse) counts.push_back(c);
+  }
+  double h = 0.0;
+  for (int64_t c : counts) {
+    if (c == 0) continue;
+    const double p = static_cast<double>(c) / static_cast<double>(n);
+    h -= p * std::log(p);
+  }
+  return h;
+}
+
+}  // namespace l2l::data
