@@ -77,7 +77,11 @@ class [[nodiscard]] StatusOr {
   StatusOr(T&& v) : v_(std::move(v)) {}
 
   bool ok() const { return std::holds_alternative<T>(v_); }
-  Status status() const { return ok() ? OkStatus() : std::get<Status>(v_); }
+  // A reference, so `r.status().message()` outlives the expression.
+  const Status& status() const {
+    static const Status kOk;
+    return ok() ? kOk : std::get<Status>(v_);
+  }
 
   T& value() & {
     L2L_CHECK(ok()) << status().ToString();

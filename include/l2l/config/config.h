@@ -1,0 +1,176 @@
+// Run configuration: one YAML file (plus `--set section.key=value` overrides)
+// parsed once at start-up into plain, validated structs.
+//
+// Why plain structs: every module reads its settings from a const Config& and
+// nothing parses strings after start-up. All checks that can be made without
+// knowing the world size happen in ParseConfig/LoadConfig; the one that needs
+// it is ValidateForWorld. ToYaml writes the whole configuration back (the
+// checkpoint stores it in /meta) so that a run can be reproduced from it.
+//
+// Error contract: every failure is a Status whose message is ONE line naming
+// where the value came from (the file, or the `--set` text), the key and the
+// rule, e.g.
+//   configs/x.yaml: model.layers: expected a positive integer, got 'abc'
+//   --set model.hiden=3: unknown key 'model.hiden' (did you mean 'model.hidden'?)
+// Nothing here throws, exits or aborts on bad input (yaml-cpp exceptions are
+// caught). All functions are pure and thread-safe. docs/config.md lists every
+// key with its type, default and rule.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "l2l/core/status.h"
+
+namespace l2l::config {
+
+// Enum spellings in YAML are the Name() strings, lower case ("bert", "gpt", ...).
+enum class ModelKind { kBert, kGpt };                 // bert: MLM encoder; gpt: causal decoder
+enum class NormPlacement { kPre, kPost };             // layernorm before / after each sublayer
+enum class Schedule { kCosine, kLinear, kConstant };  // LR decay after warmup
+enum class ExecMode { kL2L, kResident };              // layer-to-layer relay / all on device
+enum class DeviceKind { kCpu, kCuda };
+enum class Precision { kFp32, kBf16 };         // compute dtype; masters are always fp32
+enum class StashPlacement { kHost, kDevice };  // where layer-boundary activations live
+
+// Fields marked (required) have no default: the YAML must set them. Their
+// initialisers here (0, empty) only make a default-built struct well defined.
+struct ModelConfig {
+  ModelKind kind = ModelKind::kBert;  // required
+  int layers = 0;                     // transformer blocks, >= 1 (required)
+  int hidden = 0;                     // model width, >= 1 (required)
+  int heads = 0;                      // attention heads, >= 1, divides hidden (required)
+  int ffn = 0;                        // feed-forward inner width, >= 1 (required)
+  int vocab = 0;                      // vocabulary size in tokens, >= 2 (required)
+  int seq_len = 0;                    // tokens per sample, >= 1 (required)
+  double dropout = 0.1;               // in [0, 1)
+  // Omitted in YAML: kPost for bert, kPre for gpt.
+  NormPlacement norm = NormPlacement::kPost;
+
+  friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
+};
+
+struct DataConfig {
+  std::string path;             // token file (required, non-empty)
+  double mask_prob = 0.15;      // MLM masking probability, in (0, 1); bert only
+  double eval_fraction = 0.05;  // share of samples held out for eval, in [0, 1)
+
+  friend bool operator==(const DataConfig&, const DataConfig&) = default;
+};
+
+struct TrainConfig {
+  int64_t steps = 0;         // optimizer steps, >= 1 (required)
+  uint64_t seed = 1234;      // init, dropout and data order all derive from it
+  double lr = 1e-4;          // peak learning rate, > 0
+  int64_t warmup_steps = 0;  // linear warmup from 0 to lr, in [0, steps]
+  Schedule schedule = Schedule::kCosine;
+  double min_lr_ratio = 0.1;          // final lr = lr * min_lr_ratio (cosine, linear), in [0, 1]
+  double weight_decay = 0.01;         // decoupled (AdamW), >= 0
+  double beta1 = 0.9, beta2 = 0.999;  // YAML: train.betas: [b1, b2], each in [0, 1)
+  double eps = 1e-8;                  // > 0
+  double grad_clip = 1.0;             // global-norm clip, >= 0; 0 = no clipping
+  int global_batch = 0;               // samples per optimizer step over all ranks, >= 1 (required)
+  int micro_batch = 0;  // samples per rank per forward pass, >= 1, divides global_batch (required)
+  int64_t eval_every_steps = 0;  // 0 = never; > 0 needs data.eval_fraction > 0
+  int eval_batches = 1;          // global batches per evaluation, >= 1
+
+  friend bool operator==(const TrainConfig&, const TrainConfig&) = default;
+};
+
+struct ExecConfig {
+  ExecMode mode = ExecMode::kL2L;
+  DeviceKind device = DeviceKind::kCpu;
+  Precision precision = Precision::kFp32;  // bf16 needs device cuda
+  int prefetch_depth = 1;                  // layers gathered ahead of the one running, >= 0
+  StashPlacement stash = StashPlacement::kHost;
+  // Device arena cap in bytes; 0 = unlimited. YAML: exec.device_memory_limit,
+  // a byte size ("2GiB", "512MiB", 1000000) or "unlimited".
+  int64_t device_memory_limit_bytes = 0;
+  int optimizer_threads = 0;  // CPU optimizer threads, >= 0; 0 = auto
+
+  friend bool operator==(const ExecConfig&, const ExecConfig&) = default;
+};
+
+struct CheckpointConfig {
+  std::string dir = "checkpoints";  // non-empty
+  int64_t every_steps = 0;          // 0 = only at the end of the run, >= 0
+  int keep_last = 2;                // checkpoints kept on disk, >= 1
+
+  friend bool operator==(const CheckpointConfig&, const CheckpointConfig&) = default;
+};
+
+struct LogConfig {
+  std::string dir = "runs";  // metrics JSONL goes here; non-empty
+  int64_t every_steps = 10;  // >= 1
+
+  friend bool operator==(const LogConfig&, const LogConfig&) = default;
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  ExecConfig exec;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  std::string source;  // file path (or source_name) it came from; not a YAML key
+};
+
+// Field-wise equality. Each section struct has a defaulted operator== (so a
+// new field is compared without anyone remembering to). The Config operator
+// compares the six sections and ignores `source` (provenance, not a setting):
+// a config re-read from a checkpoint equals the one read from the file.
+bool operator==(const Config&, const Config&);
+
+// Reads the YAML file at `path` and returns ParseConfig(text, path, overrides).
+// A missing or unreadable file is NotFound / IoError naming the path.
+StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::string>& overrides);
+
+// Parses `yaml_text`, applies `overrides` in order, checks every key, type,
+// range and cross-field rule. `source_name` prefixes messages and becomes
+// Config::source. Each override is "section.key=value": the value is parsed as
+// a YAML scalar or flow sequence ("train.betas=[0.9,0.95]"), replaces the
+// file's value or adds a key the file lacks; a later override of the same key
+// wins. Status codes: NotFound for a missing required key, InvalidArgument for
+// everything else.
+StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source_name,
+                             const std::vector<std::string>& overrides);
+
+// The complete configuration as YAML (every key, defaults included, in schema
+// order). Re-parseable: ParseConfig(ToYaml(c), ...) == c for any valid c.
+std::string ToYaml(const Config& c);
+
+// The rule that needs the world size: global_batch must split evenly into
+// world_size * micro_batch. The error names both keys, the world size and the
+// numbers. world_size < 1 is an error too.
+Status ValidateForWorld(const Config& c, int world_size);
+
+// Micro-batches each rank runs per optimizer step:
+// global_batch / (world_size * micro_batch).
+// Precondition (CHECKed): ValidateForWorld(c, world_size).ok().
+int MicroBatchesPerRank(const Config& c, int world_size);
+
+// Parses a byte count: a non-negative number with an optional unit, spaces
+// allowed between them. Units (case-insensitive): B; KB MB GB TB PB (powers of
+// 1000); KiB MiB GiB TiB PiB (powers of 1024). "512MiB", "2GiB", "1.5GB",
+// "1000", "64 KiB", "0". A fraction rounds to the nearest byte. Errors
+// (bad number, unknown unit, negative, above INT64_MAX) name the text.
+StatusOr<int64_t> ParseByteSize(std::string_view text);
+
+// Human-readable size in binary units: "12 B", "64.00 KiB", "1.50 GiB".
+// Below 1 KiB prints whole bytes; otherwise two decimals of the largest unit
+// that keeps the value >= 1. Not exact: for display, not for re-parsing.
+std::string FormatBytes(int64_t bytes);
+
+// The YAML spelling of each enum value ("bert", "post", "cosine", "l2l", ...).
+const char* Name(ModelKind v);
+const char* Name(NormPlacement v);
+const char* Name(Schedule v);
+const char* Name(ExecMode v);
+const char* Name(DeviceKind v);
+const char* Name(Precision v);
+const char* Name(StashPlacement v);
+
+}  // namespace l2l::config
