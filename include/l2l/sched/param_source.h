@@ -1,0 +1,75 @@
+// ParamSource: where the relay gets each layer's parameters and sends its
+// gradients. Two implementations share one relay (DESIGN §1):
+//   L2LParamSource      — the EPS: layers gathered into a ring of
+//                         (prefetch_depth + 1) device buffers, gradients
+//                         reduce-scattered to their owners' host shards.
+//   ResidentParamSource — the classical baseline: every layer's parameters,
+//                         gradients and AdamW state on the device,
+//                         gradients all-reduced, AdamW on the device.
+// All calls come from the relay thread, in the same order on every rank
+// (they contain collectives).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "l2l/comm/comm.h"
+#include "l2l/device/device.h"
+#include "l2l/eps/param_server.h"
+
+namespace l2l::sched {
+
+class ParamSource {
+ public:
+  virtual ~ParamSource() = default;
+
+  // Learning rate (after the schedule) and 1-based step for this step's update.
+  virtual void BeginStep(float lr, int64_t step_one_based) = 0;
+  // Forgets layers gathered earlier (their shards may have been updated since).
+  // BeginStep implies it.
+  virtual void InvalidateGathered() = 0;
+  // Starts making `layer` available ahead of use, if a buffer is free.
+  virtual Status Prefetch(int layer) = 0;
+  // Device pointer to the layer's full flat fp32 parameters, valid until
+  // Release(layer).
+  virtual StatusOr<const float*> Acquire(int layer) = 0;
+  virtual void Release(int layer) = 0;
+  // A zeroed device fp32 buffer (padded size) that accumulates the layer's
+  // gradient over micro-batches; valid until SubmitGrad(layer).
+  virtual StatusOr<float*> GradBuffer(int layer) = 0;
+  // Sums the gradient over ranks and hands it to the optimizer.
+  virtual Status SubmitGrad(int layer) = 0;
+  // After the backward relay; returns the global gradient norm.
+  virtual StatusOr<double> FinishStep() = 0;
+  // Blocks until all parameter updates are applied.
+  virtual void WaitForUpdates() = 0;
+
+  // Copies the layer's current fp32 weights (padded size) to host memory on
+  // every rank, after pending updates. Collective.
+  virtual Status ReadLayer(int layer, float* host_padded) = 0;
+  virtual int64_t padded_elems(int layer) const = 0;
+
+  // Seconds blocked on parameter transfers / optimizer since the last call.
+  virtual double TakeGatherWaitSeconds() = 0;
+  virtual double TakeOptimizerWaitSeconds() = 0;
+  // Host bytes this rank holds for training state (EPS shards).
+  virtual int64_t host_state_bytes() const = 0;
+};
+
+// Device bytes each implementation allocates up front (the memory plan).
+int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth);
+int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems);
+
+// `eps` is owned by the caller and outlives the source.
+StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
+                                                            eps::EagerParameterServer* eps,
+                                                            int prefetch_depth);
+
+// Initialises every layer on the device with `init` (the same function the
+// EPS uses, so both modes start from the same model).
+StatusOr<std::unique_ptr<ParamSource>> CreateResidentParamSource(
+    Device* device, Comm* comm, const std::vector<int64_t>& layer_size_elems,
+    const eps::LayerInitFn& init, const eps::OptimizerSettings& settings, int optimizer_threads);
+
+}  // namespace l2l::sched

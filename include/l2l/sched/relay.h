@@ -1,0 +1,118 @@
+// Relay: one training step of DESIGN §1 — the micro-batch loop inside the
+// layer loop. Forward over layers 0..L (embedding, blocks), the head's
+// forward+loss+backward, then the backward relay L..0 with each block
+// recomputed from its stashed input. Parameters come from a ParamSource, so
+// the same code runs `l2l` (EPS) and `resident`.
+//
+// Device memory (DESIGN §5), allocated once in Create: the ParamSource's
+// buffers, one layer workspace for one micro-batch, four boundary buffers
+// (x_in, x_out, dy, dx) and the micro-batch inputs; with stash=device also
+// the stash of every layer boundary. With stash=host the stash is pinned host
+// memory and nothing on the device scales with depth.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "l2l/comm/comm.h"
+#include "l2l/device/device.h"
+#include "l2l/model/model.h"
+#include "l2l/sched/param_source.h"
+
+namespace l2l::sched {
+
+enum class Stash { kHost, kDevice };
+
+struct RelayOptions {
+  int n_micro = 1;      // micro-batches per rank per step
+  int micro_batch = 1;  // sequences per micro-batch
+  Stash stash = Stash::kHost;
+  int prefetch_depth = 1;
+};
+
+// One micro-batch's inputs in host memory (the data module's MicroBatch).
+struct MicroBatchInput {
+  int rows = 0;
+  const int32_t* tokens = nullptr;       // (rows, S)
+  const int32_t* token_types = nullptr;  // (rows, S)
+  const int32_t* targets = nullptr;      // (rows, S), -1 = no loss
+  const uint8_t* attn_mask = nullptr;    // (rows, S), 1 = real token
+  const uint64_t* sample_keys = nullptr; // (rows)
+};
+
+struct StepOutput {
+  double loss_sum = 0;       // this rank's summed cross-entropy (nats)
+  int64_t targets = 0;       // this rank's target count
+  double grad_norm = 0;      // global, before clipping (0 for eval)
+  double compute_s = 0;      // time in layer kernels
+  double gather_wait_s = 0;  // time blocked on parameter / gradient transfers
+  double optimizer_wait_s = 0;
+};
+
+// Itemised device bytes of a configuration: what Create will allocate.
+struct DeviceMemoryPlan {
+  int64_t params_bytes = 0;     // gather ring + gradient (l2l) or full model state (resident)
+  int64_t workspace_bytes = 0;  // one layer, one micro-batch
+  int64_t boundary_bytes = 0;   // x_in, x_out, dy, dx and the micro-batch inputs
+  int64_t stash_bytes = 0;      // device stash (0 with stash=host)
+  int64_t total() const { return params_bytes + workspace_bytes + boundary_bytes + stash_bytes; }
+};
+
+DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptions& options,
+                                  int64_t params_bytes);
+
+class Relay {
+ public:
+  // `source` outlives the relay. Allocates the plan's buffers or returns the
+  // device's OutOfMemory status.
+  static StatusOr<std::unique_ptr<Relay>> Create(Device* device, const model::ModelDims& dims,
+                                                 const RelayOptions& options,
+                                                 ParamSource* source);
+
+  // One training step over this rank's micro-batches (size n_micro).
+  // grad_scale = 1 / (global target count of the step): the loss is the
+  // global mean. lr is the scheduled rate; step is 0-based.
+  StatusOr<StepOutput> TrainStep(int64_t step, uint64_t seed, float lr,
+                                 const std::vector<MicroBatchInput>& batches, double grad_scale);
+
+  // Forward + loss only (no dropout, no gradients) over the micro-batches.
+  StatusOr<StepOutput> Evaluate(const std::vector<MicroBatchInput>& batches);
+
+  int64_t host_stash_bytes() const { return static_cast<int64_t>(host_stash_.size_bytes()); }
+
+ private:
+  Relay(Device* device, const model::ModelDims& dims, const RelayOptions& options,
+        ParamSource* source);
+  Status Allocate();
+  // Runs the forward relay (layers 0..L) into the stash; returns compute time.
+  Status Forward(int64_t step, uint64_t seed, bool training,
+                 const std::vector<MicroBatchInput>& batches, double* compute_s);
+  void UploadInputs(const MicroBatchInput& b);
+  float* StashSlot(int layer_input, int micro);  // input of layer 1..L+1
+  void LoadBoundary(float* device_dst, const float* stash_src);
+  void StoreBoundary(float* stash_dst, const float* device_src);
+  float* DStashSlot(int micro);
+  // Visits layer `visit` of the schedule: prefetches the next ones.
+  StatusOr<const float*> AcquireAt(size_t visit);
+
+  Device* device_;
+  model::ModelDims dims_;
+  RelayOptions options_;
+  ParamSource* source_;
+  std::vector<int> schedule_;  // layer visit order: 0..L+1, then L..0
+  int64_t boundary_elems_ = 0; // micro_batch * seq_len * hidden
+
+  DeviceBuffer workspace_, x_in_, x_out_, dy_, dx_, inputs_;
+  DeviceBuffer device_stash_;  // stash=device: stash and dstash
+  HostBuffer host_stash_;      // stash=host: stash and dstash
+  float* stash_base_ = nullptr;
+  // Device views of the uploaded micro-batch inputs.
+  int32_t* d_tokens_ = nullptr;
+  int32_t* d_types_ = nullptr;
+  int32_t* d_targets_ = nullptr;
+  uint8_t* d_mask_ = nullptr;
+  uint64_t* d_keys_ = nullptr;
+};
+
+}  // namespace l2l::sched

@@ -1,0 +1,93 @@
+// Trainer: the step loop around the relay. Owns the data pipeline, the EPS
+// (l2l) or the resident model, the relay, the LR schedule, evaluation and the
+// metrics (JSONL on rank 0 plus a progress line).
+//
+// Collective: every rank constructs and runs its Trainer with the same config
+// over the same Comm. Errors are agreed across ranks (Comm::Agree) before
+// they are returned, so no rank is left waiting in a collective.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "l2l/comm/comm.h"
+#include "l2l/config/config.h"
+#include "l2l/data/data.h"
+#include "l2l/device/device.h"
+#include "l2l/eps/param_server.h"
+#include "l2l/model/model.h"
+#include "l2l/sched/param_source.h"
+#include "l2l/sched/relay.h"
+
+namespace l2l::train {
+
+// One step's metrics; the JSONL line is exactly these fields.
+struct StepRecord {
+  int64_t step = 0;  // 1-based count of completed steps
+  double loss = 0;   // global mean cross-entropy over the step's targets (nats)
+  double lr = 0;
+  double grad_norm = 0;
+  int64_t tokens = 0;  // tokens processed in this step, all ranks
+  double step_s = 0, tokens_per_s = 0;
+  int64_t device_peak_bytes = 0;  // high-water mark of the device arena (this rank)
+  int64_t host_eps_bytes = 0;     // host bytes of EPS shards + stash (this rank)
+  double compute_s = 0, gather_wait_s = 0, optimizer_wait_s = 0;  // rank 0's split
+  std::optional<double> eval_loss;
+};
+
+model::ModelDims DimsFromConfig(const config::ModelConfig& m);
+
+class Trainer {
+ public:
+  // Validates the config against the world size, opens the data, builds the
+  // model state and the relay. `local_ranks` = ranks on this node (for the
+  // default optimizer thread count). Prints the device memory plan on rank 0.
+  static StatusOr<std::unique_ptr<Trainer>> Create(const config::Config& cfg, Comm* comm,
+                                                   int local_ranks);
+  ~Trainer();
+
+  // Runs train.steps steps (from the current step), logging as configured.
+  Status Run();
+  // One step; appends to history().
+  StatusOr<StepRecord> Step();
+  // Mean eval loss over train.eval_batches global eval batches.
+  StatusOr<double> Evaluate();
+
+  int64_t step() const { return step_; }
+  const std::vector<StepRecord>& history() const { return history_; }
+  const sched::DeviceMemoryPlan& memory_plan() const { return plan_; }
+  Device& device() { return *device_; }
+  const model::ModelDims& dims() const { return dims_; }
+
+  // Full fp32 weights of `layer` (unpadded), on every rank. Collective.
+  Status ReadLayer(int layer, std::vector<float>* out);
+
+ private:
+  Trainer(const config::Config& cfg, Comm* comm);
+  Status Init(int local_ranks);
+  Status OpenMetrics();
+  void WriteRecord(const StepRecord& r);
+  std::vector<data::MicroBatch> TrainBatches(int64_t step) const;
+
+  config::Config cfg_;
+  Comm* comm_;
+  model::ModelDims dims_;
+  int n_micro_ = 1;
+  std::unique_ptr<Device> device_;
+  std::unique_ptr<data::TokenFile> token_file_;
+  std::unique_ptr<data::Sampler> sampler_;
+  std::unique_ptr<eps::EagerParameterServer> eps_;
+  std::unique_ptr<sched::ParamSource> source_;
+  std::unique_ptr<sched::Relay> relay_;
+  sched::DeviceMemoryPlan plan_;
+  std::vector<int64_t> layer_sizes_;
+  int64_t step_ = 0;
+  std::vector<StepRecord> history_;
+  std::FILE* metrics_ = nullptr;  // rank 0 only
+};
+
+}  // namespace l2l::train

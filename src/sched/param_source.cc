@@ -1,0 +1,287 @@
+#include "l2l/sched/param_source.h"
+
+#include <chrono>
+#include <utility>
+#include <cstring>
+
+#include "l2l/eps/adamw.h"
+
+namespace l2l::sched {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---------------------------------------------------------------------------
+// L2L: a ring of gathered layers in front of the EPS.
+//
+// Each slot holds one gathered layer. A released slot keeps its contents, so
+// a layer visited again before its slot is reused (the last block: forward,
+// head, then backward) is not gathered twice; the tags are dropped at every
+// step start because the optimizer changes the shards between steps. Slot
+// choice is deterministic, so every rank issues the same gathers in the same
+// order.
+class L2LParamSource final : public ParamSource {
+ public:
+  L2LParamSource(Device* device, eps::EagerParameterServer* eps) : device_(device), eps_(eps) {}
+
+  Status Init(int prefetch_depth) {
+    const size_t bytes = static_cast<size_t>(eps_->max_padded_elems()) * sizeof(float);
+    slots_.resize(prefetch_depth + 1);
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      ASSIGN_OR_RETURN(slots_[i].buffer,
+                       device_->Allocate(bytes, "gathered layer buffer " + std::to_string(i)));
+    }
+    ASSIGN_OR_RETURN(grad_, device_->Allocate(bytes, "layer gradient buffer"));
+    return OkStatus();
+  }
+
+  void BeginStep(float lr, int64_t step_one_based) override {
+    eps_->BeginStep(lr, step_one_based);
+    InvalidateGathered();
+  }
+
+  void InvalidateGathered() override {
+    for (auto& s : slots_) {
+      L2L_CHECK(!s.in_use) << "layer " << s.layer << " still acquired at a pass start";
+      s.layer = -1;
+    }
+  }
+
+  Status Prefetch(int layer) override {
+    if (Find(layer) >= 0) return OkStatus();
+    const int slot = FreeSlot();
+    if (slot < 0) return OkStatus();  // no room: Acquire will gather
+    return Fill(slot, layer);
+  }
+
+  StatusOr<const float*> Acquire(int layer) override {
+    int slot = Find(layer);
+    if (slot < 0) {
+      slot = FreeSlot();
+      L2L_CHECK_GE(slot, 0) << "no free gather slot for layer " << layer;
+      RETURN_IF_ERROR(Fill(slot, layer));
+    }
+    slots_[slot].in_use = true;
+    slots_[slot].last_use = ++clock_;
+    return slots_[slot].buffer.as<const float>();
+  }
+
+  void Release(int layer) override {
+    const int slot = Find(layer);
+    L2L_CHECK_GE(slot, 0) << "release of layer " << layer << " that is not held";
+    slots_[slot].in_use = false;
+  }
+
+  StatusOr<float*> GradBuffer(int layer) override {
+    const size_t bytes = static_cast<size_t>(eps_->layer(layer).padded_elems) * sizeof(float);
+    device_->Memset(grad_.data(), 0, bytes, StreamKind::kCompute);
+    return grad_.as<float>();
+  }
+
+  Status SubmitGrad(int layer) override {
+    const auto t0 = Clock::now();
+    Status s = eps_->ReduceScatter(layer, grad_.as<float>());
+    gather_wait_s_ += SecondsSince(t0);
+    return s;
+  }
+
+  StatusOr<double> FinishStep() override { return eps_->FinishStep(); }
+  Status ReadLayer(int layer, float* host_padded) override {
+    return eps_->ReadLayer(layer, host_padded);
+  }
+  int64_t padded_elems(int layer) const override { return eps_->layer(layer).padded_elems; }
+  void WaitForUpdates() override { eps_->WaitForUpdates(); }
+
+  double TakeGatherWaitSeconds() override { return std::exchange(gather_wait_s_, 0.0); }
+  double TakeOptimizerWaitSeconds() override { return eps_->TakeOptimizerWaitSeconds(); }
+  int64_t host_state_bytes() const override { return eps_->host_bytes(); }
+
+ private:
+  struct Slot {
+    DeviceBuffer buffer;
+    int layer = -1;  // contents, or -1
+    bool in_use = false;
+    int64_t last_use = 0;
+  };
+
+  int Find(int layer) const {
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].layer == layer) return static_cast<int>(i);
+    return -1;
+  }
+  // A slot not in use: empty ones first, then the least recently used.
+  int FreeSlot() const {
+    int best = -1;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      const Slot& s = slots_[i];
+      if (s.in_use) continue;
+      if (s.layer < 0) return static_cast<int>(i);
+      if (best < 0 || s.last_use < slots_[best].last_use) best = static_cast<int>(i);
+    }
+    return best;
+  }
+  Status Fill(int slot, int layer) {
+    const auto t0 = Clock::now();
+    slots_[slot].layer = -1;
+    RETURN_IF_ERROR(eps_->Gather(layer, slots_[slot].buffer.as<float>()));
+    slots_[slot].layer = layer;
+    slots_[slot].last_use = ++clock_;
+    gather_wait_s_ += SecondsSince(t0);
+    return OkStatus();
+  }
+
+  Device* device_;
+  eps::EagerParameterServer* eps_;
+  std::vector<Slot> slots_;
+  DeviceBuffer grad_;
+  int64_t clock_ = 0;
+  double gather_wait_s_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Resident: everything on the device, data-parallel all-reduce, AdamW on the
+// device. The gradient norm is summed over the same shard ranges, in the same
+// order, as the EPS does, so that l2l and resident clip identically.
+class ResidentParamSource final : public ParamSource {
+ public:
+  ResidentParamSource(Device* device, Comm* comm, const eps::OptimizerSettings& settings,
+                      int optimizer_threads, int num_layers)
+      : device_(device),
+        comm_(comm),
+        settings_(settings),
+        layers_(num_layers),
+        queue_(optimizer_threads, num_layers) {}
+
+  Status Init(const std::vector<int64_t>& sizes, const eps::LayerInitFn& init) {
+    L2L_CHECK(device_->type() == DeviceType::kCpu)
+        << "resident AdamW runs the CPU kernel; the device AdamW comes with the CUDA backend";
+    for (size_t l = 0; l < sizes.size(); ++l) {
+      Layer& L = layers_[l];
+      L.size_elems = sizes[l];
+      L.padded_elems = eps::PaddedSizeElems(sizes[l], comm_->size(), eps::kShardAlignElems);
+      const size_t bytes = static_cast<size_t>(L.padded_elems) * sizeof(float);
+      const std::string what = "resident layer " + std::to_string(l);
+      for (DeviceBuffer* b : {&L.params, &L.grad, &L.m, &L.v}) {
+        ASSIGN_OR_RETURN(*b, device_->Allocate(bytes, what));
+        device_->Memset(b->data(), 0, bytes, StreamKind::kCompute);
+      }
+      // Initialise on the host, then copy: the init function writes host memory.
+      ASSIGN_OR_RETURN(HostBuffer host, device_->AllocatePinned(bytes, what + " init"));
+      std::memset(host.data(), 0, bytes);
+      init(static_cast<int>(l), 0, L.size_elems, host.as<float>());
+      device_->CopyH2D(L.params.data(), host.data(), bytes, StreamKind::kH2D);
+      device_->SynchronizeStream(StreamKind::kH2D);
+    }
+    return OkStatus();
+  }
+
+  void BeginStep(float lr, int64_t step_one_based) override {
+    hp_.lr = lr;
+    hp_.beta1 = static_cast<float>(settings_.beta1);
+    hp_.beta2 = static_cast<float>(settings_.beta2);
+    hp_.eps = static_cast<float>(settings_.eps);
+    hp_.weight_decay = static_cast<float>(settings_.weight_decay);
+    hp_.step = step_one_based;
+    hp_.grad_scale = 1.0f;
+  }
+  void InvalidateGathered() override {}
+  Status Prefetch(int) override { return OkStatus(); }
+  StatusOr<const float*> Acquire(int layer) override {
+    return layers_[layer].params.as<const float>();
+  }
+  void Release(int) override {}
+  StatusOr<float*> GradBuffer(int layer) override {
+    Layer& L = layers_[layer];
+    device_->Memset(L.grad.data(), 0, L.grad.size_bytes(), StreamKind::kCompute);
+    return L.grad.as<float>();
+  }
+  Status SubmitGrad(int layer) override {
+    Layer& L = layers_[layer];
+    const auto t0 = Clock::now();
+    if (comm_->size() > 1) {
+      RETURN_IF_ERROR(comm_->AllReduce(L.grad.data(), L.grad.data(), L.padded_elems,
+                                       CommDType::kF32, ReduceOp::kSum));
+    }
+    const eps::Shard own = eps::ShardOf(L.padded_elems, comm_->size(), comm_->rank());
+    L.grad_sq_norm = eps::SumSquares(L.grad.as<float>() + own.offset_elems, own.size_elems);
+    comm_wait_s_ += SecondsSince(t0);
+    return OkStatus();
+  }
+  StatusOr<double> FinishStep() override {
+    std::vector<double> sq(layers_.size());
+    for (size_t l = 0; l < layers_.size(); ++l) sq[l] = layers_[l].grad_sq_norm;
+    ASSIGN_OR_RETURN(double norm, eps::GlobalGradNorm(sq, *comm_));
+    eps::AdamWParams hp = hp_;
+    hp.grad_scale = eps::ClipScale(norm, settings_.grad_clip);
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Layer* L = &layers_[l];
+      queue_.Submit(static_cast<int>(l), L->padded_elems, [L, hp](int64_t b, int64_t e) {
+        eps::AdamWUpdateF32Copy(hp, e - b, L->params.as<float>() + b, L->grad.as<float>() + b,
+                                L->m.as<float>() + b, L->v.as<float>() + b, nullptr);
+      });
+    }
+    // The baseline is synchronous: the step ends when the update is done.
+    queue_.WaitAll();
+    return norm;
+  }
+  void WaitForUpdates() override { queue_.WaitAll(); }
+  Status ReadLayer(int layer, float* host_padded) override {
+    queue_.WaitAll();
+    const Layer& L = layers_[layer];
+    device_->CopyD2H(host_padded, L.params.data(), L.params.size_bytes(), StreamKind::kD2H);
+    device_->SynchronizeStream(StreamKind::kD2H);
+    return OkStatus();
+  }
+  int64_t padded_elems(int layer) const override { return layers_[layer].padded_elems; }
+  double TakeGatherWaitSeconds() override { return std::exchange(comm_wait_s_, 0.0); }
+  double TakeOptimizerWaitSeconds() override { return queue_.TakeWaitSeconds(); }
+  int64_t host_state_bytes() const override { return 0; }
+
+ private:
+  struct Layer {
+    int64_t size_elems = 0, padded_elems = 0;
+    DeviceBuffer params, grad, m, v;
+    double grad_sq_norm = 0;
+  };
+  Device* device_;
+  Comm* comm_;
+  eps::OptimizerSettings settings_;
+  std::vector<Layer> layers_;
+  eps::OptimizerQueue queue_;
+  eps::AdamWParams hp_{};
+  double comm_wait_s_ = 0;
+};
+
+}  // namespace
+
+int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth) {
+  return (prefetch_depth + 2) * max_padded_elems * static_cast<int64_t>(sizeof(float));
+}
+
+int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems) {
+  int64_t b = 0;
+  for (int64_t p : padded_elems) b += 4 * p * static_cast<int64_t>(sizeof(float));
+  return b;
+}
+
+StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
+                                                            eps::EagerParameterServer* eps,
+                                                            int prefetch_depth) {
+  auto src = std::make_unique<L2LParamSource>(device, eps);
+  RETURN_IF_ERROR(src->Init(prefetch_depth));
+  return std::unique_ptr<ParamSource>(std::move(src));
+}
+
+StatusOr<std::unique_ptr<ParamSource>> CreateResidentParamSource(
+    Device* device, Comm* comm, const std::vector<int64_t>& layer_size_elems,
+    const eps::LayerInitFn& init, const eps::OptimizerSettings& settings, int optimizer_threads) {
+  auto src = std::make_unique<ResidentParamSource>(device, comm, settings, optimizer_threads,
+                                                   static_cast<int>(layer_size_elems.size()));
+  RETURN_IF_ERROR(src->Init(layer_size_elems, init));
+  return std::unique_ptr<ParamSource>(std::move(src));
+}
+
+}  // namespace l2l::sched

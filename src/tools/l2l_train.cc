@@ -1,0 +1,100 @@
+// l2l-train: train a model layer to layer.
+//
+//   mpirun -np N l2l-train --config FILE [--set key=value]... [--print-config]
+//
+// Every rank parses the same arguments and config; failures are agreed across
+// ranks, printed once (rank 0) as one line, and exit with code 2 on every
+// rank.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "l2l/comm/mpi_comm.h"
+#include "l2l/config/config.h"
+#include "l2l/train/trainer.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: l2l-train --config FILE [--set key=value]... [--print-config]\n"
+    "  --config FILE      YAML configuration (see docs/config.md)\n"
+    "  --set key=value    override one key, e.g. --set model.layers=48 (repeatable)\n"
+    "  --print-config     print the effective configuration as YAML and exit\n";
+
+struct Args {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool print_config = false;
+  bool help = false;
+};
+
+l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const char* flag) -> l2l::StatusOr<std::string> {
+      if (i + 1 >= argc) return l2l::InvalidArgument(std::string(flag) + " needs a value");
+      return std::string(argv[++i]);
+    };
+    if (arg == "--config") {
+      ASSIGN_OR_RETURN(a.config, value("--config"));
+    } else if (arg.rfind("--config=", 0) == 0) {
+      a.config = arg.substr(9);
+    } else if (arg == "--set") {
+      ASSIGN_OR_RETURN(std::string v, value("--set"));
+      a.overrides.push_back(v);
+    } else if (arg.rfind("--set=", 0) == 0) {
+      a.overrides.push_back(arg.substr(6));
+    } else if (arg == "--print-config") {
+      a.print_config = true;
+    } else if (arg == "--help" || arg == "-h") {
+      a.help = true;
+    } else {
+      return l2l::InvalidArgument("unknown argument '" + arg + "' (see --help)");
+    }
+  }
+  if (!a.help && a.config.empty()) return l2l::InvalidArgument("--config FILE is required");
+  return a;
+}
+
+l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::Comm& comm) {
+  auto args = ParseArgs(argc, argv);
+  RETURN_IF_ERROR(comm.Agree(args.status()));
+  if (args->help) {
+    if (comm.rank() == 0) std::fputs(kUsage, stdout);
+    return l2l::OkStatus();
+  }
+  auto cfg = l2l::config::LoadConfig(args->config, args->overrides);
+  RETURN_IF_ERROR(comm.Agree(cfg.status()));
+  if (args->print_config) {
+    if (comm.rank() == 0) std::fputs(l2l::config::ToYaml(*cfg).c_str(), stdout);
+    return l2l::OkStatus();
+  }
+  ASSIGN_OR_RETURN(auto trainer, l2l::train::Trainer::Create(*cfg, &comm, mpi.local_size()));
+  RETURN_IF_ERROR(trainer->Run());
+  if (comm.rank() == 0) {
+    std::printf("l2l: done, %lld steps; metrics in %s/metrics.jsonl\n",
+                static_cast<long long>(trainer->step()), cfg->log.dir.c_str());
+  }
+  return l2l::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  l2l::MpiRuntime mpi(&argc, &argv);
+  int code = 0;
+  {
+    l2l::MpiComm comm;
+    const l2l::Status s = Main(argc, argv, mpi, comm);
+    if (!s.ok()) {
+      if (comm.rank() == 0) {
+        std::fprintf(stderr, "l2l-train: %s\n", s.message().c_str());
+        std::fflush(stderr);
+      }
+      code = l2l::ExitCodeFor(s);
+    }
+  }
+  return code;
+}

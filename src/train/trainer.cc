@@ -1,0 +1,335 @@
+#include "l2l/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "l2l/core/log.h"
+#include "l2l/train/schedule.h"
+
+namespace l2l::train {
+namespace {
+
+double NowSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+sched::MicroBatchInput AsInput(const data::MicroBatch& b) {
+  sched::MicroBatchInput in;
+  in.rows = b.rows;
+  in.tokens = b.tokens.data();
+  in.token_types = b.token_types.data();
+  in.targets = b.targets.data();
+  in.attn_mask = b.attn_mask.data();
+  in.sample_keys = b.sample_keys.data();
+  return in;
+}
+
+std::vector<sched::MicroBatchInput> AsInputs(const std::vector<data::MicroBatch>& bs) {
+  std::vector<sched::MicroBatchInput> v;
+  v.reserve(bs.size());
+  for (const auto& b : bs) v.push_back(AsInput(b));
+  return v;
+}
+
+std::string Duration(double s) {
+  char buf[32];
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(t / 3600),
+                  static_cast<long long>(t / 60 % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(t / 60),
+                  static_cast<long long>(t % 60));
+  }
+  return buf;
+}
+
+}  // namespace
+
+model::ModelDims DimsFromConfig(const config::ModelConfig& m) {
+  model::ModelDims d;
+  d.causal = m.kind == config::ModelKind::kGpt;
+  d.num_blocks = m.layers;
+  d.hidden = m.hidden;
+  d.heads = m.heads;
+  d.ffn = m.ffn;
+  d.vocab = m.vocab;
+  d.seq_len = m.seq_len;
+  d.dropout = m.dropout;
+  d.norm = m.norm == config::NormPlacement::kPre ? model::Norm::kPre : model::Norm::kPost;
+  return d;
+}
+
+Trainer::Trainer(const config::Config& cfg, Comm* comm)
+    : cfg_(cfg), comm_(comm), dims_(DimsFromConfig(cfg.model)) {}
+
+Trainer::~Trainer() {
+  if (source_) source_->WaitForUpdates();
+  if (metrics_ != nullptr) std::fclose(metrics_);
+}
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg, Comm* comm,
+                                                   int local_ranks) {
+  std::unique_ptr<Trainer> t(new Trainer(cfg, comm));
+  RETURN_IF_ERROR(t->Init(local_ranks));
+  return t;
+}
+
+Status Trainer::Init(int local_ranks) {
+  const int world = comm_->size(), rank = comm_->rank();
+  RETURN_IF_ERROR(comm_->Agree(config::ValidateForWorld(cfg_, world)));
+  n_micro_ = config::MicroBatchesPerRank(cfg_, world);
+
+  // Data: every rank opens the file (memory-mapped, shared by the page cache).
+  {
+    Status s;
+    auto file = data::TokenFile::Open(cfg_.data.path);
+    if (file.ok()) {
+      token_file_ = std::make_unique<data::TokenFile>(std::move(file).value());
+      data::BatchSpec spec;
+      spec.objective = dims_.causal ? data::Objective::kCausal : data::Objective::kMlm;
+      spec.seq_len = dims_.seq_len;
+      spec.micro_batch = cfg_.train.micro_batch;
+      spec.global_batch = cfg_.train.global_batch;
+      spec.mask_prob = cfg_.data.mask_prob;
+      spec.eval_fraction = cfg_.data.eval_fraction;
+      spec.seed = cfg_.train.seed;
+      spec.model_vocab = dims_.vocab;
+      auto sampler = data::Sampler::Create(token_file_.get(), spec);
+      if (sampler.ok()) {
+        sampler_ = std::make_unique<data::Sampler>(std::move(sampler).value());
+      } else {
+        s = sampler.status();
+      }
+    } else {
+      s = file.status();
+    }
+    RETURN_IF_ERROR(comm_->Agree(s.WithContext("data.path")));
+  }
+
+  // The memory plan, checked against the cap before anything is allocated.
+  for (int l = 0; l < model::NumLayers(dims_); ++l) {
+    layer_sizes_.push_back(model::LayoutFor(dims_, model::KindOf(dims_, l)).size_elems());
+  }
+  std::vector<int64_t> padded;
+  int64_t max_padded = 0;
+  for (int64_t s : layer_sizes_) {
+    padded.push_back(eps::PaddedSizeElems(s, world, eps::kShardAlignElems));
+    max_padded = std::max(max_padded, padded.back());
+  }
+  sched::RelayOptions ro;
+  ro.n_micro = n_micro_;
+  ro.micro_batch = cfg_.train.micro_batch;
+  ro.stash = cfg_.exec.stash == config::StashPlacement::kHost ? sched::Stash::kHost
+                                                              : sched::Stash::kDevice;
+  ro.prefetch_depth = cfg_.exec.prefetch_depth;
+  const bool l2l = cfg_.exec.mode == config::ExecMode::kL2L;
+  const int64_t params_bytes =
+      l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth)
+          : sched::ResidentParamSourceDeviceBytes(padded);
+  plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes);
+  const int64_t limit = cfg_.exec.device_memory_limit_bytes;
+  if (rank == 0) {
+    std::printf(
+        "l2l: mode %s, %d ranks x %d micro-batches of %d, device memory plan %s "
+        "(parameters %s, workspace %s, boundaries %s, stash %s), limit %s\n",
+        config::Name(cfg_.exec.mode), world, n_micro_, cfg_.train.micro_batch,
+        config::FormatBytes(plan_.total()).c_str(),
+        config::FormatBytes(plan_.params_bytes).c_str(),
+        config::FormatBytes(plan_.workspace_bytes).c_str(),
+        config::FormatBytes(plan_.boundary_bytes).c_str(),
+        config::FormatBytes(plan_.stash_bytes).c_str(),
+        limit > 0 ? config::FormatBytes(limit).c_str() : "none");
+    std::fflush(stdout);
+  }
+  if (limit > 0 && plan_.total() > limit) {
+    return OutOfMemory(
+        "exec.device_memory_limit=" + config::FormatBytes(limit) + " is too small: this " +
+        std::string(config::Name(cfg_.exec.mode)) + " configuration needs " +
+        config::FormatBytes(plan_.total()) + " of device memory (" +
+        (l2l ? "the largest layer gathered " + std::to_string(ro.prefetch_depth + 1) +
+                   "x plus its gradient: "
+             : "all parameters, gradients and AdamW moments: ") +
+        config::FormatBytes(plan_.params_bytes) + ", one micro-batch's layer workspace " +
+        config::FormatBytes(plan_.workspace_bytes) + ")");
+  }
+
+  {
+    DeviceOptions dopt;
+    dopt.type = cfg_.exec.device == config::DeviceKind::kCpu ? DeviceType::kCpu
+                                                             : DeviceType::kCuda;
+    dopt.memory_limit_bytes = limit;
+    auto dev = CreateDevice(dopt);
+    RETURN_IF_ERROR(comm_->Agree(dev.status()));
+    device_ = std::move(dev).value();
+  }
+
+  const int threads = cfg_.exec.optimizer_threads > 0 ? cfg_.exec.optimizer_threads
+                                                      : eps::DefaultOptimizerThreads(local_ranks);
+  eps::OptimizerSettings os;
+  os.beta1 = cfg_.train.beta1;
+  os.beta2 = cfg_.train.beta2;
+  os.eps = cfg_.train.eps;
+  os.weight_decay = cfg_.train.weight_decay;
+  os.grad_clip = cfg_.train.grad_clip;
+  const model::ModelDims dims = dims_;
+  const uint64_t seed = cfg_.train.seed;
+  const eps::LayerInitFn init = [dims, seed](int layer, int64_t b, int64_t e, float* out) {
+    model::InitParamRange(dims, layer, seed, b, e, out);
+  };
+  {
+    Status s;
+    if (l2l) {
+      auto e = eps::EagerParameterServer::Create(device_.get(), comm_, layer_sizes_, init, os,
+                                                 threads);
+      if (e.ok()) {
+        eps_ = std::move(e).value();
+        auto src = sched::CreateL2LParamSource(device_.get(), eps_.get(), ro.prefetch_depth);
+        if (src.ok()) source_ = std::move(src).value(); else s = src.status();
+      } else {
+        s = e.status();
+      }
+    } else {
+      auto src = sched::CreateResidentParamSource(device_.get(), comm_, layer_sizes_, init, os,
+                                                  threads);
+      if (src.ok()) source_ = std::move(src).value(); else s = src.status();
+    }
+    if (s.ok()) {
+      auto relay = sched::Relay::Create(device_.get(), dims_, ro, source_.get());
+      if (relay.ok()) relay_ = std::move(relay).value(); else s = relay.status();
+    }
+    RETURN_IF_ERROR(comm_->Agree(s));
+  }
+  RETURN_IF_ERROR(comm_->Agree(OpenMetrics()));
+  return OkStatus();
+}
+
+Status Trainer::OpenMetrics() {
+  if (comm_->rank() != 0) return OkStatus();
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_.log.dir, ec);
+  const std::string path = cfg_.log.dir + "/metrics.jsonl";
+  metrics_ = std::fopen(path.c_str(), "a");
+  if (metrics_ == nullptr) {
+    return IoError("log.dir: cannot write " + path + " (" +
+                   (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
+  }
+  return OkStatus();
+}
+
+std::vector<data::MicroBatch> Trainer::TrainBatches(int64_t step) const {
+  std::vector<data::MicroBatch> v;
+  for (int m = 0; m < n_micro_; ++m) {
+    v.push_back(sampler_->TrainMicroBatch(step, comm_->rank(), comm_->size(), m));
+  }
+  return v;
+}
+
+StatusOr<StepRecord> Trainer::Step() {
+  const double t0 = NowSeconds();
+  const std::vector<data::MicroBatch> batches = TrainBatches(step_);
+  int64_t targets = 0;
+  for (const auto& b : batches) targets += b.num_targets;
+  RETURN_IF_ERROR(comm_->AllReduce(&targets, &targets, 1, CommDType::kI64, ReduceOp::kSum));
+  const double lr = LearningRate(cfg_.train, step_);
+  const double grad_scale = targets > 0 ? 1.0 / static_cast<double>(targets) : 0.0;
+  ASSIGN_OR_RETURN(sched::StepOutput out,
+                   relay_->TrainStep(step_, cfg_.train.seed, static_cast<float>(lr),
+                                     AsInputs(batches), grad_scale));
+  double loss_sum = out.loss_sum;
+  RETURN_IF_ERROR(comm_->AllReduce(&loss_sum, &loss_sum, 1, CommDType::kF64, ReduceOp::kSum));
+
+  StepRecord r;
+  r.step = ++step_;
+  r.loss = targets > 0 ? loss_sum / static_cast<double>(targets) : 0.0;
+  r.lr = lr;
+  r.grad_norm = out.grad_norm;
+  r.tokens = static_cast<int64_t>(cfg_.train.global_batch) * dims_.seq_len;
+  r.step_s = NowSeconds() - t0;
+  r.tokens_per_s = r.step_s > 0 ? r.tokens / r.step_s : 0;
+  r.device_peak_bytes = device_->memory_stats().peak_bytes;
+  r.host_eps_bytes = source_->host_state_bytes() + relay_->host_stash_bytes();
+  r.compute_s = out.compute_s;
+  r.gather_wait_s = out.gather_wait_s;
+  r.optimizer_wait_s = out.optimizer_wait_s;
+  history_.push_back(r);
+  return r;
+}
+
+StatusOr<double> Trainer::Evaluate() {
+  double loss_sum = 0;
+  int64_t targets = 0;
+  for (int b = 0; b < cfg_.train.eval_batches; ++b) {
+    std::vector<data::MicroBatch> batches;
+    for (int m = 0; m < n_micro_; ++m) {
+      batches.push_back(sampler_->EvalMicroBatch(b, comm_->rank(), comm_->size(), m));
+    }
+    ASSIGN_OR_RETURN(sched::StepOutput out, relay_->Evaluate(AsInputs(batches)));
+    loss_sum += out.loss_sum;
+    targets += out.targets;
+  }
+  RETURN_IF_ERROR(comm_->AllReduce(&loss_sum, &loss_sum, 1, CommDType::kF64, ReduceOp::kSum));
+  RETURN_IF_ERROR(comm_->AllReduce(&targets, &targets, 1, CommDType::kI64, ReduceOp::kSum));
+  return targets > 0 ? loss_sum / static_cast<double>(targets) : 0.0;
+}
+
+Status Trainer::Run() {
+  const auto& t = cfg_.train;
+  const double start = NowSeconds();
+  const int64_t first = step_;
+  while (step_ < t.steps) {
+    ASSIGN_OR_RETURN(StepRecord r, Step());
+    const bool last = step_ == t.steps;
+    if (t.eval_every_steps > 0 && (step_ % t.eval_every_steps == 0 || last)) {
+      ASSIGN_OR_RETURN(double eval, Evaluate());
+      r.eval_loss = eval;
+      history_.back().eval_loss = eval;
+    }
+    WriteRecord(r);
+    if (step_ % cfg_.log.every_steps == 0 || last || step_ == first + 1) {
+      const double elapsed = NowSeconds() - start;
+      const double eta = elapsed / static_cast<double>(step_ - first) * (t.steps - step_);
+      if (comm_->rank() == 0) {
+        std::printf("step %lld/%lld | loss %.4f%s | %.0f tok/s | device peak %s | ETA %s\n",
+                    static_cast<long long>(step_), static_cast<long long>(t.steps), r.loss,
+                    r.eval_loss ? (" | eval " + std::to_string(*r.eval_loss).substr(0, 6)).c_str()
+                                : "",
+                    r.tokens_per_s, config::FormatBytes(r.device_peak_bytes).c_str(),
+                    Duration(eta).c_str());
+        std::fflush(stdout);
+      }
+    }
+  }
+  source_->WaitForUpdates();
+  return OkStatus();
+}
+
+void Trainer::WriteRecord(const StepRecord& r) {
+  if (metrics_ == nullptr) return;
+  std::fprintf(metrics_,
+               "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+               "\"tokens\": %lld, \"step_s\": %.6f, \"tokens_per_s\": %.3f, "
+               "\"device_peak_bytes\": %lld, \"host_eps_bytes\": %lld, \"compute_s\": %.6f, "
+               "\"gather_wait_s\": %.6f, \"optimizer_wait_s\": %.6f",
+               static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm,
+               static_cast<long long>(r.tokens), r.step_s, r.tokens_per_s,
+               static_cast<long long>(r.device_peak_bytes),
+               static_cast<long long>(r.host_eps_bytes), r.compute_s, r.gather_wait_s,
+               r.optimizer_wait_s);
+  if (r.eval_loss) std::fprintf(metrics_, ", \"eval_loss\": %.9g", *r.eval_loss);
+  std::fprintf(metrics_, "}\n");
+  std::fflush(metrics_);
+}
+
+Status Trainer::ReadLayer(int layer, std::vector<float>* out) {
+  std::vector<float> padded(source_->padded_elems(layer));
+  RETURN_IF_ERROR(source_->ReadLayer(layer, padded.data()));
+  out->assign(padded.begin(), padded.begin() + layer_sizes_[layer]);
+  return OkStatus();
+}
+
+}  // namespace l2l::train
