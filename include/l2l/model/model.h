@@ -1,0 +1,180 @@
+// Transformer layers as pure functions over caller-owned memory (DESIGN §2
+// `model`): a layer's parameters are one flat buffer laid out by LayoutFor,
+// activations and scratch come from the caller (the device arena), and no
+// function here owns or caches anything. The engine runs layer 0 (embedding),
+// layers 1..num_blocks (transformer blocks) and layer num_blocks+1 (head, with
+// the loss) in a relay; see docs/model.md for the tensor list.
+//
+// Thread safety: every function is reentrant; concurrent calls must not share
+// output or workspace buffers. All functions block until done (CPU).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "l2l/core/shape.h"
+#include "l2l/core/status.h"
+
+namespace l2l::model {
+
+// Where the layernorms sit: kPost = BERT (LN after each residual add),
+// kPre = GPT-2 (LN on each branch input; the head carries the final LN).
+enum class Norm { kPre, kPost };
+
+struct ModelDims {
+  // true = GPT (causal mask, causal-LM head), false = BERT (MLM head, token types)
+  bool causal = false;
+  int num_blocks = 0;
+  int hidden = 0;        // H
+  int heads = 0;         // H % heads == 0
+  int ffn = 0;           // F, the MLP's inner width
+  int vocab = 0;         // V
+  int seq_len = 0;       // S, also the number of position embeddings
+  int type_vocab = 2;    // BERT token types; unused when causal
+  double dropout = 0.1;  // drop probability of every dropout site, in [0, 1)
+  Norm norm = Norm::kPost;
+};
+
+// InvalidArgument naming the first bad field (non-positive sizes, hidden not a
+// multiple of heads, dropout outside [0, 1)). The layer functions CHECK the
+// same conditions.
+Status ValidateModelDims(const ModelDims& d);
+
+// Layer 0 = embedding, 1..num_blocks = blocks, num_blocks+1 = head.
+inline int NumLayers(const ModelDims& d) { return d.num_blocks + 2; }
+enum class LayerKind { kEmbedding, kBlock, kHead };
+LayerKind KindOf(const ModelDims& d, int layer);  // CHECKs 0 <= layer < NumLayers(d)
+const char* LayerKindName(LayerKind kind);        // "embedding", "block", "head"
+
+// Every tensor starts at a multiple of this many elements, and a layout's
+// size_elems() is a multiple too (padding elements are 0 and get 0 gradient).
+inline constexpr int64_t kParamAlignElems = 64;
+
+enum class Init { kNormal, kZeros, kOnes };  // normal: N(0, 0.02)
+inline constexpr double kInitStddev = 0.02;
+
+struct TensorSpec {
+  std::string name;      // e.g. "attn.qkv.weight"
+  Shape shape;           // row-major; linear weights are [in, out]
+  int64_t offset_elems;  // from the start of the layer's flat buffer
+  Init init;
+};
+
+// The named tensors of one layer inside its flat buffer, in a fixed order.
+class ParamLayout {
+ public:
+  // Appends a tensor at the next aligned offset. Names must be unique.
+  void Add(std::string name, Shape shape, Init init);
+
+  const std::vector<TensorSpec>& tensors() const { return tensors_; }
+  int64_t size_elems() const { return size_elems_; }    // padded to kParamAlignElems
+  const TensorSpec* Find(std::string_view name) const;  // nullptr if absent
+  // Offset of a tensor that must exist (CHECK).
+  int64_t OffsetOf(std::string_view name) const;
+
+ private:
+  std::vector<TensorSpec> tensors_;
+  int64_t size_elems_ = 0;
+};
+
+ParamLayout LayoutFor(const ModelDims& d, LayerKind kind);
+inline ParamLayout LayoutForLayer(const ModelDims& d, int layer) {
+  return LayoutFor(d, KindOf(d, layer));
+}
+
+// Writes elements [begin, end) of layer `layer`'s flat fp32 buffer to
+// out[0, end-begin). Each element is a pure function of (seed, layer, tensor
+// index, element index in tensor) via
+// HashKeys(seed, RngPurpose::kInit, layer, tensor_index, i) — never of rank or
+// world size; alignment padding is 0. Lets each rank initialise only its own
+// shard. CHECKs 0 <= begin <= end <= size_elems.
+void InitParamRange(const ModelDims& d, int layer, uint64_t seed, int64_t begin_elem,
+                    int64_t end_elem, float* out);
+
+struct StepContext {
+  uint64_t seed = 0;
+  int64_t step = 0;
+  int layer = 0;  // the layer being run: part of the dropout keys
+  bool training = true;
+  const uint64_t* sample_keys = nullptr;  // [rows]: keys dropout per row (e.g. global sample index)
+};
+
+// Dropout is on iff ctx.training && d.dropout > 0 (then sample_keys must be
+// set). A mask element is kept iff
+//   UniformFloat(HashKeys(seed, RngPurpose::kDropout, step, layer, sample_key,
+//                         site, element_index_within_row)) >= p,
+// kept values scaled by 1/(1-p). `site` enumerates the dropout sites of a
+// layer (below); element_index_within_row indexes the site's per-sequence
+// tensor: (s * H + c) for activations [S, H], ((h * S + i) * S + j) for
+// attention probabilities [heads, S, S]. So a recompute with the same ctx
+// reproduces the masks exactly.
+// Dropout sites (the heads have no dropout):
+inline constexpr int kEmbeddingDropoutSite = 0;  // embedding output, after its layernorm
+inline constexpr int kAttnProbsDropoutSite = 0;  // block: attention probabilities
+inline constexpr int kAttnOutDropoutSite = 1;    // block: attention projection output
+inline constexpr int kMlpOutDropoutSite = 2;     // block: MLP output
+
+// The head computes vocab logits for at most this many token rows at a time,
+// so its workspace does not grow with rows * seq_len * vocab.
+inline constexpr int kHeadLogitRows = 2048;
+
+// Workspace sizes in elements of T (valid for T = float and double; the double
+// variant uses at most as many elements), for `rows` sequences of seq_len
+// tokens. O(rows * one layer's activations); the head's logits are capped at
+// kHeadLogitRows x vocab.
+int64_t EmbeddingWorkspaceElems(const ModelDims& d, int rows);
+int64_t BlockWorkspaceElems(const ModelDims& d, int rows);
+int64_t HeadWorkspaceElems(const ModelDims& d, int rows);
+
+// All activations are [rows, seq_len, hidden] row-major. params = the layer's
+// flat buffer laid out by LayoutFor. dparams are ACCUMULATED (+=) so
+// micro-batches sum; input gradients (dx) are written. Outputs must not alias
+// inputs. workspace holds the *WorkspaceElems(d, rows) elements; its contents
+// on entry and exit are unspecified.
+
+// out = Dropout(LN(tok_emb[tokens] + pos_emb[s] + type_emb[token_types])).
+// tokens [rows, S] in [0, vocab). token_types [rows, S] in [0, type_vocab)
+// (BERT; nullptr means all 0; ignored when causal).
+template <typename T>
+void EmbeddingForward(const ModelDims& d, const StepContext& ctx, const T* params,
+                      const int32_t* tokens, const int32_t* token_types, int rows, T* out,
+                      T* workspace);
+// Recomputes the forward, back-propagates dout [rows, S, H] into dparams.
+template <typename T>
+void EmbeddingBackward(const ModelDims& d, const StepContext& ctx, const T* params,
+                       const int32_t* tokens, const int32_t* token_types, int rows, const T* dout,
+                       T* dparams, T* workspace);
+
+// One transformer block, x -> y, both [rows, S, H]. attn_mask [rows, S]
+// (1 = real token; keys with 0 are not attended to) may be nullptr (all real).
+template <typename T>
+void BlockForward(const ModelDims& d, const StepContext& ctx, const T* params, const T* x,
+                  const uint8_t* attn_mask /*[rows,S], 1 = real token*/, int rows, T* y,
+                  T* workspace);
+// Recomputes the forward from x (same masks), then back-propagates dy: writes
+// dx, accumulates dparams. dx must not alias x or dy.
+template <typename T>
+void BlockBackward(const ModelDims& d, const StepContext& ctx, const T* params, const T* x,
+                   const uint8_t* attn_mask, int rows, const T* dy, T* dx, T* dparams,
+                   T* workspace);
+
+struct HeadResult {
+  double loss_sum = 0;  // summed cross-entropy (nats) over targets != -1
+  int64_t count = 0;    // number of such targets
+};
+
+// Forward + loss + backward in one pass (the head is the last layer: its
+// forward and backward are adjacent). Logits are computed only for token rows
+// whose target != -1 (gathered), at most kHeadLogitRows at a time.
+// targets [rows, S] in [0, vocab) or -1. grad_scale multiplies dL/dlogits (the
+// engine passes 1/global_target_count so the loss is a global mean). dx
+// [rows, S, H] (written; rows without a target get 0) and dparams
+// (accumulated) may each be nullptr; both nullptr = eval (forward + loss only).
+template <typename T>
+HeadResult HeadForwardBackward(const ModelDims& d, const StepContext& ctx, const T* params,
+                               const T* x, const int32_t* targets /*[rows,S], -1 = none*/, int rows,
+                               double grad_scale, T* dx, T* dparams, T* workspace);
+
+}  // namespace l2l::model

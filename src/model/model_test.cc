@@ -1,0 +1,575 @@
+// Layer functions: layouts, shard-independent init, gradients of every layer
+// against central finite differences in double (dropout on: the masks are
+// keyed, so they are fixed under perturbation and the backward's recompute must
+// reproduce them), recompute determinism, float/double agreement, and that
+// the layers stay inside their stated workspace.
+//
+// Gradient tolerance: per tensor, max|analytic - numeric| / max|numeric| < 1e-6
+// with h = 1e-5 in double (observed <= 6e-10).
+#include "l2l/model/model.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "l2l/kernels/params.h"
+
+namespace l2l::model {
+namespace {
+
+constexpr double kFdStep = 1e-5;
+constexpr double kFdTol = 1e-8;
+constexpr double kGuard = 12345.0;  // sentinel after the workspace
+constexpr int64_t kGuardElems = 256;
+
+ModelDims TinyDims(bool causal, Norm norm) {
+  ModelDims d;
+  d.causal = causal;
+  d.num_blocks = 2;
+  d.hidden = 8;
+  d.heads = 2;
+  d.ffn = 12;
+  d.vocab = 11;
+  d.seq_len = 5;
+  d.type_vocab = 3;
+  d.dropout = 0.2;
+  d.norm = norm;
+  return d;
+}
+
+double MaxAbs(const double* v, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(v[i]));
+  return m;
+}
+
+double RelErr(const double* got, const double* want, int64_t n) {
+  double num = 0;
+  for (int64_t i = 0; i < n; ++i) num = std::max(num, std::abs(got[i] - want[i]));
+  const double den = MaxAbs(want, n);
+  return den == 0 ? num : num / den;
+}
+
+double Dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+std::vector<double> RandomVec(int64_t n, uint64_t seed, double lo = -1, double hi = 1) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<double> v(n);
+  for (auto& x : v) x = u(gen);
+  return v;
+}
+
+// Parameters with O(1) spread (the N(0, 0.02) init would make attention
+// near-uniform and gradients tiny): gains 1 ± 0.3, everything else U(-0.5, 0.5),
+// padding 0.
+std::vector<double> RandomParams(const ParamLayout& l, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(-0.5, 0.5);
+  std::vector<double> p(l.size_elems(), 0.0);
+  for (const TensorSpec& t : l.tensors())
+    for (int64_t i = 0; i < t.shape.num_elements(); ++i)
+      p[t.offset_elems + i] = (t.init == Init::kOnes ? 1.0 : 0.0) + u(gen);
+  return p;
+}
+
+// A workspace with a sentinel tail that the layer must not touch.
+struct Workspace {
+  explicit Workspace(int64_t elems) : elems(elems), buf(elems + kGuardElems, kGuard) {}
+  double* data() { return buf.data(); }
+  bool GuardIntact() const {
+    return std::all_of(buf.begin() + elems, buf.end(), [](double v) { return v == kGuard; });
+  }
+  int64_t elems;
+  std::vector<double> buf;
+};
+
+std::vector<double> NumericGrad(std::vector<double>* p, const std::function<double()>& loss) {
+  std::vector<double> g(p->size());
+  for (size_t i = 0; i < p->size(); ++i) {
+    const double orig = (*p)[i];
+    (*p)[i] = orig + kFdStep;
+    const double lp = loss();
+    (*p)[i] = orig - kFdStep;
+    const double lm = loss();
+    (*p)[i] = orig;
+    g[i] = (lp - lm) / (2 * kFdStep);
+  }
+  return g;
+}
+
+// Checks every tensor of `l` separately (so a small wrong tensor is not hidden
+// by a large right one) and that padding gets no gradient. `tensors_with_zero_grad`
+// lists tensors whose gradient is legitimately 0 (none so far).
+void ExpectParamGradsMatch(const ParamLayout& l, const std::vector<double>& analytic,
+                           const std::vector<double>& numeric, const std::string& what) {
+  std::vector<bool> in_tensor(l.size_elems(), false);
+  for (const TensorSpec& t : l.tensors()) {
+    const int64_t n = t.shape.num_elements();
+    const double* a = analytic.data() + t.offset_elems;
+    const double* nu = numeric.data() + t.offset_elems;
+    EXPECT_GT(MaxAbs(nu, n), 1e-4) << what << " " << t.name << ": trivially small gradient";
+    EXPECT_LT(RelErr(a, nu, n), kFdTol) << what << " " << t.name;
+    std::fill(in_tensor.begin() + t.offset_elems, in_tensor.begin() + t.offset_elems + n, true);
+  }
+  for (int64_t i = 0; i < l.size_elems(); ++i)
+    if (!in_tensor[i]) {
+      EXPECT_EQ(analytic[i], 0.0) << what << " padding element " << i;
+    }
+}
+
+std::vector<uint64_t> SampleKeys(int rows) {
+  std::vector<uint64_t> k(rows);
+  for (int r = 0; r < rows; ++r) k[r] = 5000 + 13 * r;
+  return k;
+}
+
+// Row 0 all real; row 1 has its last position padded.
+std::vector<uint8_t> AttnMaskFor(const ModelDims& d, int rows) {
+  std::vector<uint8_t> m(int64_t{rows} * d.seq_len, 1);
+  if (rows > 1) m[2 * d.seq_len - 1] = 0;
+  return m;
+}
+
+// ---- Layout and init ---------------------------------------------------------
+
+TEST(Layout, AlignedOrderedAndNamed) {
+  for (bool causal : {false, true}) {
+    const ModelDims d = TinyDims(causal, causal ? Norm::kPre : Norm::kPost);
+    for (LayerKind kind : {LayerKind::kEmbedding, LayerKind::kBlock, LayerKind::kHead}) {
+      const ParamLayout l = LayoutFor(d, kind);
+      EXPECT_EQ(l.size_elems() % kParamAlignElems, 0);
+      int64_t end = 0;
+      for (const TensorSpec& t : l.tensors()) {
+        EXPECT_EQ(t.offset_elems % kParamAlignElems, 0) << t.name;
+        EXPECT_GE(t.offset_elems, end) << t.name << " overlaps its predecessor";
+        end = t.offset_elems + t.shape.num_elements();
+        EXPECT_EQ(l.Find(t.name), &t);
+      }
+      EXPECT_LE(end, l.size_elems());
+      EXPECT_GT(end + kParamAlignElems, l.size_elems()) << "more padding than alignment needs";
+    }
+  }
+  const ModelDims bert = TinyDims(false, Norm::kPost);
+  const ModelDims gpt = TinyDims(true, Norm::kPre);
+  const int64_t H = bert.hidden, F = bert.ffn, V = bert.vocab;
+  const ParamLayout blk = LayoutFor(bert, LayerKind::kBlock);
+  ASSERT_EQ(blk.tensors().size(), 12u);
+  EXPECT_EQ(blk.Find("attn.qkv.weight")->shape, (Shape{H, 3 * H}));
+  EXPECT_EQ(blk.Find("mlp.fc1.weight")->shape, (Shape{H, F}));
+  EXPECT_EQ(blk.Find("mlp.fc2.weight")->shape, (Shape{F, H}));
+  EXPECT_EQ(blk.Find("ln2.gain")->init, Init::kOnes);
+  EXPECT_EQ(blk.Find("mlp.fc2.bias")->init, Init::kZeros);
+  EXPECT_EQ(blk.Find("nope"), nullptr);
+  EXPECT_NE(LayoutFor(bert, LayerKind::kEmbedding).Find("type_emb"), nullptr);
+  EXPECT_EQ(LayoutFor(gpt, LayerKind::kEmbedding).Find("type_emb"), nullptr);
+  EXPECT_EQ(LayoutFor(bert, LayerKind::kHead).Find("dense.weight")->shape, (Shape{H, H}));
+  EXPECT_EQ(LayoutFor(gpt, LayerKind::kHead).Find("dense.weight"), nullptr);
+  EXPECT_EQ(LayoutFor(gpt, LayerKind::kHead).Find("decoder.weight")->shape, (Shape{H, V}));
+  EXPECT_EQ(KindOf(bert, 0), LayerKind::kEmbedding);
+  EXPECT_EQ(KindOf(bert, 1), LayerKind::kBlock);
+  EXPECT_EQ(KindOf(bert, bert.num_blocks), LayerKind::kBlock);
+  EXPECT_EQ(KindOf(bert, bert.num_blocks + 1), LayerKind::kHead);
+}
+
+TEST(Layout, ValidateNamesTheBadField) {
+  ModelDims d = TinyDims(false, Norm::kPost);
+  EXPECT_TRUE(ValidateModelDims(d).ok());
+  d.heads = 3;
+  EXPECT_NE(ValidateModelDims(d).message().find("heads"), std::string::npos);
+  d = TinyDims(false, Norm::kPost);
+  d.dropout = 1.0;
+  EXPECT_NE(ValidateModelDims(d).message().find("dropout"), std::string::npos);
+}
+
+TEST(Init, SubRangeEqualsSliceOfFullRange) {
+  const ModelDims d = TinyDims(false, Norm::kPost);
+  for (int layer = 0; layer < NumLayers(d); ++layer) {
+    const ParamLayout l = LayoutForLayer(d, layer);
+    const int64_t n = l.size_elems();
+    std::vector<float> full(n);
+    InitParamRange(d, layer, 77, 0, n, full.data());
+    // Shards of a few world sizes, including ones that cut tensors mid-way.
+    for (int64_t world : {1, 2, 3, 7}) {
+      const int64_t shard = (n + world - 1) / world;
+      for (int64_t r = 0; r < world; ++r) {
+        const int64_t b = std::min(n, r * shard), e = std::min(n, b + shard);
+        std::vector<float> part(e - b);
+        InitParamRange(d, layer, 77, b, e, part.data());
+        ASSERT_EQ(0, std::memcmp(part.data(), full.data() + b, part.size() * sizeof(float)))
+            << "layer " << layer << " world " << world << " rank " << r;
+      }
+    }
+    // Values by kind; padding 0.
+    std::vector<bool> in_tensor(n, false);
+    for (const TensorSpec& t : l.tensors()) {
+      double sum2 = 0;
+      for (int64_t i = 0; i < t.shape.num_elements(); ++i) {
+        const float v = full[t.offset_elems + i];
+        in_tensor[t.offset_elems + i] = true;
+        if (t.init == Init::kOnes) {
+          ASSERT_EQ(v, 1.0f) << t.name;
+        } else if (t.init == Init::kZeros) {
+          ASSERT_EQ(v, 0.0f) << t.name;
+        }
+        sum2 += double(v) * v;
+      }
+      if (t.init == Init::kNormal && t.shape.num_elements() >= 40) {
+        EXPECT_NEAR(std::sqrt(sum2 / t.shape.num_elements()), kInitStddev, 0.3 * kInitStddev)
+            << t.name;
+      }
+    }
+    for (int64_t i = 0; i < n; ++i)
+      if (!in_tensor[i]) {
+        ASSERT_EQ(full[i], 0.0f) << "padding " << i;
+      }
+  }
+  // Another seed or layer gives other values.
+  const int64_t n = LayoutForLayer(d, 1).size_elems();
+  std::vector<float> a(n), b(n), c(n);
+  InitParamRange(d, 1, 77, 0, n, a.data());
+  InitParamRange(d, 1, 78, 0, n, b.data());
+  InitParamRange(d, 2, 77, 0, n, c.data());
+  EXPECT_NE(a, b);
+  EXPECT_NE(a, c);
+}
+
+// ---- Embedding -----------------------------------------------------------------
+
+struct EmbeddingCase {
+  bool causal;
+  bool with_types;
+};
+
+class EmbeddingGradTest : public ::testing::TestWithParam<EmbeddingCase> {};
+
+TEST_P(EmbeddingGradTest, MatchesFiniteDifferences) {
+  const EmbeddingCase c = GetParam();
+  const ModelDims d = TinyDims(c.causal, c.causal ? Norm::kPre : Norm::kPost);
+  const int rows = 2;
+  const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+  const ParamLayout l = LayoutFor(d, LayerKind::kEmbedding);
+  auto params = RandomParams(l, 1);
+  std::vector<int32_t> tokens(N), types(N);
+  for (int64_t i = 0; i < N; ++i) {
+    tokens[i] = static_cast<int32_t>((i * 7 + 3) % d.vocab);  // repeats across rows
+    types[i] = static_cast<int32_t>(i % d.type_vocab);
+  }
+  const int32_t* tt = c.with_types ? types.data() : nullptr;
+  const auto keys = SampleKeys(rows);
+  const StepContext ctx{9, 4, 0, true, keys.data()};
+  Workspace ws(EmbeddingWorkspaceElems(d, rows));
+  const auto r = RandomVec(N * H, 2);
+  std::vector<double> out(N * H);
+  auto loss = [&] {
+    EmbeddingForward(d, ctx, params.data(), tokens.data(), tt, rows, out.data(), ws.data());
+    return Dot(out, r);
+  };
+  loss();
+  // Dropout is really on: some outputs are exactly zero.
+  EXPECT_GT(std::count(out.begin(), out.end(), 0.0), 0);
+  std::vector<double> dparams(l.size_elems(), 0.0);
+  EmbeddingBackward(d, ctx, params.data(), tokens.data(), tt, rows, r.data(), dparams.data(),
+                    ws.data());
+  ExpectParamGradsMatch(l, dparams, NumericGrad(&params, loss), "embedding");
+  EXPECT_TRUE(ws.GuardIntact());
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, EmbeddingGradTest,
+                         ::testing::Values(EmbeddingCase{false, true}, EmbeddingCase{false, false},
+                                           EmbeddingCase{true, false}),
+                         [](const ::testing::TestParamInfo<EmbeddingCase>& info) {
+                           return std::string(info.param.causal ? "Gpt" : "Bert") +
+                                  (info.param.with_types ? "Types" : "NoTypes");
+                         });
+
+// ---- Block ---------------------------------------------------------------------
+
+struct BlockCase {
+  Norm norm;
+  bool causal;
+  bool dropout;
+};
+
+std::string BlockCaseName(const ::testing::TestParamInfo<BlockCase>& info) {
+  return std::string(info.param.norm == Norm::kPre ? "Pre" : "Post") +
+         (info.param.causal ? "Causal" : "Bidir") + (info.param.dropout ? "Dropout" : "Eval");
+}
+
+class BlockGradTest : public ::testing::TestWithParam<BlockCase> {};
+
+TEST_P(BlockGradTest, MatchesFiniteDifferences) {
+  const BlockCase c = GetParam();
+  const ModelDims d = TinyDims(c.causal, c.norm);
+  const int rows = 2;
+  const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+  const ParamLayout l = LayoutFor(d, LayerKind::kBlock);
+  auto params = RandomParams(l, 3);
+  auto x = RandomVec(N * H, 4, -1.5, 1.5);
+  const auto mask = AttnMaskFor(d, rows);
+  const auto keys = SampleKeys(rows);
+  const StepContext ctx{21, 6, 1, c.dropout, keys.data()};
+  Workspace ws(BlockWorkspaceElems(d, rows));
+  const auto r = RandomVec(N * H, 5);
+  std::vector<double> y(N * H);
+  auto loss = [&] {
+    BlockForward(d, ctx, params.data(), x.data(), mask.data(), rows, y.data(), ws.data());
+    return Dot(y, r);
+  };
+  // dparams accumulate: start from a constant and subtract it afterwards.
+  std::vector<double> dparams(l.size_elems(), 0.5), dx(N * H, 99.0);
+  BlockBackward(d, ctx, params.data(), x.data(), mask.data(), rows, r.data(), dx.data(),
+                dparams.data(), ws.data());
+  EXPECT_TRUE(ws.GuardIntact());
+  for (auto& v : dparams) v -= 0.5;
+  ExpectParamGradsMatch(l, dparams, NumericGrad(&params, loss), "block");
+  const auto ndx = NumericGrad(&x, loss);
+  EXPECT_GT(MaxAbs(ndx.data(), N * H), 1e-3);
+  EXPECT_LT(RelErr(dx.data(), ndx.data(), N * H), kFdTol) << "dx";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, BlockGradTest,
+    ::testing::Values(BlockCase{Norm::kPost, false, true}, BlockCase{Norm::kPost, true, true},
+                      BlockCase{Norm::kPre, false, true}, BlockCase{Norm::kPre, true, true},
+                      BlockCase{Norm::kPost, false, false}, BlockCase{Norm::kPre, true, false}),
+    BlockCaseName);
+
+TEST(Block, ForwardIsBitwiseDeterministicAndDropoutIsKeyed) {
+  const ModelDims d = TinyDims(false, Norm::kPost);
+  const int rows = 2;
+  const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+  std::vector<float> params(LayoutFor(d, LayerKind::kBlock).size_elems());
+  InitParamRange(d, 1, 5, 0, int64_t(params.size()), params.data());
+  const auto xd = RandomVec(N * H, 6);
+  const std::vector<float> x(xd.begin(), xd.end());
+  const auto mask = AttnMaskFor(d, rows);
+  const auto keys = SampleKeys(rows);
+  std::vector<float> ws(BlockWorkspaceElems(d, rows));
+  auto run = [&](StepContext ctx) {
+    std::vector<float> y(N * H);
+    BlockForward(d, ctx, params.data(), x.data(), mask.data(), rows, y.data(), ws.data());
+    return y;
+  };
+  const StepContext ctx{1, 2, 1, true, keys.data()};
+  const auto y1 = run(ctx);
+  std::fill(ws.begin(), ws.end(), -7.0f);  // stale workspace must not matter
+  const auto y2 = run(ctx);
+  ASSERT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)));
+  StepContext other_step = ctx;
+  other_step.step = 3;
+  EXPECT_NE(run(other_step), y1);
+  StepContext eval = ctx;
+  eval.training = false;
+  EXPECT_NE(run(eval), y1);
+}
+
+// ---- Heads ---------------------------------------------------------------------
+
+class HeadGradTest : public ::testing::TestWithParam<bool /*causal*/> {};
+
+TEST_P(HeadGradTest, MatchesFiniteDifferences) {
+  const bool causal = GetParam();
+  const ModelDims d = TinyDims(causal, causal ? Norm::kPre : Norm::kPost);
+  const int rows = 2;
+  const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+  const ParamLayout l = LayoutFor(d, LayerKind::kHead);
+  auto params = RandomParams(l, 7);
+  auto x = RandomVec(N * H, 8, -1.5, 1.5);
+  std::vector<int32_t> targets(N);
+  for (int64_t i = 0; i < N; ++i) targets[i] = static_cast<int32_t>((i * 5 + 1) % d.vocab);
+  targets[1] = targets[4] = targets[N - 1] = -1;
+  const double scale = 0.3;
+  const auto keys = SampleKeys(rows);
+  const StepContext ctx{1, 1, d.num_blocks + 1, true, keys.data()};
+  Workspace ws(HeadWorkspaceElems(d, rows));
+  auto loss = [&] {
+    return scale * HeadForwardBackward<double>(d, ctx, params.data(), x.data(), targets.data(),
+                                               rows, scale, nullptr, nullptr, ws.data())
+                       .loss_sum;
+  };
+  std::vector<double> dparams(l.size_elems(), -0.25), dx(N * H, 99.0);
+  const HeadResult res = HeadForwardBackward(d, ctx, params.data(), x.data(), targets.data(), rows,
+                                             scale, dx.data(), dparams.data(), ws.data());
+  EXPECT_TRUE(ws.GuardIntact());
+  EXPECT_EQ(res.count, N - 3);
+  EXPECT_NEAR(scale * res.loss_sum, loss(), 1e-12);
+  EXPECT_GT(res.loss_sum / res.count, 1.0);  // roughly log(V) for a random model
+  for (auto& v : dparams) v += 0.25;
+  ExpectParamGradsMatch(l, dparams, NumericGrad(&params, loss), causal ? "gpt head" : "bert head");
+  const auto ndx = NumericGrad(&x, loss);
+  EXPECT_GT(MaxAbs(ndx.data(), N * H), 1e-3);
+  EXPECT_LT(RelErr(dx.data(), ndx.data(), N * H), kFdTol) << "dx";
+  for (int64_t j = 0; j < H; ++j) EXPECT_EQ(dx[1 * H + j], 0.0) << "row without target";
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, HeadGradTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "Gpt" : "Bert");
+                         });
+
+TEST(Head, NoTargetsGivesZeroLossAndGradients) {
+  const ModelDims d = TinyDims(false, Norm::kPost);
+  const int rows = 2;
+  const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+  const ParamLayout l = LayoutFor(d, LayerKind::kHead);
+  const auto params = RandomParams(l, 11);
+  const auto x = RandomVec(N * H, 12);
+  const std::vector<int32_t> targets(N, -1);
+  std::vector<double> ws(HeadWorkspaceElems(d, rows)), dparams(l.size_elems(), 0.0), dx(N * H, 5.0);
+  const HeadResult r =
+      HeadForwardBackward(d, StepContext{}, params.data(), x.data(), targets.data(), rows, 1.0,
+                          dx.data(), dparams.data(), ws.data());
+  EXPECT_EQ(r.count, 0);
+  EXPECT_EQ(r.loss_sum, 0.0);
+  EXPECT_EQ(dx, std::vector<double>(N * H, 0.0));
+  EXPECT_EQ(dparams, std::vector<double>(l.size_elems(), 0.0));
+}
+
+// More target rows than kHeadLogitRows: the chunked decoder must give the same
+// loss and gradients as two calls that each fit in one chunk.
+TEST(Head, ChunkedLogitsMatchUnchunked) {
+  ModelDims d = TinyDims(true, Norm::kPre);
+  d.hidden = 4;
+  d.heads = 1;
+  d.vocab = 5;
+  d.seq_len = kHeadLogitRows / 2 + 300;
+  const int rows = 2;
+  const int64_t S = d.seq_len, H = d.hidden, N = rows * S;
+  const ParamLayout l = LayoutFor(d, LayerKind::kHead);
+  const auto params = RandomParams(l, 9);
+  const auto x = RandomVec(N * H, 10);
+  std::vector<int32_t> targets(N);
+  for (int64_t i = 0; i < N; ++i) targets[i] = i % 11 == 0 ? -1 : static_cast<int32_t>(i % 5);
+  const StepContext ctx{};
+  std::vector<double> ws(HeadWorkspaceElems(d, rows));
+  std::vector<double> dp_all(l.size_elems(), 0.0), dx_all(N * H);
+  const HeadResult all = HeadForwardBackward(d, ctx, params.data(), x.data(), targets.data(), rows,
+                                             1.0, dx_all.data(), dp_all.data(), ws.data());
+  ASSERT_GT(all.count, kHeadLogitRows);
+  std::vector<double> dp_split(l.size_elems(), 0.0), dx_split(N * H);
+  HeadResult split;
+  for (int r = 0; r < rows; ++r) {
+    const HeadResult h =
+        HeadForwardBackward(d, ctx, params.data(), x.data() + r * S * H, targets.data() + r * S, 1,
+                            1.0, dx_split.data() + r * S * H, dp_split.data(), ws.data());
+    split.loss_sum += h.loss_sum;
+    split.count += h.count;
+  }
+  EXPECT_EQ(all.count, split.count);
+  EXPECT_NEAR(all.loss_sum, split.loss_sum, 1e-12 * split.loss_sum);
+  EXPECT_LT(RelErr(dp_all.data(), dp_split.data(), l.size_elems()), 1e-12);
+  EXPECT_EQ(dx_all, dx_split);
+}
+
+// ---- float vs double -----------------------------------------------------------
+
+TEST(Precision, FloatForwardAgreesWithDouble) {
+  const ModelDims d = TinyDims(false, Norm::kPost);
+  const int rows = 2;
+  const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+  const auto keys = SampleKeys(rows);
+  const auto mask = AttnMaskFor(d, rows);
+  std::vector<int32_t> tokens(N), targets(N);
+  for (int64_t i = 0; i < N; ++i) {
+    tokens[i] = static_cast<int32_t>((i * 3 + 1) % d.vocab);
+    targets[i] = i % 3 == 0 ? static_cast<int32_t>(i % d.vocab) : -1;
+  }
+  // Embedding -> block -> head, with dropout on, in both precisions.
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    std::vector<T> out(N * H), out2(N * H);
+    const int64_t ws_elems = std::max({EmbeddingWorkspaceElems(d, rows),
+                                       BlockWorkspaceElems(d, rows), HeadWorkspaceElems(d, rows)});
+    std::vector<T> ws(ws_elems);
+    auto params_of = [&](int layer) {
+      const auto p = RandomParams(LayoutForLayer(d, layer), 100 + layer);
+      return std::vector<T>(p.begin(), p.end());
+    };
+    const auto pe = params_of(0), pb = params_of(1), ph = params_of(d.num_blocks + 1);
+    StepContext ctx{3, 1, 0, true, keys.data()};
+    EmbeddingForward(d, ctx, pe.data(), tokens.data(), nullptr, rows, out.data(), ws.data());
+    ctx.layer = 1;
+    BlockForward(d, ctx, pb.data(), out.data(), mask.data(), rows, out2.data(), ws.data());
+    ctx.layer = d.num_blocks + 1;
+    const HeadResult h = HeadForwardBackward<T>(d, ctx, ph.data(), out2.data(), targets.data(),
+                                                rows, 1.0, nullptr, nullptr, ws.data());
+    return std::make_pair(std::vector<double>(out2.begin(), out2.end()), h.loss_sum);
+  };
+  const auto [yf, lf] = run(0.0f);
+  const auto [yd, ld] = run(0.0);
+  EXPECT_LT(RelErr(yf.data(), yd.data(), N * H), 1e-5);
+  EXPECT_NEAR(lf, ld, 1e-5 * ld);
+}
+
+// Every layer's backward in float (with workspaces of exactly the stated size,
+// so a sanitizer build catches overruns) agrees with double.
+TEST(Precision, FloatBackwardAgreesWithDouble) {
+  for (bool causal : {false, true}) {
+    const ModelDims d = TinyDims(causal, causal ? Norm::kPre : Norm::kPost);
+    const int rows = 2;
+    const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+    const auto keys = SampleKeys(rows);
+    const auto mask = AttnMaskFor(d, rows);
+    std::vector<int32_t> tokens(N), types(N), targets(N);
+    for (int64_t i = 0; i < N; ++i) {
+      tokens[i] = static_cast<int32_t>((i * 3 + 1) % d.vocab);
+      types[i] = static_cast<int32_t>(i % 2);
+      targets[i] = i % 4 == 0 ? -1 : static_cast<int32_t>(i % d.vocab);
+    }
+    const auto xd = RandomVec(N * H, 20), dyd = RandomVec(N * H, 21);
+    // Returns the concatenated gradients of all three layer kinds.
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      const std::vector<T> x(xd.begin(), xd.end()), dy(dyd.begin(), dyd.end());
+      std::vector<double> all;
+      auto params_of = [&](int layer) {
+        const auto p = RandomParams(LayoutForLayer(d, layer), 200 + layer);
+        return std::vector<T>(p.begin(), p.end());
+      };
+      auto append = [&](const std::vector<T>& v) { all.insert(all.end(), v.begin(), v.end()); };
+      {
+        const auto p = params_of(0);
+        std::vector<T> g(p.size(), T(0)), ws(EmbeddingWorkspaceElems(d, rows));
+        EmbeddingBackward(d, StepContext{4, 2, 0, true, keys.data()}, p.data(), tokens.data(),
+                          types.data(), rows, dy.data(), g.data(), ws.data());
+        append(g);
+      }
+      {
+        const auto p = params_of(1);
+        std::vector<T> g(p.size(), T(0)), dx(N * H), ws(BlockWorkspaceElems(d, rows));
+        BlockBackward(d, StepContext{4, 2, 1, true, keys.data()}, p.data(), x.data(), mask.data(),
+                      rows, dy.data(), dx.data(), g.data(), ws.data());
+        append(g);
+        append(dx);
+      }
+      {
+        const int head = d.num_blocks + 1;
+        const auto p = params_of(head);
+        std::vector<T> g(p.size(), T(0)), dx(N * H), ws(HeadWorkspaceElems(d, rows));
+        HeadForwardBackward(d, StepContext{4, 2, head, true, keys.data()}, p.data(), x.data(),
+                            targets.data(), rows, 0.5, dx.data(), g.data(), ws.data());
+        append(g);
+        append(dx);
+      }
+      return all;
+    };
+    const auto gf = run(0.0f);
+    const auto gd = run(0.0);
+    ASSERT_EQ(gf.size(), gd.size());
+    EXPECT_LT(RelErr(gf.data(), gd.data(), int64_t(gd.size())), 1e-5) << (causal ? "gpt" : "bert");
+  }
+}
+
+}  // namespace
+}  // namespace l2l::model
