@@ -31,7 +31,7 @@ threads=$(( cores / local_ranks ))
 [ "$threads" -ge 1 ] || threads=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$OMP_NUM_THREADS}
-args=(-np "$ranks" --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS)
+args=(-q -np "$ranks" --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS)
 if [ -n "$hostfile" ]; then
   args+=(--hostfile "$hostfile")
   [ -n "$per_node" ] && args+=(--map-by "ppr:${per_node}:node")
