@@ -3,7 +3,7 @@
 # Each case names what it checks; the first failure stops the script with a
 # message naming the case.
 set -uo pipefail
-train=$1 data=$2 mpiexec=$3
+train=$(realpath "$1") data=$(realpath "$2") mpiexec=$(realpath "$3")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
