@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # quickstart.sh: from a clean clone to a training run.
 #   1. installs dependencies and builds (launch/setup.sh),
-#   2. makes a synthetic corpus with l2l-data (an order-2 Markov source whose
-#      entropy rate is printed: the floor a perfect model reaches),
+#   2. makes a synthetic corpus with l2l-data (an order-1 Markov source over 16
+#      symbols; its unigram entropy and entropy rate are printed),
 #   3. trains configs/tiny-bert.yaml on 2 ranks (about two minutes on 2 cores).
 # Extra arguments go to l2l-train, e.g. --set train.steps=50.
 set -euo pipefail
@@ -11,9 +11,9 @@ cd "$root"
 launch/setup.sh
 bin=${L2L_BUILD_DIR:-$root/build}/bin
 mkdir -p data
-if [ ! -f data/markov-v64.tok ]; then
-  "$bin/l2l-data" synthetic --out data/markov-v64.tok --tokens 2000000 --vocab 64 --order 2 \
-    --seed 1 --concentration 0.1 | tee data/markov-v64.txt
+if [ ! -f data/markov-v16.tok ]; then
+  "$bin/l2l-data" synthetic --out data/markov-v16.tok --tokens 2000000 --vocab 16 --order 1 \
+    --seed 1 --concentration 0.1 | tee data/markov-v16.txt
 fi
 echo "quickstart: training configs/tiny-bert.yaml on 2 ranks"
 launch/mpirun.sh -n 2 -- "$bin/l2l-train" --config configs/tiny-bert.yaml "$@"
