@@ -9,12 +9,21 @@ endfunction()
 # Where MPI tests need special flags to run as root or above the core count.
 set(L2L_MPIEXEC ${PROJECT_SOURCE_DIR}/launch/mpiexec-local.sh)
 
-# l2l_test(NAME SOURCES ... DEPS ... [NP n ...] [LABELS ...]): a GoogleTest
-# binary registered with ctest; with NP, one ctest entry per rank count.
+# l2l_test(NAME SOURCES ... DEPS ... [NP n ...] [TIMEOUT s] [LABELS ...]): a
+# GoogleTest binary registered with ctest. With NP it is an MPI test that
+# brings its own main() (MPI init around RUN_ALL_TESTS) and gets one ctest
+# entry per rank count.
 function(l2l_test name)
+  if(NOT L2L_BUILD_TESTS)
+    return()
+  endif()
   cmake_parse_arguments(A "" "TIMEOUT" "SOURCES;DEPS;NP;LABELS" ${ARGN})
   add_executable(${name} ${A_SOURCES})
-  target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest GTest::gtest_main)
+  if(A_NP)
+    target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest)
+  else()
+    target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest GTest::gtest_main)
+  endif()
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 300)
   endif()
