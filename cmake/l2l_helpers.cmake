@@ -10,9 +10,9 @@ endfunction()
 set(L2L_MPIEXEC ${PROJECT_SOURCE_DIR}/launch/mpiexec-local.sh)
 
 # l2l_test(NAME SOURCES ... DEPS ... [NP n ...] [TIMEOUT s] [LABELS ...]): a
-# GoogleTest binary registered with ctest. With NP it is an MPI test that
-# brings its own main() (MPI init around RUN_ALL_TESTS) and gets one ctest
-# entry per rank count.
+# GoogleTest binary registered with ctest. With NP it is an MPI test linked
+# with l2l_mpi_test_main (src/comm/mpi_test_main.cc) and gets one ctest entry
+# per rank count.
 function(l2l_test name)
   if(NOT L2L_BUILD_TESTS)
     return()
@@ -20,7 +20,7 @@ function(l2l_test name)
   cmake_parse_arguments(A "" "TIMEOUT" "SOURCES;DEPS;NP;LABELS" ${ARGN})
   add_executable(${name} ${A_SOURCES})
   if(A_NP)
-    target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest)
+    target_link_libraries(${name} PRIVATE ${A_DEPS} l2l_mpi_test_main)
   else()
     target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest GTest::gtest_main)
   endif()

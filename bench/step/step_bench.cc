@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
   cfg.train.grad_clip = 1.0;
   cfg.data.eval_fraction = 0.0;
   cfg.log.dir = "bench_step_runs";
+  cfg.checkpoint.dir = "bench_step_ckpt";
   cfg.log.every_steps = 1000000;
 
   // Uniform random tokens: the bench measures speed, not learning.

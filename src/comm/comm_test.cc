@@ -15,6 +15,17 @@ namespace {
 
 MpiComm* g_comm = nullptr;
 
+// One communicator for all tests, created once MPI is up.
+class CommEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { g_comm = new MpiComm(); }
+  void TearDown() override {
+    delete g_comm;
+    g_comm = nullptr;
+  }
+};
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new CommEnvironment);
+
 float Input(int rank, size_t i) { return std::sin(0.37f * rank + 0.011f * i) * (rank + 1); }
 
 TEST(MpiComm, AllGatherEqualsConcatenation) {
@@ -100,20 +111,3 @@ TEST(MpiComm, AgreeReportsLowestFailingRankEverywhere) {
 }  // namespace
 }  // namespace l2l
 
-int main(int argc, char** argv) {
-  l2l::MpiRuntime mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  if (mpi.world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc;
-  {
-    l2l::MpiComm comm;
-    l2l::g_comm = &comm;
-    rc = RUN_ALL_TESTS();
-    // Every rank reaches the same verdict.
-    MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  }
-  return rc;
-}

@@ -1,7 +1,6 @@
 #include "l2l/device/device.h"
 
 #include <algorithm>
-#include <utility>
 
 #include <cstdio>
 
@@ -49,39 +48,5 @@ MemoryStats ArenaAccounting::stats() const {
 }
 
 void ArenaAccounting::ResetPeak() { peak_.store(in_use_.load()); }
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    Reset();
-    owner_ = std::exchange(o.owner_, nullptr);
-    data_ = std::exchange(o.data_, nullptr);
-    size_bytes_ = std::exchange(o.size_bytes_, 0);
-  }
-  return *this;
-}
-
-void DeviceBuffer::Reset() {
-  if (owner_ != nullptr) owner_->Free(data_, size_bytes_);
-  owner_ = nullptr;
-  data_ = nullptr;
-  size_bytes_ = 0;
-}
-
-HostBuffer& HostBuffer::operator=(HostBuffer&& o) noexcept {
-  if (this != &o) {
-    Reset();
-    owner_ = std::exchange(o.owner_, nullptr);
-    data_ = std::exchange(o.data_, nullptr);
-    size_bytes_ = std::exchange(o.size_bytes_, 0);
-  }
-  return *this;
-}
-
-void HostBuffer::Reset() {
-  if (owner_ != nullptr) owner_->FreePinned(data_, size_bytes_);
-  owner_ = nullptr;
-  data_ = nullptr;
-  size_bytes_ = 0;
-}
 
 }  // namespace l2l

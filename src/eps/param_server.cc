@@ -58,14 +58,20 @@ int64_t EagerParameterServer::max_padded_elems() const {
   return m;
 }
 
+AdamWParams MakeAdamWParams(const OptimizerSettings& settings, float lr, int64_t step_one_based) {
+  AdamWParams hp;
+  hp.lr = lr;
+  hp.beta1 = static_cast<float>(settings.beta1);
+  hp.beta2 = static_cast<float>(settings.beta2);
+  hp.eps = static_cast<float>(settings.eps);
+  hp.weight_decay = static_cast<float>(settings.weight_decay);
+  hp.step = step_one_based;
+  hp.grad_scale = 1.0f;
+  return hp;
+}
+
 void EagerParameterServer::BeginStep(float lr, int64_t step_one_based) {
-  step_params_.lr = lr;
-  step_params_.beta1 = static_cast<float>(settings_.beta1);
-  step_params_.beta2 = static_cast<float>(settings_.beta2);
-  step_params_.eps = static_cast<float>(settings_.eps);
-  step_params_.weight_decay = static_cast<float>(settings_.weight_decay);
-  step_params_.step = step_one_based;
-  step_params_.grad_scale = 1.0f;
+  step_params_ = MakeAdamWParams(settings_, lr, step_one_based);
 }
 
 Status EagerParameterServer::Gather(int layer, float* full_device) {

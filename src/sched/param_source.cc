@@ -93,6 +93,20 @@ class L2LParamSource final : public ParamSource {
     return eps_->ReadLayer(layer, host_padded);
   }
   int64_t padded_elems(int layer) const override { return eps_->layer(layer).padded_elems; }
+
+  // The EPS shards are host memory already: slices point straight at them.
+  StatusOr<StateSlice> SaveSlice(int layer) override {
+    eps_->WaitForUpdates();
+    eps::LayerShardState& st = eps_->mutable_layer(layer);
+    const eps::Shard valid = eps::ValidPart(st.shard, st.size_elems);
+    return StateSlice{valid.offset_elems, valid.size_elems, st.master.as<float>(),
+                      st.m.as<float>(), st.v.as<float>()};
+  }
+  StatusOr<StateSlice> LoadSlice(int layer) override { return SaveSlice(layer); }
+  Status CommitLoaded(int) override {
+    InvalidateGathered();
+    return OkStatus();
+  }
   void WaitForUpdates() override { eps_->WaitForUpdates(); }
 
   double TakeGatherWaitSeconds() override { return std::exchange(gather_wait_s_, 0.0); }
@@ -179,13 +193,7 @@ class ResidentParamSource final : public ParamSource {
   }
 
   void BeginStep(float lr, int64_t step_one_based) override {
-    hp_.lr = lr;
-    hp_.beta1 = static_cast<float>(settings_.beta1);
-    hp_.beta2 = static_cast<float>(settings_.beta2);
-    hp_.eps = static_cast<float>(settings_.eps);
-    hp_.weight_decay = static_cast<float>(settings_.weight_decay);
-    hp_.step = step_one_based;
-    hp_.grad_scale = 1.0f;
+    hp_ = eps::MakeAdamWParams(settings_, lr, step_one_based);
   }
   void InvalidateGathered() override {}
   Status Prefetch(int) override { return OkStatus(); }
@@ -236,6 +244,40 @@ class ResidentParamSource final : public ParamSource {
     return OkStatus();
   }
   int64_t padded_elems(int layer) const override { return layers_[layer].padded_elems; }
+
+  // The state lives on the device: slices are staged through host buffers.
+  StatusOr<StateSlice> SaveSlice(int layer) override {
+    queue_.WaitAll();
+    Layer& L = layers_[layer];
+    const eps::Shard valid = eps::ValidPart(
+        eps::ShardOf(L.padded_elems, comm_->size(), comm_->rank()), L.size_elems);
+    RETURN_IF_ERROR(Stage(layer, valid.size_elems));
+    const size_t off = valid.offset_elems * sizeof(float), bytes = valid.size_elems * sizeof(float);
+    device_->CopyD2H(L.staged[0].data(), L.params.as<char>() + off, bytes, StreamKind::kD2H);
+    device_->CopyD2H(L.staged[1].data(), L.m.as<char>() + off, bytes, StreamKind::kD2H);
+    device_->CopyD2H(L.staged[2].data(), L.v.as<char>() + off, bytes, StreamKind::kD2H);
+    device_->SynchronizeStream(StreamKind::kD2H);
+    return StateSlice{valid.offset_elems, valid.size_elems, L.staged[0].as<float>(),
+                      L.staged[1].as<float>(), L.staged[2].as<float>()};
+  }
+  StatusOr<StateSlice> LoadSlice(int layer) override {
+    queue_.WaitAll();
+    Layer& L = layers_[layer];
+    RETURN_IF_ERROR(Stage(layer, L.size_elems));
+    return StateSlice{0, L.size_elems, L.staged[0].as<float>(), L.staged[1].as<float>(),
+                      L.staged[2].as<float>()};
+  }
+  Status CommitLoaded(int layer) override {
+    Layer& L = layers_[layer];
+    const size_t bytes = L.size_elems * sizeof(float);
+    device_->CopyH2D(L.params.data(), L.staged[0].data(), bytes, StreamKind::kH2D);
+    device_->CopyH2D(L.m.data(), L.staged[1].data(), bytes, StreamKind::kH2D);
+    device_->CopyH2D(L.v.data(), L.staged[2].data(), bytes, StreamKind::kH2D);
+    device_->SynchronizeStream(StreamKind::kH2D);
+    for (HostBuffer& b : L.staged) b.Reset();
+    return OkStatus();
+  }
+
   double TakeGatherWaitSeconds() override { return std::exchange(comm_wait_s_, 0.0); }
   double TakeOptimizerWaitSeconds() override { return queue_.TakeWaitSeconds(); }
   int64_t host_state_bytes() const override { return 0; }
@@ -244,8 +286,19 @@ class ResidentParamSource final : public ParamSource {
   struct Layer {
     int64_t size_elems = 0, padded_elems = 0;
     DeviceBuffer params, grad, m, v;
+    HostBuffer staged[3];  // checkpoint staging: master, m, v
     double grad_sq_norm = 0;
   };
+
+  Status Stage(int layer, int64_t elems) {
+    for (HostBuffer& b : layers_[layer].staged) {
+      if (static_cast<int64_t>(b.size_bytes()) < elems * static_cast<int64_t>(sizeof(float))) {
+        ASSIGN_OR_RETURN(b, device_->AllocatePinned(std::max<int64_t>(elems, 1) * sizeof(float),
+                                                    "checkpoint staging"));
+      }
+    }
+    return OkStatus();
+  }
   Device* device_;
   Comm* comm_;
   eps::OptimizerSettings settings_;

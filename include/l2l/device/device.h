@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "l2l/core/status.h"
 
@@ -58,18 +59,31 @@ class ArenaAccounting {
 
 class Device;
 
-// Owns device memory from a Device's arena; returns it on destruction.
-// Movable, not copyable. The Device must outlive its buffers.
-class DeviceBuffer {
+enum class MemoryKind { kDevice, kPinnedHost };
+
+// Owns memory from a Device: arena memory (DeviceBuffer) or page-locked host
+// memory for EPS shards and the host stash (HostBuffer; plain 64-byte-aligned
+// memory on the CPU backend). Returns it on destruction. Movable, not
+// copyable; the Device must outlive its buffers.
+template <MemoryKind kKind>
+class OwnedMemory {
  public:
-  DeviceBuffer() = default;
-  DeviceBuffer(Device* owner, void* data, size_t size_bytes)
+  OwnedMemory() = default;
+  OwnedMemory(Device* owner, void* data, size_t size_bytes)
       : owner_(owner), data_(data), size_bytes_(size_bytes) {}
-  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { Reset(); }
+  OwnedMemory(OwnedMemory&& o) noexcept { *this = std::move(o); }
+  OwnedMemory& operator=(OwnedMemory&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      owner_ = std::exchange(o.owner_, nullptr);
+      data_ = std::exchange(o.data_, nullptr);
+      size_bytes_ = std::exchange(o.size_bytes_, 0);
+    }
+    return *this;
+  }
+  OwnedMemory(const OwnedMemory&) = delete;
+  OwnedMemory& operator=(const OwnedMemory&) = delete;
+  ~OwnedMemory() { Reset(); }
 
   void* data() const { return data_; }
   template <typename T>
@@ -77,7 +91,7 @@ class DeviceBuffer {
     return static_cast<T*>(data_);
   }
   size_t size_bytes() const { return size_bytes_; }
-  void Reset();
+  inline void Reset();
 
  private:
   Device* owner_ = nullptr;
@@ -85,32 +99,8 @@ class DeviceBuffer {
   size_t size_bytes_ = 0;
 };
 
-// Page-locked (pinned) host memory for EPS shards and the host stash; plain
-// 64-byte-aligned memory on the CPU backend. Movable, not copyable.
-class HostBuffer {
- public:
-  HostBuffer() = default;
-  HostBuffer(Device* owner, void* data, size_t size_bytes)
-      : owner_(owner), data_(data), size_bytes_(size_bytes) {}
-  HostBuffer(HostBuffer&& o) noexcept { *this = std::move(o); }
-  HostBuffer& operator=(HostBuffer&& o) noexcept;
-  HostBuffer(const HostBuffer&) = delete;
-  HostBuffer& operator=(const HostBuffer&) = delete;
-  ~HostBuffer() { Reset(); }
-
-  void* data() const { return data_; }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-  size_t size_bytes() const { return size_bytes_; }
-  void Reset();
-
- private:
-  Device* owner_ = nullptr;
-  void* data_ = nullptr;
-  size_t size_bytes_ = 0;
-};
+using DeviceBuffer = OwnedMemory<MemoryKind::kDevice>;
+using HostBuffer = OwnedMemory<MemoryKind::kPinnedHost>;
 
 // A point in a stream's work. Backend-specific; owned by the caller.
 class Event {
@@ -150,11 +140,25 @@ class Device {
   }
 
  protected:
-  friend class DeviceBuffer;
-  friend class HostBuffer;
+  template <MemoryKind>
+  friend class OwnedMemory;
   virtual void Free(void* data, size_t size_bytes) = 0;
   virtual void FreePinned(void* data, size_t size_bytes) = 0;
 };
+
+template <MemoryKind kKind>
+void OwnedMemory<kKind>::Reset() {
+  if (owner_ != nullptr) {
+    if constexpr (kKind == MemoryKind::kDevice) {
+      owner_->Free(data_, size_bytes_);
+    } else {
+      owner_->FreePinned(data_, size_bytes_);
+    }
+  }
+  owner_ = nullptr;
+  data_ = nullptr;
+  size_bytes_ = 0;
+}
 
 // Which backend to build, chosen once per process.
 struct DeviceOptions {

@@ -48,6 +48,10 @@ struct OptimizerSettings {
   double grad_clip = 0;  // global-norm clip; 0 = off (updates are eager)
 };
 
+// The AdamW hyper-parameters of one step: `lr` after the schedule,
+// 1-based step for bias correction, no gradient scaling.
+AdamWParams MakeAdamWParams(const OptimizerSettings& settings, float lr, int64_t step_one_based);
+
 // Writes elements [begin, end) of layer `layer`'s initial flat buffer.
 using LayerInitFn = std::function<void(int layer, int64_t begin, int64_t end, float* out)>;
 

@@ -20,6 +20,18 @@
 
 namespace l2l::sched {
 
+// This rank's part of a layer's training state in host memory, for
+// checkpoints: elements [offset_elems, offset_elems + size_elems) of the
+// unpadded flat buffer. Pointers are owned by the source and valid until the
+// next call on it.
+struct StateSlice {
+  int64_t offset_elems = 0;
+  int64_t size_elems = 0;
+  float* master = nullptr;
+  float* adam_m = nullptr;
+  float* adam_v = nullptr;
+};
+
 class ParamSource {
  public:
   virtual ~ParamSource() = default;
@@ -49,6 +61,15 @@ class ParamSource {
   // every rank, after pending updates. Collective.
   virtual Status ReadLayer(int layer, float* host_padded) = 0;
   virtual int64_t padded_elems(int layer) const = 0;
+
+  // Checkpoint support. SaveSlice: this rank's share of the layer's state
+  // (the valid part of its shard: the ranks' slices tile the layer), after
+  // pending updates. LoadSlice: the host memory this rank reads the layer's
+  // state into (its shard for l2l, the whole layer for resident); then
+  // CommitLoaded(layer) moves it into place.
+  virtual StatusOr<StateSlice> SaveSlice(int layer) = 0;
+  virtual StatusOr<StateSlice> LoadSlice(int layer) = 0;
+  virtual Status CommitLoaded(int layer) = 0;
 
   // Seconds blocked on parameter transfers / optimizer since the last call.
   virtual double TakeGatherWaitSeconds() = 0;
