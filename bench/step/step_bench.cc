@@ -41,14 +41,19 @@ int main(int argc, char** argv) {
   std::string model = "tiny-bert";
   int layers = -1, steps = 4, micro = -1;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
-    else if (!std::strcmp(argv[i], "--layers") && i + 1 < argc) layers = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--micro") && i + 1 < argc) micro = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--model") && i + 1 < argc)
+      model = argv[++i];
+    else if (!std::strcmp(argv[i], "--layers") && i + 1 < argc)
+      layers = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc)
+      steps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--micro") && i + 1 < argc)
+      micro = std::atoi(argv[++i]);
     else {
       if (mpi.world_rank() == 0)
-        std::fprintf(stderr, "usage: bench_step [--model tiny-bert|bert-base] [--layers N] "
-                             "[--steps N] [--micro N]\n");
+        std::fprintf(stderr,
+                     "usage: bench_step [--model tiny-bert|bert-base] [--layers N] "
+                     "[--steps N] [--micro N]\n");
       return 2;
     }
   }
@@ -71,7 +76,8 @@ int main(int argc, char** argv) {
     cfg.model.seq_len = 64;
     cfg.train.micro_batch = 8;
   } else {
-    if (mpi.world_rank() == 0) std::fprintf(stderr, "bench_step: unknown --model %s\n", model.c_str());
+    if (mpi.world_rank() == 0)
+      std::fprintf(stderr, "bench_step: unknown --model %s\n", model.c_str());
     return 2;
   }
   if (layers > 0) cfg.model.layers = layers;
@@ -120,16 +126,18 @@ int main(int argc, char** argv) {
     }
   }
   if (mpi.world_rank() == 0) {
-    std::printf("bench_step: %s shape, %d blocks, %d ranks, global batch %d x %d tokens, "
-                "median of %d steps, CPU backend, OMP/BLAS threads per rank %s\n",
-                model.c_str(), cfg.model.layers, world, cfg.train.global_batch,
-                cfg.model.seq_len, steps, std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "default");
-    std::printf("| mode | step s | tokens/s | compute s | gather/comm wait s | optimizer wait s | "
-                "device peak MiB | tokens/s vs resident |\n|---|---|---|---|---|---|---|---|\n");
+    std::printf(
+        "bench_step: %s shape, %d blocks, %d ranks, global batch %d x %d tokens, "
+        "median of %d steps, CPU backend, OMP/BLAS threads per rank %s\n",
+        model.c_str(), cfg.model.layers, world, cfg.train.global_batch, cfg.model.seq_len, steps,
+        std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "default");
+    std::printf(
+        "| mode | step s | tokens/s | compute s | gather/comm wait s | optimizer wait s | "
+        "device peak MiB | tokens/s vs resident |\n|---|---|---|---|---|---|---|---|\n");
     for (const Row& r : rows) {
       std::printf("| %s | %.3f | %.0f | %.3f | %.3f | %.3f | %.1f | %.2f |\n", r.mode.c_str(),
-                  r.step_s, r.tokens_per_s, r.compute_s, r.gather_s, r.opt_s,
-                  r.peak / 1048576.0, r.tokens_per_s / rows[0].tokens_per_s);
+                  r.step_s, r.tokens_per_s, r.compute_s, r.gather_s, r.opt_s, r.peak / 1048576.0,
+                  r.tokens_per_s / rows[0].tokens_per_s);
     }
   }
   return 0;

@@ -7,11 +7,16 @@ namespace l2l {
 
 size_t CommDTypeSizeBytes(CommDType t) {
   switch (t) {
-    case CommDType::kF32: return 4;
-    case CommDType::kF64: return 8;
-    case CommDType::kI32: return 4;
-    case CommDType::kI64: return 8;
-    case CommDType::kU8: return 1;
+    case CommDType::kF32:
+      return 4;
+    case CommDType::kF64:
+      return 8;
+    case CommDType::kI32:
+      return 4;
+    case CommDType::kI64:
+      return 8;
+    case CommDType::kU8:
+      return 1;
   }
   return 0;
 }

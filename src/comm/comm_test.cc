@@ -1,12 +1,11 @@
 // MpiComm under 1, 2 and 4 ranks: every collective's result equals the same
 // computation done in one process (each rank can compute every rank's input,
 // since inputs are a pure function of (rank, index)).
+#include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cmath>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "l2l/comm/mpi_comm.h"
 
@@ -43,8 +42,7 @@ TEST(MpiComm, AllGatherInPlace) {
   const size_t count = 77;
   std::vector<float> buf(count * n, -1);
   for (size_t i = 0; i < count; ++i) buf[r * count + i] = Input(r, i);
-  ASSERT_TRUE(
-      g_comm->AllGather(buf.data() + r * count, buf.data(), count, CommDType::kF32).ok());
+  ASSERT_TRUE(g_comm->AllGather(buf.data() + r * count, buf.data(), count, CommDType::kF32).ok());
   for (int q = 0; q < n; ++q)
     for (size_t i = 0; i < count; ++i) ASSERT_EQ(buf[q * count + i], Input(q, i));
 }
@@ -54,16 +52,16 @@ TEST(MpiComm, ReduceScatterEqualsSumOfSlices) {
   const size_t count = 513;
   std::vector<float> send(count * n), recv(count);
   for (size_t i = 0; i < count * n; ++i) send[i] = Input(r, i);
-  ASSERT_TRUE(g_comm->ReduceScatter(send.data(), recv.data(), count, CommDType::kF32,
-                                    ReduceOp::kSum).ok());
+  ASSERT_TRUE(
+      g_comm->ReduceScatter(send.data(), recv.data(), count, CommDType::kF32, ReduceOp::kSum).ok());
   for (size_t i = 0; i < count; ++i) {
     double want = 0;
     for (int q = 0; q < n; ++q) want += Input(q, r * count + i);
     ASSERT_NEAR(recv[i], want, 1e-5 * (1 + std::fabs(want))) << i;
   }
   // In place: the result lands at the start of the buffer.
-  ASSERT_TRUE(g_comm->ReduceScatter(send.data(), send.data(), count, CommDType::kF32,
-                                    ReduceOp::kSum).ok());
+  ASSERT_TRUE(
+      g_comm->ReduceScatter(send.data(), send.data(), count, CommDType::kF32, ReduceOp::kSum).ok());
   for (size_t i = 0; i < count; ++i) ASSERT_EQ(send[i], recv[i]);
 }
 
@@ -72,8 +70,8 @@ TEST(MpiComm, AllReduceSumAndMax) {
   std::vector<double> v(10);
   for (size_t i = 0; i < v.size(); ++i) v[i] = Input(r, i);
   std::vector<double> sum(v.size()), mx(v.size());
-  ASSERT_TRUE(g_comm->AllReduce(v.data(), sum.data(), v.size(), CommDType::kF64,
-                                ReduceOp::kSum).ok());
+  ASSERT_TRUE(
+      g_comm->AllReduce(v.data(), sum.data(), v.size(), CommDType::kF64, ReduceOp::kSum).ok());
   ASSERT_TRUE(
       g_comm->AllReduce(v.data(), mx.data(), v.size(), CommDType::kF64, ReduceOp::kMax).ok());
   for (size_t i = 0; i < v.size(); ++i) {
@@ -102,7 +100,8 @@ TEST(MpiComm, AgreeReportsLowestFailingRankEverywhere) {
   const int n = g_comm->size(), r = g_comm->rank();
   EXPECT_TRUE(g_comm->Agree(OkStatus()).ok());
   // The last rank fails alone; every rank must return its message.
-  Status local = (r == n - 1) ? NotFound("rank " + std::to_string(r) + ": no such file") : OkStatus();
+  Status local =
+      (r == n - 1) ? NotFound("rank " + std::to_string(r) + ": no such file") : OkStatus();
   Status agreed = g_comm->Agree(local);
   EXPECT_EQ(agreed.code(), StatusCode::kNotFound);
   EXPECT_EQ(agreed.message(), "rank " + std::to_string(n - 1) + ": no such file");
@@ -110,4 +109,3 @@ TEST(MpiComm, AgreeReportsLowestFailingRankEverywhere) {
 
 }  // namespace
 }  // namespace l2l
-

@@ -11,20 +11,28 @@ namespace {
 
 MPI_Datatype ToMpi(CommDType t) {
   switch (t) {
-    case CommDType::kF32: return MPI_FLOAT;
-    case CommDType::kF64: return MPI_DOUBLE;
-    case CommDType::kI32: return MPI_INT32_T;
-    case CommDType::kI64: return MPI_INT64_T;
-    case CommDType::kU8: return MPI_UINT8_T;
+    case CommDType::kF32:
+      return MPI_FLOAT;
+    case CommDType::kF64:
+      return MPI_DOUBLE;
+    case CommDType::kI32:
+      return MPI_INT32_T;
+    case CommDType::kI64:
+      return MPI_INT64_T;
+    case CommDType::kU8:
+      return MPI_UINT8_T;
   }
   return MPI_DATATYPE_NULL;
 }
 
 MPI_Op ToMpi(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_OP_NULL;
 }
@@ -98,8 +106,8 @@ Status MpiComm::AllGather(const void* send, void* recv, size_t count_per_rank, C
   return MpiStatus(rc, "MPI_Allgather", rank_);
 }
 
-Status MpiComm::ReduceScatter(const void* send, void* recv, size_t count_per_rank,
-                              CommDType dtype, ReduceOp op) {
+Status MpiComm::ReduceScatter(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
+                              ReduceOp op) {
   const int rc = MPI_Reduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv,
                                           ToCount(count_per_rank), ToMpi(dtype), ToMpi(op), comm_);
   return MpiStatus(rc, "MPI_Reduce_scatter_block", rank_);

@@ -3,9 +3,8 @@
 // verdict (the worst over ranks), so mpirun's exit code is the job's.
 // Per-binary setup belongs in a ::testing::Environment, which runs after MPI
 // is initialised.
-#include <mpi.h>
-
 #include <gtest/gtest.h>
+#include <mpi.h>
 
 #include "l2l/comm/mpi_comm.h"
 

@@ -1,7 +1,6 @@
 #include "l2l/device/device.h"
 
 #include <algorithm>
-
 #include <cstdio>
 
 namespace l2l {

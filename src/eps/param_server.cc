@@ -19,8 +19,8 @@ float ClipScale(double norm, double clip) {
 }
 
 EagerParameterServer::EagerParameterServer(Device* device, Comm* comm,
-                                           const OptimizerSettings& settings,
-                                           int optimizer_threads, int num_layers)
+                                           const OptimizerSettings& settings, int optimizer_threads,
+                                           int num_layers)
     : device_(device),
       comm_(comm),
       settings_(settings),
@@ -86,10 +86,10 @@ Status EagerParameterServer::Gather(int layer, float* full_device) {
 
 Status EagerParameterServer::ReduceScatter(int layer, float* grad_device) {
   LayerShardState& st = layers_[layer];
-  RETURN_IF_ERROR(
-      comm_->ReduceScatter(grad_device, grad_device, st.shard.size_elems, CommDType::kF32,
-                           ReduceOp::kSum)
-          .WithContext("reduce-scatter of layer " + std::to_string(layer)));
+  RETURN_IF_ERROR(comm_
+                      ->ReduceScatter(grad_device, grad_device, st.shard.size_elems,
+                                      CommDType::kF32, ReduceOp::kSum)
+                      .WithContext("reduce-scatter of layer " + std::to_string(layer)));
   device_->CopyD2H(st.grad.data(), grad_device, st.shard.size_elems * sizeof(float),
                    StreamKind::kD2H);
   device_->SynchronizeStream(StreamKind::kD2H);

@@ -32,7 +32,9 @@ TEST(Partition, ShardsTileTheBufferForWorldSizes1To8) {
         next = s.end_elems();
         const Shard v = ValidPart(s, size);
         EXPECT_GE(v.size_elems, 0);
-        if (v.size_elems > 0) EXPECT_EQ(v.offset_elems, s.offset_elems);
+        if (v.size_elems > 0) {
+          EXPECT_EQ(v.offset_elems, s.offset_elems);
+        }
         valid_total += v.size_elems;
       }
       EXPECT_EQ(next, padded);

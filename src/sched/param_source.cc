@@ -1,8 +1,8 @@
 #include "l2l/sched/param_source.h"
 
 #include <chrono>
-#include <utility>
 #include <cstring>
+#include <utility>
 
 #include "l2l/eps/adamw.h"
 
@@ -99,8 +99,8 @@ class L2LParamSource final : public ParamSource {
     eps_->WaitForUpdates();
     eps::LayerShardState& st = eps_->mutable_layer(layer);
     const eps::Shard valid = eps::ValidPart(st.shard, st.size_elems);
-    return StateSlice{valid.offset_elems, valid.size_elems, st.master.as<float>(),
-                      st.m.as<float>(), st.v.as<float>()};
+    return StateSlice{valid.offset_elems, valid.size_elems, st.master.as<float>(), st.m.as<float>(),
+                      st.v.as<float>()};
   }
   StatusOr<StateSlice> LoadSlice(int layer) override { return SaveSlice(layer); }
   Status CommitLoaded(int) override {
@@ -249,8 +249,8 @@ class ResidentParamSource final : public ParamSource {
   StatusOr<StateSlice> SaveSlice(int layer) override {
     queue_.WaitAll();
     Layer& L = layers_[layer];
-    const eps::Shard valid = eps::ValidPart(
-        eps::ShardOf(L.padded_elems, comm_->size(), comm_->rank()), L.size_elems);
+    const eps::Shard valid =
+        eps::ValidPart(eps::ShardOf(L.padded_elems, comm_->size(), comm_->rank()), L.size_elems);
     RETURN_IF_ERROR(Stage(layer, valid.size_elems));
     const size_t off = valid.offset_elems * sizeof(float), bytes = valid.size_elems * sizeof(float);
     device_->CopyD2H(L.staged[0].data(), L.params.as<char>() + off, bytes, StreamKind::kD2H);

@@ -38,8 +38,7 @@ DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptio
   p.workspace_bytes = ws * static_cast<int64_t>(sizeof(float));
   p.boundary_bytes = 4 * BoundaryElems(dims, options.micro_batch) * sizeof(float) +
                      InputBytes(dims, options.micro_batch);
-  p.stash_bytes =
-      options.stash == Stash::kDevice ? StashElems(dims, options) * sizeof(float) : 0;
+  p.stash_bytes = options.stash == Stash::kDevice ? StashElems(dims, options) * sizeof(float) : 0;
   return p;
 }
 
@@ -53,8 +52,7 @@ Relay::Relay(Device* device, const model::ModelDims& dims, const RelayOptions& o
 }
 
 StatusOr<std::unique_ptr<Relay>> Relay::Create(Device* device, const model::ModelDims& dims,
-                                               const RelayOptions& options,
-                                               ParamSource* source) {
+                                               const RelayOptions& options, ParamSource* source) {
   std::unique_ptr<Relay> r(new Relay(device, dims, options, source));
   RETURN_IF_ERROR(r->Allocate());
   return r;
@@ -68,8 +66,8 @@ Status Relay::Allocate() {
   ASSIGN_OR_RETURN(x_out_, device_->Allocate(boundary_bytes, "boundary buffer x_out"));
   ASSIGN_OR_RETURN(dy_, device_->Allocate(boundary_bytes, "boundary buffer dy"));
   ASSIGN_OR_RETURN(dx_, device_->Allocate(boundary_bytes, "boundary buffer dx"));
-  ASSIGN_OR_RETURN(inputs_, device_->Allocate(InputBytes(dims_, options_.micro_batch),
-                                              "micro-batch inputs"));
+  ASSIGN_OR_RETURN(
+      inputs_, device_->Allocate(InputBytes(dims_, options_.micro_batch), "micro-batch inputs"));
   const int64_t cells = static_cast<int64_t>(options_.micro_batch) * dims_.seq_len;
   char* p = inputs_.as<char>();
   d_keys_ = reinterpret_cast<uint64_t*>(p);
@@ -181,9 +179,9 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
       LoadBoundary(x_in_.as<float>(), StashSlot(head, m));
       const model::StepContext ctx{seed, step, head, true, d_keys_};
       const auto t0 = Clock::now();
-      const model::HeadResult r = model::HeadForwardBackward<float>(
-          dims_, ctx, params, x_in_.as<float>(), d_targets_, b.rows, grad_scale,
-          dx_.as<float>(), grad, ws);
+      const model::HeadResult r =
+          model::HeadForwardBackward<float>(dims_, ctx, params, x_in_.as<float>(), d_targets_,
+                                            b.rows, grad_scale, dx_.as<float>(), grad, ws);
       out.compute_s += SecondsSince(t0);
       out.loss_sum += r.loss_sum;
       out.targets += r.count;
@@ -239,9 +237,9 @@ StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches
     LoadBoundary(x_in_.as<float>(), StashSlot(head, m));
     const model::StepContext ctx{0, 0, head, false, d_keys_};
     const auto t0 = Clock::now();
-    const model::HeadResult r = model::HeadForwardBackward<float>(
-        dims_, ctx, params, x_in_.as<float>(), d_targets_, b.rows, 0.0, nullptr, nullptr,
-        workspace_.as<float>());
+    const model::HeadResult r =
+        model::HeadForwardBackward<float>(dims_, ctx, params, x_in_.as<float>(), d_targets_, b.rows,
+                                          0.0, nullptr, nullptr, workspace_.as<float>());
     out.compute_s += SecondsSince(t0);
     out.loss_sum += r.loss_sum;
     out.targets += r.count;

@@ -1,6 +1,7 @@
 // l2l-train: train a model layer to layer.
 //
-//   mpirun -np N l2l-train --config FILE [--set key=value]... [--print-config]
+//   mpirun -np N l2l-train --config FILE [--set key=value]... [--resume auto|PATH]
+//                          [--print-config]
 //
 // Every rank parses the same arguments and config; failures are agreed across
 // ranks, printed once (rank 0) as one line, and exit with code 2 on every
@@ -12,19 +13,25 @@
 
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
+#include "l2l/train/signals.h"
 #include "l2l/train/trainer.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: l2l-train --config FILE [--set key=value]... [--print-config]\n"
+    "usage: l2l-train --config FILE [--set key=value]... [--resume auto|PATH] [--print-config]\n"
     "  --config FILE      YAML configuration (see docs/config.md)\n"
     "  --set key=value    override one key, e.g. --set model.layers=48 (repeatable)\n"
-    "  --print-config     print the effective configuration as YAML and exit\n";
+    "  --resume auto|PATH continue from a checkpoint: auto = the latest in checkpoint.dir\n"
+    "                     (or start fresh if there is none); any world size with the same\n"
+    "                     global batch\n"
+    "  --print-config     print the effective configuration as YAML and exit\n"
+    "SIGTERM or SIGUSR1 on any rank: all ranks finish the step, save, and exit 0.\n";
 
 struct Args {
   std::string config;
   std::vector<std::string> overrides;
+  std::string resume;
   bool print_config = false;
   bool help = false;
 };
@@ -46,6 +53,10 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
       a.overrides.push_back(v);
     } else if (arg.rfind("--set=", 0) == 0) {
       a.overrides.push_back(arg.substr(6));
+    } else if (arg == "--resume") {
+      ASSIGN_OR_RETURN(a.resume, value("--resume"));
+    } else if (arg.rfind("--resume=", 0) == 0) {
+      a.resume = arg.substr(9);
     } else if (arg == "--print-config") {
       a.print_config = true;
     } else if (arg == "--help" || arg == "-h") {
@@ -58,7 +69,7 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
   return a;
 }
 
-l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::Comm& comm) {
+l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::MpiComm& comm) {
   auto args = ParseArgs(argc, argv);
   RETURN_IF_ERROR(comm.Agree(args.status()));
   if (args->help) {
@@ -71,8 +82,17 @@ l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::Comm& comm) {
     if (comm.rank() == 0) std::fputs(l2l::config::ToYaml(*cfg).c_str(), stdout);
     return l2l::OkStatus();
   }
-  ASSIGN_OR_RETURN(auto trainer, l2l::train::Trainer::Create(*cfg, &comm, mpi.local_size()));
+  ASSIGN_OR_RETURN(auto trainer,
+                   l2l::train::Trainer::Create(*cfg, &comm, mpi.local_size(), mpi.local_rank()));
+  if (!args->resume.empty()) RETURN_IF_ERROR(trainer->Resume(args->resume));
   RETURN_IF_ERROR(trainer->Run());
+  if (trainer->stopped_by_signal()) {
+    if (comm.rank() == 0) {
+      std::printf("l2l: stop requested by signal: saved %s at step %lld, exiting\n",
+                  trainer->last_checkpoint().c_str(), static_cast<long long>(trainer->step()));
+    }
+    return l2l::OkStatus();
+  }
   if (comm.rank() == 0) {
     std::printf("l2l: done, %lld steps; metrics in %s/metrics.jsonl\n",
                 static_cast<long long>(trainer->step()), cfg->log.dir.c_str());
@@ -84,6 +104,7 @@ l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::Comm& comm) {
 
 int main(int argc, char** argv) {
   l2l::MpiRuntime mpi(&argc, &argv);
+  l2l::train::InstallStopSignalHandlers();
   int code = 0;
   {
     l2l::MpiComm comm;

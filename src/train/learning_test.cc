@@ -1,12 +1,11 @@
 // "It learns": small models trained on synthetic Markov corpora whose
 // entropy rate is known exactly, so the loss has a floor to be measured
 // against (issue: the L2L engine). Single rank, CPU backend.
+#include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cstdio>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/data/data.h"
@@ -55,6 +54,7 @@ config::Config SmallModel(config::ModelKind kind, const std::string& data_path) 
   c.train.micro_batch = 8;
   c.train.eval_batches = 8;
   c.log.dir = "learning_test_runs";
+  c.checkpoint.dir = "learning_test_ckpt";
   return c;
 }
 
@@ -95,9 +95,3 @@ TEST(Learning, BertMlmFallsWellBelowTheUnigramEntropy) {
 
 }  // namespace
 }  // namespace l2l::train
-
-int main(int argc, char** argv) {
-  l2l::MpiRuntime mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}

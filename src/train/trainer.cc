@@ -1,20 +1,20 @@
 #include "l2l/train/trainer.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 #include "l2l/core/log.h"
 #include "l2l/train/schedule.h"
+#include "l2l/train/signals.h"
 
 namespace l2l::train {
 namespace {
 
 double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 sched::MicroBatchInput AsInput(const data::MicroBatch& b) {
@@ -64,7 +64,7 @@ model::ModelDims DimsFromConfig(const config::ModelConfig& m) {
   return d;
 }
 
-Trainer::Trainer(const config::Config& cfg, Comm* comm)
+Trainer::Trainer(const config::Config& cfg, MpiComm* comm)
     : cfg_(cfg), comm_(comm), dims_(DimsFromConfig(cfg.model)) {}
 
 Trainer::~Trainer() {
@@ -72,14 +72,14 @@ Trainer::~Trainer() {
   if (metrics_ != nullptr) std::fclose(metrics_);
 }
 
-StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg, Comm* comm,
-                                                   int local_ranks) {
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg, MpiComm* comm,
+                                                   int local_ranks, int local_rank) {
   std::unique_ptr<Trainer> t(new Trainer(cfg, comm));
-  RETURN_IF_ERROR(t->Init(local_ranks));
+  RETURN_IF_ERROR(t->Init(local_ranks, local_rank));
   return t;
 }
 
-Status Trainer::Init(int local_ranks) {
+Status Trainer::Init(int local_ranks, int local_rank) {
   const int world = comm_->size(), rank = comm_->rank();
   RETURN_IF_ERROR(comm_->Agree(config::ValidateForWorld(cfg_, world)));
   n_micro_ = config::MicroBatchesPerRank(cfg_, world);
@@ -128,9 +128,8 @@ Status Trainer::Init(int local_ranks) {
                                                               : sched::Stash::kDevice;
   ro.prefetch_depth = cfg_.exec.prefetch_depth;
   const bool l2l = cfg_.exec.mode == config::ExecMode::kL2L;
-  const int64_t params_bytes =
-      l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth)
-          : sched::ResidentParamSourceDeviceBytes(padded);
+  const int64_t params_bytes = l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth)
+                                   : sched::ResidentParamSourceDeviceBytes(padded);
   plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes);
   const int64_t limit = cfg_.exec.device_memory_limit_bytes;
   if (rank == 0) {
@@ -138,8 +137,7 @@ Status Trainer::Init(int local_ranks) {
         "l2l: mode %s, %d ranks x %d micro-batches of %d, device memory plan %s "
         "(parameters %s, workspace %s, boundaries %s, stash %s), limit %s\n",
         config::Name(cfg_.exec.mode), world, n_micro_, cfg_.train.micro_batch,
-        config::FormatBytes(plan_.total()).c_str(),
-        config::FormatBytes(plan_.params_bytes).c_str(),
+        config::FormatBytes(plan_.total()).c_str(), config::FormatBytes(plan_.params_bytes).c_str(),
         config::FormatBytes(plan_.workspace_bytes).c_str(),
         config::FormatBytes(plan_.boundary_bytes).c_str(),
         config::FormatBytes(plan_.stash_bytes).c_str(),
@@ -158,11 +156,18 @@ Status Trainer::Init(int local_ranks) {
         config::FormatBytes(plan_.workspace_bytes) + ")");
   }
 
+  if (cfg_.exec.device == config::DeviceKind::kCuda) {
+    // The CUDA device, communicator and kernels exist, but the layers still
+    // call the CPU kernels: refuse rather than hand device pointers to them.
+    return comm_->Agree(Unimplemented(
+        "exec.device: cuda is not usable yet in this build (the layers do not dispatch to the "
+        "CUDA kernels); use exec.device: cpu"));
+  }
   {
     DeviceOptions dopt;
-    dopt.type = cfg_.exec.device == config::DeviceKind::kCpu ? DeviceType::kCpu
-                                                             : DeviceType::kCuda;
+    dopt.type = cfg_.exec.device == config::DeviceKind::kCpu ? DeviceType::kCpu : DeviceType::kCuda;
     dopt.memory_limit_bytes = limit;
+    dopt.local_rank = local_rank;
     auto dev = CreateDevice(dopt);
     RETURN_IF_ERROR(comm_->Agree(dev.status()));
     device_ = std::move(dev).value();
@@ -184,25 +189,42 @@ Status Trainer::Init(int local_ranks) {
   {
     Status s;
     if (l2l) {
-      auto e = eps::EagerParameterServer::Create(device_.get(), comm_, layer_sizes_, init, os,
-                                                 threads);
+      auto e =
+          eps::EagerParameterServer::Create(device_.get(), comm_, layer_sizes_, init, os, threads);
       if (e.ok()) {
         eps_ = std::move(e).value();
         auto src = sched::CreateL2LParamSource(device_.get(), eps_.get(), ro.prefetch_depth);
-        if (src.ok()) source_ = std::move(src).value(); else s = src.status();
+        if (src.ok())
+          source_ = std::move(src).value();
+        else
+          s = src.status();
       } else {
         s = e.status();
       }
     } else {
-      auto src = sched::CreateResidentParamSource(device_.get(), comm_, layer_sizes_, init, os,
-                                                  threads);
-      if (src.ok()) source_ = std::move(src).value(); else s = src.status();
+      auto src =
+          sched::CreateResidentParamSource(device_.get(), comm_, layer_sizes_, init, os, threads);
+      if (src.ok())
+        source_ = std::move(src).value();
+      else
+        s = src.status();
     }
     if (s.ok()) {
       auto relay = sched::Relay::Create(device_.get(), dims_, ro, source_.get());
-      if (relay.ok()) relay_ = std::move(relay).value(); else s = relay.status();
+      if (relay.ok())
+        relay_ = std::move(relay).value();
+      else
+        s = relay.status();
     }
     RETURN_IF_ERROR(comm_->Agree(s));
+  }
+  if (rank == 0) {
+    std::printf("l2l: host memory per rank: training state %s (%s), stash %s\n",
+                config::FormatBytes(source_->host_state_bytes()).c_str(),
+                l2l ? "1/world_size of fp32 weights, AdamW moments and gradients"
+                    : "resident: state is on the device",
+                config::FormatBytes(relay_->host_stash_bytes()).c_str());
+    std::fflush(stdout);
   }
   RETURN_IF_ERROR(comm_->Agree(OpenMetrics()));
   return OkStatus();
@@ -256,6 +278,7 @@ StatusOr<StepRecord> Trainer::Step() {
   r.compute_s = out.compute_s;
   r.gather_wait_s = out.gather_wait_s;
   r.optimizer_wait_s = out.optimizer_wait_s;
+  r.ckpt_load = std::exchange(pending_load_stats_, std::nullopt);
   history_.push_back(r);
   return r;
 }
@@ -287,40 +310,154 @@ Status Trainer::Run() {
     if (t.eval_every_steps > 0 && (step_ % t.eval_every_steps == 0 || last)) {
       ASSIGN_OR_RETURN(double eval, Evaluate());
       r.eval_loss = eval;
-      history_.back().eval_loss = eval;
     }
+    // Ranks agree on a stop request once per step: all finish this step.
+    int32_t stop = LocalStopRequested() ? 1 : 0;
+    RETURN_IF_ERROR(comm_->AllReduce(&stop, &stop, 1, CommDType::kI32, ReduceOp::kMax));
+    const int64_t every = cfg_.checkpoint.every_steps;
+    if (last || stop || (every > 0 && step_ % every == 0)) {
+      RETURN_IF_ERROR(SaveCheckpoint());
+      r.ckpt_save = history_.back().ckpt_save;
+    }
+    history_.back() = r;
     WriteRecord(r);
-    if (step_ % cfg_.log.every_steps == 0 || last || step_ == first + 1) {
+    if (step_ % cfg_.log.every_steps == 0 || last || step_ == first + 1 || stop) {
       const double elapsed = NowSeconds() - start;
       const double eta = elapsed / static_cast<double>(step_ - first) * (t.steps - step_);
       if (comm_->rank() == 0) {
+        char eval[32] = "";
+        if (r.eval_loss) std::snprintf(eval, sizeof eval, " | eval %.4f", *r.eval_loss);
         std::printf("step %lld/%lld | loss %.4f%s | %.0f tok/s | device peak %s | ETA %s\n",
-                    static_cast<long long>(step_), static_cast<long long>(t.steps), r.loss,
-                    r.eval_loss ? (" | eval " + std::to_string(*r.eval_loss).substr(0, 6)).c_str()
-                                : "",
+                    static_cast<long long>(step_), static_cast<long long>(t.steps), r.loss, eval,
                     r.tokens_per_s, config::FormatBytes(r.device_peak_bytes).c_str(),
                     Duration(eta).c_str());
         std::fflush(stdout);
       }
+    }
+    if (stop) {
+      stopped_by_signal_ = true;
+      break;
     }
   }
   source_->WaitForUpdates();
   return OkStatus();
 }
 
+std::vector<ckpt::LayerInfo> Trainer::CheckpointLayers() const {
+  std::vector<ckpt::LayerInfo> layers;
+  for (int l = 0; l < model::NumLayers(dims_); ++l) {
+    const model::ParamLayout layout = model::LayoutFor(dims_, model::KindOf(dims_, l));
+    ckpt::LayerInfo info;
+    info.size_elems = layer_sizes_[l];
+    for (const model::TensorSpec& t : layout.tensors()) {
+      ckpt::TensorEntry e;
+      e.name = t.name;
+      e.offset_elems = t.offset_elems;
+      for (int i = 0; i < t.shape.rank(); ++i) e.shape.push_back(t.shape.dim(i));
+      info.tensors.push_back(std::move(e));
+    }
+    layers.push_back(std::move(info));
+  }
+  return layers;
+}
+
+Status Trainer::SaveCheckpoint() {
+  std::vector<ckpt::LayerSlice> slices;
+  for (int l = 0; l < model::NumLayers(dims_); ++l) {
+    ASSIGN_OR_RETURN(sched::StateSlice s, source_->SaveSlice(l));
+    slices.push_back({s.offset_elems, s.size_elems, s.master, s.adam_m, s.adam_v, true});
+  }
+  ckpt::Meta meta;
+  meta.step = step_;
+  meta.tokens_seen = step_ * cfg_.train.global_batch * static_cast<int64_t>(dims_.seq_len);
+  meta.world_size = comm_->size();
+  meta.seed = cfg_.train.seed;
+  meta.config_yaml = config::ToYaml(cfg_);
+  meta.sampler_state = sampler_->state().ToString();
+  ckpt::IoStats stats;
+  RETURN_IF_ERROR(ckpt::Save(comm_->handle(), cfg_.checkpoint.dir, meta, CheckpointLayers(), slices,
+                             cfg_.checkpoint.keep_last, &stats));
+  last_checkpoint_ = ckpt::CheckpointPath(cfg_.checkpoint.dir, step_);
+  if (!history_.empty()) history_.back().ckpt_save = stats;
+  if (comm_->rank() == 0) {
+    std::printf("l2l: saved %s (%s in %.2f s, %.2f GB/s)\n", last_checkpoint_.c_str(),
+                config::FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
+    std::fflush(stdout);
+  }
+  return OkStatus();
+}
+
+Status Trainer::Resume(const std::string& spec) {
+  std::string path = spec;
+  if (spec == "auto") {
+    auto latest = ckpt::FindLatest(cfg_.checkpoint.dir);
+    if (!latest.ok() && latest.status().code() == StatusCode::kNotFound) {
+      if (comm_->rank() == 0) {
+        std::printf("l2l: no checkpoint in %s, starting fresh\n", cfg_.checkpoint.dir.c_str());
+      }
+      return comm_->Agree(OkStatus());
+    }
+    RETURN_IF_ERROR(comm_->Agree(latest.status()));
+    path = *latest;
+  }
+  ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));
+  {
+    Status s;
+    auto saved = data::SamplerState::Parse(meta.sampler_state);
+    if (!saved.ok()) {
+      s = DataLoss(path + ": unreadable sampler state: " + saved.status().message());
+    } else {
+      s = sampler_->CheckResume(*saved).WithContext(path + ": cannot resume this run");
+    }
+    if (s.ok() && meta.step > cfg_.train.steps) {
+      s = FailedPrecondition(path + ": checkpoint is at step " + std::to_string(meta.step) +
+                             ", past train.steps=" + std::to_string(cfg_.train.steps));
+    }
+    RETURN_IF_ERROR(comm_->Agree(s));
+  }
+  std::vector<ckpt::LayerSlice> slices;
+  for (int l = 0; l < model::NumLayers(dims_); ++l) {
+    ASSIGN_OR_RETURN(sched::StateSlice s, source_->LoadSlice(l));
+    // Resident replicas read the whole layer on every rank; rank 0's copy is
+    // the one that counts for the checksum.
+    const bool tiles = cfg_.exec.mode == config::ExecMode::kL2L || comm_->rank() == 0;
+    slices.push_back({s.offset_elems, s.size_elems, s.master, s.adam_m, s.adam_v, tiles});
+  }
+  ckpt::IoStats stats;
+  RETURN_IF_ERROR(ckpt::Load(comm_->handle(), path, CheckpointLayers(), slices, &stats));
+  for (int l = 0; l < model::NumLayers(dims_); ++l) RETURN_IF_ERROR(source_->CommitLoaded(l));
+  step_ = meta.step;
+  last_checkpoint_ = path;
+  pending_load_stats_ = stats;
+  if (comm_->rank() == 0) {
+    std::printf("l2l: resumed from %s at step %lld (saved on %d ranks; %s in %.2f s, %.2f GB/s)\n",
+                path.c_str(), static_cast<long long>(step_), meta.world_size,
+                config::FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
+    std::fflush(stdout);
+  }
+  return OkStatus();
+}
+
 void Trainer::WriteRecord(const StepRecord& r) {
   if (metrics_ == nullptr) return;
-  std::fprintf(metrics_,
-               "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-               "\"tokens\": %lld, \"step_s\": %.6f, \"tokens_per_s\": %.3f, "
-               "\"device_peak_bytes\": %lld, \"host_eps_bytes\": %lld, \"compute_s\": %.6f, "
-               "\"gather_wait_s\": %.6f, \"optimizer_wait_s\": %.6f",
-               static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm,
-               static_cast<long long>(r.tokens), r.step_s, r.tokens_per_s,
-               static_cast<long long>(r.device_peak_bytes),
-               static_cast<long long>(r.host_eps_bytes), r.compute_s, r.gather_wait_s,
-               r.optimizer_wait_s);
+  std::fprintf(
+      metrics_,
+      "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+      "\"tokens\": %lld, \"step_s\": %.6f, \"tokens_per_s\": %.3f, "
+      "\"device_peak_bytes\": %lld, \"host_eps_bytes\": %lld, \"compute_s\": %.6f, "
+      "\"gather_wait_s\": %.6f, \"optimizer_wait_s\": %.6f",
+      static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm, static_cast<long long>(r.tokens),
+      r.step_s, r.tokens_per_s, static_cast<long long>(r.device_peak_bytes),
+      static_cast<long long>(r.host_eps_bytes), r.compute_s, r.gather_wait_s, r.optimizer_wait_s);
   if (r.eval_loss) std::fprintf(metrics_, ", \"eval_loss\": %.9g", *r.eval_loss);
+  if (r.ckpt_save) {
+    std::fprintf(metrics_, ", \"ckpt_save_s\": %.6f, \"ckpt_save_gb_per_s\": %.4f",
+                 r.ckpt_save->seconds, r.ckpt_save->gb_per_s());
+  }
+  if (r.ckpt_load) {
+    std::fprintf(metrics_, ", \"ckpt_load_s\": %.6f, \"ckpt_load_gb_per_s\": %.4f",
+                 r.ckpt_load->seconds, r.ckpt_load->gb_per_s());
+  }
   std::fprintf(metrics_, "}\n");
   std::fflush(metrics_);
 }

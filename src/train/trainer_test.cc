@@ -2,6 +2,9 @@
 // engine). Runs under mpirun with 1, 2 or 4 ranks; world sizes smaller than
 // the job run on sub-communicators (ranks 0..w-1), so one job compares
 // several world sizes.
+#include "l2l/train/trainer.h"
+
+#include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cmath>
@@ -10,17 +13,26 @@
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "l2l/comm/mpi_comm.h"
-#include "l2l/data/data.h"
-#include "l2l/train/trainer.h"
+#include "test_util.h"
 
 namespace l2l::train {
 namespace {
 
 int g_rank = 0, g_size = 1;
 std::string g_data_path;
+
+// Rank, world size and a small corpus, once MPI is up.
+class EngineEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    g_data_path = "trainer_test_np" + std::to_string(g_size) + ".tok";
+    ASSERT_TRUE(testing::WriteTinyCorpus(g_data_path).ok());
+  }
+};
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new EngineEnvironment);
 
 struct RunResult {
   bool ran = false;  // false on ranks outside the sub-communicator
@@ -31,82 +43,34 @@ struct RunResult {
 };
 
 config::Config TinyConfig(config::ModelKind kind) {
-  config::Config c;
-  c.model.kind = kind;
-  c.model.layers = 2;
-  c.model.hidden = 32;
-  c.model.heads = 4;
-  c.model.ffn = 64;
-  c.model.vocab = 40;  // data vocab 32, + [MASK]
-  c.model.seq_len = 16;
-  c.model.dropout = 0.1;
-  c.model.norm =
-      kind == config::ModelKind::kGpt ? config::NormPlacement::kPre : config::NormPlacement::kPost;
-  c.data.path = g_data_path;
-  c.data.eval_fraction = 0.05;
-  c.train.steps = 3;
-  c.train.lr = 1e-3;
-  c.train.warmup_steps = 1;
-  c.train.global_batch = 8;
-  c.train.micro_batch = 2;
-  c.train.grad_clip = 0;
-  c.exec.optimizer_threads = 2;
-  c.log.dir = "trainer_test_runs/np" + std::to_string(g_size) + "_r" + std::to_string(g_rank);
-  return c;
+  // Every rank must pass the same config (checkpoints check it).
+  return testing::TinyConfig(kind, g_data_path, "trainer_test_np" + std::to_string(g_size));
 }
 
 // Runs `cfg` on ranks 0..world-1 of MPI_COMM_WORLD; other ranks return
 // ran=false. Collective over MPI_COMM_WORLD.
 RunResult RunOn(int world, const config::Config& cfg) {
   RunResult out;
-  MPI_Comm sub;
-  MPI_Comm_split(MPI_COMM_WORLD, g_rank < world ? 0 : MPI_UNDEFINED, g_rank, &sub);
-  if (sub == MPI_COMM_NULL) return out;
-  {
-    MpiComm comm(sub);
-    auto trainer = Trainer::Create(cfg, &comm, g_size);
-    EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
-    if (trainer.ok()) {
-      Status s = (*trainer)->Run();
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      out.ran = true;
-      out.history = (*trainer)->history();
-      out.plan = (*trainer)->memory_plan();
-      out.device_peak_bytes = (*trainer)->device().memory_stats().peak_bytes;
-      for (int l = 0; l < model::NumLayers((*trainer)->dims()); ++l) {
-        out.weights.emplace_back();
-        EXPECT_TRUE((*trainer)->ReadLayer(l, &out.weights.back()).ok());
-      }
-    }
+  testing::SubWorld sub(world);
+  if (sub.comm() == nullptr) return out;
+  auto trainer = Trainer::Create(cfg, sub.comm(), g_size);
+  EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
+  if (!trainer.ok()) return out;
+  Status s = (*trainer)->Run();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  out.ran = true;
+  out.history = (*trainer)->history();
+  out.plan = (*trainer)->memory_plan();
+  out.device_peak_bytes = (*trainer)->device().memory_stats().peak_bytes;
+  for (int l = 0; l < model::NumLayers((*trainer)->dims()); ++l) {
+    out.weights.emplace_back();
+    EXPECT_TRUE((*trainer)->ReadLayer(l, &out.weights.back()).ok());
   }
-  MPI_Comm_free(&sub);
   return out;
 }
 
-double RelativeNorm(const std::vector<std::vector<float>>& a,
-                    const std::vector<std::vector<float>>& b) {
-  double num = 0, den = 0;
-  for (size_t l = 0; l < a.size(); ++l) {
-    for (size_t i = 0; i < a[l].size(); ++i) {
-      const double d = static_cast<double>(a[l][i]) - b[l][i];
-      num += d * d;
-      den += static_cast<double>(b[l][i]) * b[l][i];
-    }
-  }
-  return std::sqrt(num / den);
-}
-
-bool BitwiseEqual(const std::vector<std::vector<float>>& a,
-                  const std::vector<std::vector<float>>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t l = 0; l < a.size(); ++l) {
-    if (a[l].size() != b[l].size() ||
-        std::memcmp(a[l].data(), b[l].data(), a[l].size() * sizeof(float)) != 0) {
-      return false;
-    }
-  }
-  return true;
-}
+using testing::BitwiseEqual;
+using testing::RelativeNorm;
 
 // l2l (EPS, eager CPU optimizer, relay) against resident (all on device,
 // all-reduce, then AdamW): same world size, dropout on, 3 steps. Clipping on
@@ -127,8 +91,8 @@ void ExpectL2LEqualsResident(config::Config cfg) {
       EXPECT_EQ(a.history[s].grad_norm, b.history[s].grad_norm) << "world " << world;
     }
     EXPECT_TRUE(BitwiseEqual(a.weights, b.weights))
-        << "final weights differ at world size " << world
-        << ", relative norm " << RelativeNorm(a.weights, b.weights);
+        << "final weights differ at world size " << world << ", relative norm "
+        << RelativeNorm(a.weights, b.weights);
   }
 }
 
@@ -140,7 +104,9 @@ TEST(Engine, L2LEqualsResidentGptWithClipping) {
   config::Config cfg = TinyConfig(config::ModelKind::kGpt);
   cfg.train.grad_clip = 0.05;  // well below the norm: the clip factor matters
   RunResult probe = RunOn(1, cfg);
-  if (probe.ran) EXPECT_GT(probe.history[0].grad_norm, 0.05) << "clip would not be active";
+  if (probe.ran) {
+    EXPECT_GT(probe.history[0].grad_norm, 0.05) << "clip would not be active";
+  }
   ExpectL2LEqualsResident(cfg);
 }
 
@@ -206,25 +172,3 @@ TEST(Engine, LayerThatDoesNotFitTheCapIsRefused) {
 
 }  // namespace
 }  // namespace l2l::train
-
-int main(int argc, char** argv) {
-  l2l::MpiRuntime mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  l2l::train::g_rank = mpi.world_rank();
-  l2l::train::g_size = mpi.world_size();
-  if (mpi.world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  // A small order-2 Markov corpus, written once by rank 0.
-  l2l::train::g_data_path = "trainer_test_np" + std::to_string(mpi.world_size()) + ".tok";
-  if (mpi.world_rank() == 0) {
-    l2l::data::MarkovSource src({32, 2, 7, 0.2});
-    l2l::Status s = l2l::data::WriteTokenFile(l2l::train::g_data_path, 32, src.Generate(40000));
-    if (!s.ok()) l2l::MpiRuntime::AbortJob(s.ToString(), 1);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
-  int rc = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return rc;
-}

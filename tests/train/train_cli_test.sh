@@ -64,7 +64,7 @@ expect_error "run dir cannot be written (2 ranks)" 2 "log.dir" --config base.yam
 expect_error "layer does not fit the device cap (2 ranks)" 2 \
   "exec.device_memory_limit=64.00 KiB is too small" --config base.yaml \
   --set exec.device_memory_limit=64KiB
-expect_error "cuda not built" 1 "exec.device: cuda" --config base.yaml --set exec.device=cuda \
+expect_error "cuda not usable yet" 1 "exec.device: cuda" --config base.yaml --set exec.device=cuda \
   --set exec.precision=bf16
 
 # --print-config round trip: printing the printed config gives the same YAML.

@@ -32,8 +32,8 @@ class Comm {
                            CommDType dtype) = 0;
   // recv[0, count) on rank r = reduction over ranks of send[r*count, (r+1)*count).
   // send may equal recv (in place: the result lands at the start of the buffer).
-  virtual Status ReduceScatter(const void* send, void* recv, size_t count_per_rank,
-                               CommDType dtype, ReduceOp op) = 0;
+  virtual Status ReduceScatter(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
+                               ReduceOp op) = 0;
   // send may equal recv (in place).
   virtual Status AllReduce(const void* send, void* recv, size_t count, CommDType dtype,
                            ReduceOp op) = 0;

@@ -44,8 +44,7 @@ class MpiComm final : public Comm {
   int size() const override { return size_; }
   MPI_Comm handle() const { return comm_; }
 
-  Status AllGather(const void* send, void* recv, size_t count_per_rank,
-                   CommDType dtype) override;
+  Status AllGather(const void* send, void* recv, size_t count_per_rank, CommDType dtype) override;
   Status ReduceScatter(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
                        ReduceOp op) override;
   Status AllReduce(const void* send, void* recv, size_t count, CommDType dtype,

@@ -34,13 +34,12 @@ struct Voidify {
 }  // namespace internal
 }  // namespace l2l
 
-#define L2L_CHECK(cond)              \
-  (cond) ? (void)0                   \
+#define L2L_CHECK(cond)                 \
+  (cond) ? (void)0                      \
          : ::l2l::internal::Voidify() & \
                ::l2l::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
-#define L2L_CHECK_OP(a, op, b) \
-  L2L_CHECK((a)op(b)) << "(" << (a) << " vs " << (b) << ") "
+#define L2L_CHECK_OP(a, op, b) L2L_CHECK((a)op(b)) << "(" << (a) << " vs " << (b) << ") "
 #define L2L_CHECK_EQ(a, b) L2L_CHECK_OP(a, ==, b)
 #define L2L_CHECK_NE(a, b) L2L_CHECK_OP(a, !=, b)
 #define L2L_CHECK_LT(a, b) L2L_CHECK_OP(a, <, b)

@@ -27,7 +27,7 @@ class LogMessage {
 }  // namespace internal
 }  // namespace l2l
 
-#define L2L_LOG(level)                                                          \
-  if (::l2l::LogLevel::k##level < ::l2l::GetLogLevel()) {                       \
-  } else                                                                        \
+#define L2L_LOG(level)                                    \
+  if (::l2l::LogLevel::k##level < ::l2l::GetLogLevel()) { \
+  } else                                                  \
     ::l2l::internal::LogMessage(::l2l::LogLevel::k##level, __FILE__, __LINE__).stream()

@@ -37,6 +37,12 @@ double NormalFromKey(uint64_t key);
 
 // Stream ids for the purposes that draw randomness; part of every key so that
 // e.g. init and dropout never share a stream.
-enum class RngPurpose : uint64_t { kInit = 1, kDropout = 2, kDataOrder = 3, kMasking = 4, kData = 5 };
+enum class RngPurpose : uint64_t {
+  kInit = 1,
+  kDropout = 2,
+  kDataOrder = 3,
+  kMasking = 4,
+  kData = 5
+};
 
 }  // namespace l2l

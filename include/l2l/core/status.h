@@ -17,15 +17,15 @@ namespace l2l {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // bad config value, bad command line, bad shape
-  kNotFound,           // missing file, key, dataset
-  kOutOfMemory,        // device arena cap or host allocation
-  kDataLoss,           // corrupt / truncated file, checksum mismatch
-  kFailedPrecondition, // state does not allow the call (e.g. mismatched checkpoint)
-  kUnimplemented,      // backend not built in
-  kIoError,            // filesystem or HDF5 I/O failure
-  kInternal,           // library / MPI failure that is not the user's fault
-  kAborted,            // another rank failed; this rank stops in agreement
+  kInvalidArgument,     // bad config value, bad command line, bad shape
+  kNotFound,            // missing file, key, dataset
+  kOutOfMemory,         // device arena cap or host allocation
+  kDataLoss,            // corrupt / truncated file, checksum mismatch
+  kFailedPrecondition,  // state does not allow the call (e.g. mismatched checkpoint)
+  kUnimplemented,       // backend not built in
+  kIoError,             // filesystem or HDF5 I/O failure
+  kInternal,            // library / MPI failure that is not the user's fault
+  kAborted,             // another rank failed; this rank stops in agreement
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -50,7 +50,9 @@ class [[nodiscard]] Status {
 };
 
 inline Status OkStatus() { return Status(); }
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status OutOfMemory(std::string m) { return {StatusCode::kOutOfMemory, std::move(m)}; }
 inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
@@ -110,10 +112,10 @@ class [[nodiscard]] StatusOr {
 #define L2L_STATUS_CONCAT(a, b) L2L_STATUS_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                   \
-  do {                                          \
-    ::l2l::Status l2l_status_ = (expr);         \
-    if (!l2l_status_.ok()) return l2l_status_;  \
+#define RETURN_IF_ERROR(expr)                  \
+  do {                                         \
+    ::l2l::Status l2l_status_ = (expr);        \
+    if (!l2l_status_.ok()) return l2l_status_; \
   } while (0)
 
 // ASSIGN_OR_RETURN(auto x, MakeX()); declares x or returns the error.

@@ -28,11 +28,21 @@ class TensorView {
     const int64_t inner = shape_.dim(0) == 0 ? 0 : size() / shape_.dim(0);
     Shape s;
     switch (shape_.rank()) {
-      case 1: s = Shape{}; break;
-      case 2: s = Shape{shape_.dim(1)}; break;
-      case 3: s = Shape{shape_.dim(1), shape_.dim(2)}; break;
-      case 4: s = Shape{shape_.dim(1), shape_.dim(2), shape_.dim(3)}; break;
-      default: L2L_CHECK(false) << "Row() of rank " << shape_.rank(); break;
+      case 1:
+        s = Shape{};
+        break;
+      case 2:
+        s = Shape{shape_.dim(1)};
+        break;
+      case 3:
+        s = Shape{shape_.dim(1), shape_.dim(2)};
+        break;
+      case 4:
+        s = Shape{shape_.dim(1), shape_.dim(2), shape_.dim(3)};
+        break;
+      default:
+        L2L_CHECK(false) << "Row() of rank " << shape_.rank();
+        break;
     }
     return TensorView<T>(data_ + i * inner, s);
   }

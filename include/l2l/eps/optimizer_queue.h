@@ -58,7 +58,7 @@ class OptimizerQueue {
   std::condition_variable work_cv_;  // workers wait for tasks
   std::condition_variable done_cv_;  // relay waits for layers
   std::deque<Task> tasks_;
-  std::vector<int64_t> pending_;     // per layer: submitted and unfinished tasks
+  std::vector<int64_t> pending_;  // per layer: submitted and unfinished tasks
   int64_t pending_total_ = 0;
   bool stop_ = false;
   double wait_seconds_ = 0;

@@ -40,7 +40,7 @@ struct LayerShardState {
   int64_t padded_elems = 0;  // multiple of world_size * kShardAlignElems
   Shard shard;               // this rank's range of the padded buffer
   HostBuffer master, m, v, grad;
-  double grad_sq_norm = 0;   // sum of squares of `grad`, set when it lands
+  double grad_sq_norm = 0;  // sum of squares of `grad`, set when it lands
 };
 
 struct OptimizerSettings {

@@ -34,11 +34,11 @@ struct RelayOptions {
 // One micro-batch's inputs in host memory (the data module's MicroBatch).
 struct MicroBatchInput {
   int rows = 0;
-  const int32_t* tokens = nullptr;       // (rows, S)
-  const int32_t* token_types = nullptr;  // (rows, S)
-  const int32_t* targets = nullptr;      // (rows, S), -1 = no loss
-  const uint8_t* attn_mask = nullptr;    // (rows, S), 1 = real token
-  const uint64_t* sample_keys = nullptr; // (rows)
+  const int32_t* tokens = nullptr;        // (rows, S)
+  const int32_t* token_types = nullptr;   // (rows, S)
+  const int32_t* targets = nullptr;       // (rows, S), -1 = no loss
+  const uint8_t* attn_mask = nullptr;     // (rows, S), 1 = real token
+  const uint64_t* sample_keys = nullptr;  // (rows)
 };
 
 struct StepOutput {
@@ -67,8 +67,7 @@ class Relay {
   // `source` outlives the relay. Allocates the plan's buffers or returns the
   // device's OutOfMemory status.
   static StatusOr<std::unique_ptr<Relay>> Create(Device* device, const model::ModelDims& dims,
-                                                 const RelayOptions& options,
-                                                 ParamSource* source);
+                                                 const RelayOptions& options, ParamSource* source);
 
   // One training step over this rank's micro-batches (size n_micro).
   // grad_scale = 1 / (global target count of the step): the loss is the
@@ -100,8 +99,8 @@ class Relay {
   model::ModelDims dims_;
   RelayOptions options_;
   ParamSource* source_;
-  std::vector<int> schedule_;  // layer visit order: 0..L+1, then L..0
-  int64_t boundary_elems_ = 0; // micro_batch * seq_len * hidden
+  std::vector<int> schedule_;   // layer visit order: 0..L+1, then L..0
+  int64_t boundary_elems_ = 0;  // micro_batch * seq_len * hidden
 
   DeviceBuffer workspace_, x_in_, x_out_, dy_, dx_, inputs_;
   DeviceBuffer device_stash_;  // stash=device: stash and dstash

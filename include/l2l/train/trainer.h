@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "l2l/comm/comm.h"
+#include "l2l/ckpt/checkpoint.h"
+#include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
 #include "l2l/data/data.h"
 #include "l2l/device/device.h"
@@ -37,6 +38,8 @@ struct StepRecord {
   int64_t host_eps_bytes = 0;     // host bytes of EPS shards + stash (this rank)
   double compute_s = 0, gather_wait_s = 0, optimizer_wait_s = 0;  // rank 0's split
   std::optional<double> eval_loss;
+  // On steps that saved a checkpoint, and on the first step after a resume.
+  std::optional<ckpt::IoStats> ckpt_save, ckpt_load;
 };
 
 model::ModelDims DimsFromConfig(const config::ModelConfig& m);
@@ -45,13 +48,27 @@ class Trainer {
  public:
   // Validates the config against the world size, opens the data, builds the
   // model state and the relay. `local_ranks` = ranks on this node (for the
-  // default optimizer thread count). Prints the device memory plan on rank 0.
-  static StatusOr<std::unique_ptr<Trainer>> Create(const config::Config& cfg, Comm* comm,
-                                                   int local_ranks);
+  // default optimizer thread count), `local_rank` = this rank's index on the
+  // node (picks the GPU). Prints the device memory plan on rank 0.
+  static StatusOr<std::unique_ptr<Trainer>> Create(const config::Config& cfg, MpiComm* comm,
+                                                   int local_ranks, int local_rank = 0);
   ~Trainer();
 
-  // Runs train.steps steps (from the current step), logging as configured.
+  // Restores the state of a checkpoint: `spec` is "auto" (the latest in
+  // checkpoint.dir, or a fresh start when there is none) or a file path.
+  // The checkpoint may come from any world size with the same global batch.
+  Status Resume(const std::string& spec);
+
+  // Runs train.steps steps (from the current step), logging as configured,
+  // saving a checkpoint every checkpoint.every_steps steps and at the end.
+  // When any rank got a stop signal (signals.h), all ranks finish the step,
+  // save and return OK with stopped_by_signal() true.
   Status Run();
+  bool stopped_by_signal() const { return stopped_by_signal_; }
+  // Saves a checkpoint of the current step now. Collective.
+  Status SaveCheckpoint();
+  // Path of the last checkpoint saved or loaded ("" if none).
+  const std::string& last_checkpoint() const { return last_checkpoint_; }
   // One step; appends to history().
   StatusOr<StepRecord> Step();
   // Mean eval loss over train.eval_batches global eval batches.
@@ -67,14 +84,15 @@ class Trainer {
   Status ReadLayer(int layer, std::vector<float>* out);
 
  private:
-  Trainer(const config::Config& cfg, Comm* comm);
-  Status Init(int local_ranks);
+  Trainer(const config::Config& cfg, MpiComm* comm);
+  std::vector<ckpt::LayerInfo> CheckpointLayers() const;
+  Status Init(int local_ranks, int local_rank);
   Status OpenMetrics();
   void WriteRecord(const StepRecord& r);
   std::vector<data::MicroBatch> TrainBatches(int64_t step) const;
 
   config::Config cfg_;
-  Comm* comm_;
+  MpiComm* comm_;
   model::ModelDims dims_;
   int n_micro_ = 1;
   std::unique_ptr<Device> device_;
@@ -88,6 +106,9 @@ class Trainer {
   int64_t step_ = 0;
   std::vector<StepRecord> history_;
   std::FILE* metrics_ = nullptr;  // rank 0 only
+  bool stopped_by_signal_ = false;
+  std::string last_checkpoint_;
+  std::optional<ckpt::IoStats> pending_load_stats_;  // reported with the next step
 };
 
 }  // namespace l2l::train

@@ -1,0 +1,28 @@
+# CUDA kernels (include/l2l/kernels/cuda.h), include()d from
+# src/kernels/CMakeLists.txt when L2L_HAVE_CUDA. The test links the CPU kernels
+# (the reference) and, when the target exists, the CPU AdamW of src/eps.
+set(L2L_KERNELS_CUDA_DIR ${CMAKE_CURRENT_LIST_DIR})
+l2l_library(l2l_kernels_cuda
+  SOURCES
+    ${L2L_KERNELS_CUDA_DIR}/host_util.cc
+    ${L2L_KERNELS_CUDA_DIR}/handles.cc
+    ${L2L_KERNELS_CUDA_DIR}/gemm.cu
+    ${L2L_KERNELS_CUDA_DIR}/layernorm.cu
+    ${L2L_KERNELS_CUDA_DIR}/attention.cu
+    ${L2L_KERNELS_CUDA_DIR}/pointwise.cu
+    ${L2L_KERNELS_CUDA_DIR}/embedding.cu
+    ${L2L_KERNELS_CUDA_DIR}/cross_entropy.cu
+    ${L2L_KERNELS_CUDA_DIR}/adamw.cu
+  DEPS l2l_core l2l_device CUDA::cudart CUDA::cublas)
+# Warn about device-side issues nvcc knows of; lambdas in kernels need nothing extra.
+target_compile_options(l2l_kernels_cuda PRIVATE
+  "$<$<COMPILE_LANGUAGE:CUDA>:-Wreorder;-Xptxas=-warn-spills>")
+
+if(L2L_BUILD_TESTS)
+  l2l_test(kernels_cuda_test
+    SOURCES ${L2L_KERNELS_CUDA_DIR}/cuda_kernels_test.cc
+    DEPS l2l_kernels_cuda l2l_kernels $<TARGET_NAME_IF_EXISTS:l2l_adamw>
+    LABELS cuda)
+  target_compile_definitions(kernels_cuda_test PRIVATE
+    L2L_TEST_HAVE_CPU_ADAMW=$<TARGET_EXISTS:l2l_adamw>)
+endif()

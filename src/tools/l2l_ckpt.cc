@@ -1,0 +1,358 @@
+// l2l-ckpt: look inside, check and export l2l checkpoints
+// (docs/checkpoint-format.md).
+//
+//   l2l-ckpt inspect FILE|DIR
+//   l2l-ckpt verify FILE|DIR
+//   l2l-ckpt export FILE|DIR --out OUT.safetensors [--format safetensors] [--dtype fp32|bf16]
+//   l2l-ckpt dump FILE|DIR --tensor NAME [--part master|adam_m|adam_v]
+//
+// A DIR means the checkpoint its `latest` file names. The tool runs on one
+// rank (MPI is initialised for parallel HDF5; the file is opened on
+// MPI_COMM_SELF). Any failure prints one line on stderr and exits 2 (1 for
+// an internal error); export writes OUT.tmp, checks it, then renames it, so a
+// failure leaves no partial OUT.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "l2l/ckpt/checkpoint.h"
+#include "l2l/ckpt/reader.h"
+#include "l2l/ckpt/safetensors.h"
+#include "l2l/comm/mpi_comm.h"
+#include "l2l/config/config.h"
+#include "l2l/core/dtype.h"
+#include "l2l/core/status.h"
+
+namespace l2l::ckpt {
+namespace {
+
+constexpr const char* kUsage =
+    "usage:\n"
+    "  l2l-ckpt inspect FILE|DIR\n"
+    "      print the metadata, the config and every layer's tensors with totals\n"
+    "  l2l-ckpt verify FILE|DIR\n"
+    "      check completeness, shapes and every dataset's checksum; prints 'ok: FILE'\n"
+    "  l2l-ckpt export FILE|DIR --out OUT.safetensors [--format safetensors]\n"
+    "                  [--dtype fp32|bf16]\n"
+    "      write the named master weights (no optimizer state) as safetensors, then\n"
+    "      re-read and check them against the checkpoint\n"
+    "  l2l-ckpt dump FILE|DIR --tensor NAME [--part master|adam_m|adam_v]\n"
+    "      print one tensor (export name, e.g. blocks.0.attn.qkv.weight), one value a line\n"
+    "A DIR means the checkpoint named by DIR/latest. Failures print one line on stderr\n"
+    "and exit 2.\n";
+
+struct Args {
+  std::map<std::string, std::string> flags;
+  std::vector<std::string> positional;
+};
+
+StatusOr<Args> ParseArgs(const std::string& verb, const std::vector<std::string>& argv,
+                         const std::set<std::string>& known) {
+  Args args;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a.rfind("--", 0) != 0) {
+      args.positional.push_back(a);
+      continue;
+    }
+    const size_t eq = a.find('=');
+    const std::string name = a.substr(0, eq);
+    if (!known.count(name)) {
+      return InvalidArgument("unknown flag " + name + " for '" + verb + "'; run l2l-ckpt --help");
+    }
+    if (eq != std::string::npos) {
+      args.flags[name] = a.substr(eq + 1);
+    } else if (i + 1 < argv.size()) {
+      args.flags[name] = argv[++i];
+    } else {
+      return InvalidArgument("flag " + name + " needs a value");
+    }
+  }
+  return args;
+}
+
+// The single FILE|DIR operand, resolved to a checkpoint file.
+StatusOr<std::string> Input(const std::string& verb, const Args& args) {
+  if (args.positional.empty()) return InvalidArgument(verb + ": missing FILE|DIR");
+  if (args.positional.size() > 1) {
+    return InvalidArgument(verb + ": unexpected argument '" + args.positional[1] + "'");
+  }
+  return ResolveCheckpoint(args.positional[0]);
+}
+
+std::string LayerLabel(int num_layers, int layer) {
+  if (layer == 0) return "embedding";
+  if (layer == num_layers - 1) return "head";
+  return "block " + std::to_string(layer - 1);
+}
+
+int64_t Elements(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Status RunInspect(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(Args args, ParseArgs("inspect", argv, {}));
+  ASSIGN_OR_RETURN(std::string path, Input("inspect", args));
+  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  const int L = static_cast<int>(s.layers.size());
+  std::printf("file: %s\n", s.path.c_str());
+  std::printf("format: %s version %d\n", kFormatName, s.format_version);
+  std::printf("step: %lld\n", static_cast<long long>(s.meta.step));
+  std::printf("tokens_seen: %lld\n", static_cast<long long>(s.meta.tokens_seen));
+  std::printf("world_size: %d\n", s.meta.world_size);
+  std::printf("seed: %llu\n", static_cast<unsigned long long>(s.meta.seed));
+  std::printf("sampler_state: %s\n", s.meta.sampler_state.c_str());
+  std::printf("config:\n");
+  size_t start = 0;
+  while (start < s.meta.config_yaml.size()) {
+    size_t end = s.meta.config_yaml.find('\n', start);
+    if (end == std::string::npos) end = s.meta.config_yaml.size();
+    std::printf("  %s\n", s.meta.config_yaml.substr(start, end - start).c_str());
+    start = end + 1;
+  }
+  std::printf("layers: %d\n", L);
+  for (int l = 0; l < L; ++l) {
+    const LayerInfo& info = s.layers[l];
+    int64_t params = 0;
+    for (const TensorEntry& t : info.tensors) params += Elements(t.shape);
+    std::printf("layer %d (%s): %zu tensors, %lld parameters, flat size %lld\n", l,
+                LayerLabel(L, l).c_str(), info.tensors.size(), static_cast<long long>(params),
+                static_cast<long long>(info.size_elems));
+    for (const TensorEntry& t : info.tensors) {
+      std::printf("  %-32s %-16s %lld\n", t.name.c_str(), ShapeText(t.shape).c_str(),
+                  static_cast<long long>(Elements(t.shape)));
+    }
+  }
+  const int64_t master_bytes = s.flat_elems * static_cast<int64_t>(sizeof(float));
+  std::printf("total parameters: %lld\n", static_cast<long long>(s.num_parameters));
+  std::printf("total bytes: master %lld (%s), master + AdamW moments %lld (%s), file %lld (%s)\n",
+              static_cast<long long>(master_bytes), config::FormatBytes(master_bytes).c_str(),
+              static_cast<long long>(3 * master_bytes),
+              config::FormatBytes(3 * master_bytes).c_str(), static_cast<long long>(s.file_bytes),
+              config::FormatBytes(s.file_bytes).c_str());
+  return OkStatus();
+}
+
+Status RunVerify(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(Args args, ParseArgs("verify", argv, {}));
+  ASSIGN_OR_RETURN(std::string path, Input("verify", args));
+  RETURN_IF_ERROR(Verify(path));
+  std::printf("ok: %s\n", path.c_str());
+  return OkStatus();
+}
+
+// ---- export
+
+// The safetensors entries of a checkpoint, in index order.
+std::vector<SafetensorsTensor> ExportEntries(const Summary& s, SafetensorsDType dtype) {
+  std::vector<SafetensorsTensor> out;
+  const int L = static_cast<int>(s.layers.size());
+  for (int l = 0; l < L; ++l) {
+    for (const TensorEntry& t : s.layers[l].tensors) {
+      out.push_back({.name = ExportTensorName(L, l, t.name), .dtype = dtype, .shape = t.shape});
+    }
+  }
+  return out;
+}
+
+std::vector<uint16_t> ToBF16(const float* x, int64_t n) {
+  std::vector<uint16_t> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[i] = F32ToBF16(x[i]);
+  return out;
+}
+
+Status WriteExport(const std::string& ckpt, const Summary& s, const std::string& header,
+                   SafetensorsDType dtype, const std::string& tmp) {
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return IoError(tmp + ": cannot create (" + std::strerror(errno) + ")");
+  bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size();
+  for (int l = 0; ok && l < static_cast<int>(s.layers.size()); ++l) {
+    auto layer = ReadLayer(ckpt, l, LayerParts::kMasterOnly);
+    if (!layer.ok()) {
+      std::fclose(f);
+      return layer.status();
+    }
+    for (const TensorEntry& t : layer->info.tensors) {
+      const float* x = layer->master.data() + t.offset_elems;
+      const int64_t n = Elements(t.shape);
+      if (dtype == SafetensorsDType::kF32) {
+        ok = ok && std::fwrite(x, sizeof(float), n, f) == static_cast<size_t>(n);
+      } else {
+        const std::vector<uint16_t> h = ToBF16(x, n);
+        ok = ok && std::fwrite(h.data(), sizeof(uint16_t), n, f) == static_cast<size_t>(n);
+      }
+    }
+  }
+  ok = (std::fflush(f) == 0) && ok;
+  ok = (::fsync(fileno(f)) == 0) && ok;
+  const std::string err = ok ? "" : std::strerror(errno);
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) return IoError(tmp + ": write failed (" + err + ")");
+  return OkStatus();
+}
+
+// Re-reads the written file and compares every tensor with the checkpoint:
+// bitwise for F32, == F32ToBF16(x) for BF16.
+Status CheckExport(const std::string& ckpt, const Summary& s,
+                   const std::vector<SafetensorsTensor>& expected, const std::string& tmp) {
+  ASSIGN_OR_RETURN(SafetensorsHeader h, ReadSafetensorsHeader(tmp));
+  if (h.tensors != expected) return Internal(tmp + ": the written header differs from the plan");
+  std::ifstream in(tmp, std::ios::binary);
+  size_t next = 0;
+  for (int l = 0; l < static_cast<int>(s.layers.size()); ++l) {
+    ASSIGN_OR_RETURN(LayerData layer, ReadLayer(ckpt, l, LayerParts::kMasterOnly));
+    for (const TensorEntry& t : layer.info.tensors) {
+      const SafetensorsTensor& e = h.tensors[next++];
+      const float* x = layer.master.data() + t.offset_elems;
+      const int64_t n = Elements(t.shape);
+      std::string bytes(static_cast<size_t>(e.end_bytes - e.begin_bytes), '\0');
+      in.seekg(h.data_start_bytes + e.begin_bytes);
+      if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) {
+        return IoError(tmp + ": cannot read back tensor '" + e.name + "'");
+      }
+      bool same;
+      if (e.dtype == SafetensorsDType::kF32) {
+        same = std::memcmp(bytes.data(), x, bytes.size()) == 0;
+      } else {
+        const std::vector<uint16_t> want = ToBF16(x, n);
+        same = std::memcmp(bytes.data(), want.data(), bytes.size()) == 0;
+      }
+      if (!same) return Internal(tmp + ": tensor '" + e.name + "' differs from the checkpoint");
+    }
+  }
+  return OkStatus();
+}
+
+Status RunExport(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(Args args, ParseArgs("export", argv, {"--out", "--format", "--dtype"}));
+  auto flag = [&](const std::string& name, const std::string& def) {
+    auto it = args.flags.find(name);
+    return it == args.flags.end() ? def : it->second;
+  };
+  const std::string out = flag("--out", "");
+  if (out.empty()) return InvalidArgument("export: missing required flag --out OUT.safetensors");
+  if (flag("--format", "safetensors") != "safetensors") {
+    return InvalidArgument("export: --format '" + flag("--format", "") +
+                           "' is not supported (only safetensors)");
+  }
+  const std::string dtype_text = flag("--dtype", "fp32");
+  SafetensorsDType dtype;
+  if (dtype_text == "fp32") {
+    dtype = SafetensorsDType::kF32;
+  } else if (dtype_text == "bf16") {
+    dtype = SafetensorsDType::kBF16;
+  } else {
+    return InvalidArgument("export: --dtype '" + dtype_text + "', expected fp32 or bf16");
+  }
+  ASSIGN_OR_RETURN(std::string path, Input("export", args));
+  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  std::vector<SafetensorsTensor> entries = ExportEntries(s, dtype);
+  std::set<std::string> names;
+  for (const SafetensorsTensor& e : entries) {
+    if (!names.insert(e.name).second) {
+      return DataLoss(path + ": two tensors export to the same name '" + e.name + "'");
+    }
+  }
+  const std::string header = EncodeSafetensorsHeader(
+      &entries, {{"format", "pt"}, {"l2l_step", std::to_string(s.meta.step)}});
+  const std::string tmp = out + ".tmp";
+  Status st = WriteExport(path, s, header, dtype, tmp);
+  if (st.ok()) st = CheckExport(path, s, entries, tmp);
+  if (st.ok() && std::rename(tmp.c_str(), out.c_str()) != 0) {
+    st = IoError(tmp + ": cannot rename to " + out + " (" + std::strerror(errno) + ")");
+  }
+  if (!st.ok()) {
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  const int64_t bytes = entries.empty() ? 0 : entries.back().end_bytes;
+  std::printf("wrote %s: %zu tensors, %s, %lld data bytes\n", out.c_str(), entries.size(),
+              SafetensorsDTypeName(dtype), static_cast<long long>(bytes));
+  std::printf("export verified: %zu tensors\n", entries.size());
+  return OkStatus();
+}
+
+Status RunDump(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(Args args, ParseArgs("dump", argv, {"--tensor", "--part"}));
+  auto it = args.flags.find("--tensor");
+  if (it == args.flags.end() || it->second.empty()) {
+    return InvalidArgument("dump: missing required flag --tensor NAME");
+  }
+  const std::string name = it->second;
+  const std::string part = args.flags.count("--part") ? args.flags.at("--part") : "master";
+  if (part != "master" && part != "adam_m" && part != "adam_v") {
+    return InvalidArgument("dump: --part '" + part + "', expected master, adam_m or adam_v");
+  }
+  ASSIGN_OR_RETURN(std::string path, Input("dump", args));
+  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  const int L = static_cast<int>(s.layers.size());
+  for (int l = 0; l < L; ++l) {
+    for (const TensorEntry& t : s.layers[l].tensors) {
+      if (ExportTensorName(L, l, t.name) != name) continue;
+      const LayerParts parts = part == "master" ? LayerParts::kMasterOnly : LayerParts::kAll;
+      ASSIGN_OR_RETURN(LayerData layer, ReadLayer(path, l, parts));
+      const std::vector<float>& v = part == "master"   ? layer.master
+                                    : part == "adam_m" ? layer.adam_m
+                                                       : layer.adam_v;
+      for (int64_t i = 0; i < Elements(t.shape); ++i) {
+        std::printf("%.9g\n", static_cast<double>(v[t.offset_elems + i]));
+      }
+      return OkStatus();
+    }
+  }
+  return NotFound(path + ": no tensor '" + name + "' (names as in export, e.g. " +
+                  (L > 0 && !s.layers[0].tensors.empty()
+                       ? ExportTensorName(L, 0, s.layers[0].tensors[0].name)
+                       : std::string("embedding.tok_emb")) +
+                  ")");
+}
+
+Status Main(int argc, char** argv, const MpiRuntime& mpi) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) return InvalidArgument("missing command; run l2l-ckpt --help");
+  const std::string verb = args[0];
+  if (verb == "--help" || verb == "-h" || verb == "help") {
+    std::fputs(kUsage, stdout);
+    return OkStatus();
+  }
+  if (mpi.world_size() != 1) {
+    return InvalidArgument("l2l-ckpt runs on one rank, not " + std::to_string(mpi.world_size()));
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (verb == "inspect") return RunInspect(rest);
+  if (verb == "verify") return RunVerify(rest);
+  if (verb == "export") return RunExport(rest);
+  if (verb == "dump") return RunDump(rest);
+  return InvalidArgument("unknown command '" + verb + "'; run l2l-ckpt --help");
+}
+
+}  // namespace
+}  // namespace l2l::ckpt
+
+int main(int argc, char** argv) {
+  l2l::MpiRuntime mpi(&argc, &argv);
+  const l2l::Status s = l2l::ckpt::Main(argc, argv, mpi);
+  std::fflush(stdout);
+  if (!s.ok()) {
+    if (mpi.world_rank() == 0) {
+      std::fprintf(stderr, "l2l-ckpt: %s\n", s.message().c_str());
+      std::fflush(stderr);
+    }
+    return l2l::ExitCodeFor(s);
+  }
+  return 0;
+}

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# ckpt_cli_test.sh L2L_CKPT CKPT_MAKE_FIXTURE MPIEXEC: drives l2l-ckpt end to end
+# on a checkpoint of a small BERT (2 blocks, hidden 24, ffn 40, vocab 37,
+# seq_len 12) written by 2 ranks. Checks inspect / verify / export / dump
+# output, that the exported safetensors file holds exactly the checkpoint's
+# master weights (read back by an independent stdlib-Python parser, and by
+# the `safetensors` package when it is installed), and that every bad input
+# gives exit code 2, one line on stderr, nothing on stdout and no output file.
+set -uo pipefail
+tool=${1:?usage: ckpt_cli_test.sh L2L_CKPT CKPT_MAKE_FIXTURE MPIEXEC}
+fixture=${2:?missing CKPT_MAKE_FIXTURE}
+mpiexec=${3:?missing MPIEXEC}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+failures=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# ok NAME ARGS...: must exit 0 with an empty stderr; stdout is left in out.txt.
+ok() {
+  local name=$1
+  shift
+  "$tool" "$@" >out.txt 2>err.txt
+  local rc=$?
+  [ "$rc" -eq 0 ] || fail "$name: exit $rc, expected 0 (stderr: $(cat err.txt))"
+  [ ! -s err.txt ] || fail "$name: unexpected stderr: $(cat err.txt)"
+}
+
+# bad NAME PATTERN OUTFILE ARGS...: must exit 2, print nothing on stdout and
+# one stderr line matching PATTERN, and leave neither OUTFILE nor OUTFILE.tmp.
+bad() {
+  local name=$1 pattern=$2 outfile=$3
+  shift 3
+  "$tool" "$@" >out.txt 2>err.txt
+  local rc=$?
+  [ "$rc" -eq 2 ] || fail "$name: exit $rc, expected 2 (stderr: $(cat err.txt))"
+  [ ! -s out.txt ] || fail "$name: unexpected stdout: $(cat out.txt)"
+  [ "$(wc -l <err.txt)" -eq 1 ] || fail "$name: expected one stderr line, got: $(cat err.txt)"
+  grep -qF -- "$pattern" err.txt || fail "$name: stderr '$(cat err.txt)' does not contain '$pattern'"
+  if [ -n "$outfile" ]; then
+    [ ! -e "$outfile" ] || fail "$name: left $outfile behind"
+    [ ! -e "$outfile.tmp" ] || fail "$name: left $outfile.tmp behind"
+  fi
+}
+
+has() { grep -qF -- "$1" out.txt || fail "$2: output lacks '$1'"; }
+
+"$mpiexec" 2 "$fixture" --dir ck --step 10 >fixture.txt 2>&1 || {
+  cat fixture.txt >&2
+  echo "FAIL: ckpt_make_fixture could not write the fixture" >&2
+  exit 1
+}
+file=ck/step-00000010.h5
+
+# --- inspect
+ok help --help
+has "l2l-ckpt export FILE|DIR --out" help
+ok inspect-dir inspect ck
+has "file: $file" inspect
+has "format: l2l-checkpoint version 1" inspect
+has "step: 10" inspect
+has "tokens_seen: 960" inspect  # 10 steps x 8 samples x 12 tokens
+has "world_size: 2" inspect
+has "seed: 7" inspect
+has "    hidden: 24" inspect  # the config YAML, indented
+has "layers: 4" inspect
+has "layer 1 (block 0): 12 tensors, 4480 parameters" inspect
+grep -qE '^  attn\.qkv\.weight +\[24, 72\] +1728$' out.txt || fail "inspect: no qkv line"
+has "layer 3 (head): 6 tensors, 1573 parameters" inspect
+# embedding (37+12+2)*24 + 2*24 = 1272; block 4480; head 24*24+24+48+24*37+37 = 1573
+has "total parameters: 11805" inspect
+has "total bytes: master " inspect
+ok inspect-file inspect "$file"
+has "file: $file" inspect-file
+
+# --- verify
+ok verify verify ck
+[ "$(cat out.txt)" = "ok: $file" ] || fail "verify: printed '$(cat out.txt)'"
+ok verify-file verify "$file"
+
+# --- export
+ok export-fp32 export ck --out w32.safetensors
+has "export verified: 35 tensors" export-fp32
+[ ! -e w32.safetensors.tmp ] || fail "export-fp32: left the .tmp file"
+ok export-bf16 export ck --out w16.safetensors --format safetensors --dtype bf16
+has "export verified: 35 tensors" export-bf16
+
+# Dumps of a few tensors (all layers' kinds) as the reference values.
+tensors="embedding.tok_emb blocks.0.attn.qkv.weight blocks.1.mlp.fc2.bias head.decoder.weight"
+for t in $tensors; do
+  ok "dump-$t" dump ck --tensor "$t"
+  cp out.txt "dump-$t.txt"
+done
+ok dump-moment dump ck --tensor head.ln.bias --part adam_v
+[ "$(wc -l <out.txt)" -eq 24 ] || fail "dump-moment: expected 24 values"
+
+# Independent reader: the Python standard library only.
+python3 - "$tensors" <<'EOF' || fail "stdlib safetensors check"
+import json, struct, sys
+
+def load(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    assert (8 + n) % 8 == 0, "header not padded to 8 bytes"
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__")
+    assert meta == {"format": "pt", "l2l_step": "10"}, meta
+    body = data[8 + n:]
+    end = 0
+    for name, e in header.items():  # in file order: contiguous
+        b, t = e["data_offsets"]
+        assert b == end, (name, b, end)
+        end = t
+    assert end == len(body), "data section size"
+    return header, body
+
+h32, b32 = load("w32.safetensors")
+h16, b16 = load("w16.safetensors")
+assert list(h32) == list(h16), "the two exports name different tensors"
+assert len(h32) == 35, len(h32)
+want_names = ["embedding.tok_emb", "embedding.pos_emb", "embedding.type_emb",
+              "embedding.ln.gain", "embedding.ln.bias", "blocks.0.ln1.gain"]
+assert list(h32)[:6] == want_names, list(h32)[:6]
+assert list(h32)[-1] == "head.decoder.bias"
+assert h32["blocks.1.attn.qkv.weight"]["shape"] == [24, 72]
+
+def bf16(x):  # round to nearest even, as l2l::F32ToBF16
+    (u,) = struct.unpack("<I", struct.pack("<f", x))
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+
+for name in sys.argv[1].split():
+    ref = [float(line) for line in open("dump-%s.txt" % name)]
+    e32, e16 = h32[name], h16[name]
+    assert e32["dtype"] == "F32" and e16["dtype"] == "BF16"
+    n = 1
+    for d in e32["shape"]:
+        n *= d
+    assert n == len(ref), (name, n, len(ref))
+    got32 = struct.unpack("<%df" % n, b32[e32["data_offsets"][0]:e32["data_offsets"][1]])
+    got16 = struct.unpack("<%dH" % n, b16[e16["data_offsets"][0]:e16["data_offsets"][1]])
+    for i in range(n):
+        want = struct.unpack("<f", struct.pack("<f", ref[i]))[0]  # exact: %.9g round-trips
+        assert got32[i] == want, (name, i, got32[i], want)
+        assert got16[i] == bf16(want), (name, i, got16[i], bf16(want))
+print("stdlib check ok")
+EOF
+
+# The real safetensors package, when installed.
+if python3 -c "import safetensors, numpy" 2>/dev/null; then
+  python3 - "$tensors" <<'EOF' || fail "python safetensors check"
+import sys
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+w = load_file("w32.safetensors")
+assert len(w) == 35
+for name in sys.argv[1].split():
+    ref = np.array([float(l) for l in open("dump-%s.txt" % name)], dtype=np.float32)
+    got = w[name].reshape(-1)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), ref.view(np.uint32)), name
+assert w["head.decoder.weight"].shape == (24, 37)
+with safe_open("w16.safetensors", "numpy") as f:  # bf16: numpy has no dtype; check the header
+    assert len(list(f.keys())) == 35
+    assert f.metadata() == {"format": "pt", "l2l_step": "10"}
+print("python safetensors check ok")
+EOF
+else
+  echo "SKIP: python3 safetensors/numpy not installed; checked with the stdlib parser only"
+fi
+
+# --- bad input
+bad no-verb "missing command" ""
+bad unknown-verb "unknown command 'frob'" "" frob ck
+bad unknown-flag "unknown flag --bogus for 'inspect'" "" inspect ck --bogus 1
+bad no-operand "verify: missing FILE|DIR" "" verify
+bad missing-file "nope.h5: no such file" "" verify nope.h5
+mkdir empty
+bad no-latest "empty: no checkpoint (no 'latest' file)" "" inspect empty
+printf 'model: bert\n' >text.h5
+bad not-hdf5 "text.h5: not an HDF5 file" "" verify text.h5
+head -c 5000 "$file" >trunc.h5
+bad truncated "trunc.h5: file is truncated or corrupt (HDF5 could not open it)" "" verify trunc.h5
+# Flip one byte inside blocks.0.mlp.fc1.weight (layer 1's master dataset),
+# found by the bytes of its first four values.
+"$tool" dump ck --tensor blocks.0.mlp.fc1.weight | head -4 >fc1.txt
+cp "$file" flipped.h5
+python3 - <<'EOF' || fail "could not flip a byte"
+import struct
+vals = [float(l) for l in open("fc1.txt")]
+pattern = struct.pack("<4f", *vals)
+data = bytearray(open("flipped.h5", "rb").read())
+at = data.find(pattern)
+assert at >= 0 and data.find(pattern, at + 1) < 0, "pattern not unique"
+data[at + 5] ^= 0x40
+open("flipped.h5", "wb").write(data)
+EOF
+bad flipped "flipped.h5: dataset /layers/00001/master checksum mismatch (stored 0x" "" \
+  verify flipped.h5
+bad export-flipped "checksum mismatch" out.safetensors export flipped.h5 --out out.safetensors
+bad export-no-out "export: missing required flag --out" "" export ck
+bad export-dtype "--dtype 'fp16', expected fp32 or bf16" x.safetensors \
+  export ck --out x.safetensors --dtype fp16
+bad export-format "--format 'gguf' is not supported" x.safetensors \
+  export ck --out x.safetensors --format gguf
+bad export-no-dir "nodir/x.safetensors.tmp: cannot create" nodir/x.safetensors \
+  export ck --out nodir/x.safetensors
+bad export-truncated "file is truncated or corrupt" x.safetensors export trunc.h5 --out x.safetensors
+bad dump-unknown "no tensor 'blocks.9.x'" "" dump ck --tensor blocks.9.x
+bad dump-part "--part 'grad', expected master, adam_m or adam_v" "" \
+  dump ck --tensor head.ln.bias --part grad
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) failed" >&2
+  exit 1
+fi
+echo "ckpt_cli: all checks passed"

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# resume_cli_test.sh L2L_TRAIN L2L_DATA MPIEXEC
+set -uo pipefail
+train=$(realpath "$1") data=$(realpath "$2") mpiexec=$(realpath "$3")
+work=$(mktemp -d)
+trap 'pkill -KILL -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
+cd "$work"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+
+"$data" synthetic --out c.tok --tokens 40000 --vocab 32 --order 2 --seed 1 >/dev/null
+cat > run.yaml <<YAML
+model: {kind: bert, layers: 2, hidden: 32, heads: 4, ffn: 64, vocab: 40, seq_len: 16}
+data: {path: $work/c.tok, eval_fraction: 0.05}
+train: {steps: 4, global_batch: 8, micro_batch: 2}
+checkpoint: {dir: $work/ck, every_steps: 2, keep_last: 2}
+log: {dir: $work/run, every_steps: 1}
+YAML
+"$mpiexec" 2 "$train" --config run.yaml >out.txt 2>err.txt || bad "first run failed: $(cat err.txt)"
+[ -f ck/step-00000004.h5 ] && [ "$(cat ck/latest)" != "" ] && ok || bad "no step-4 checkpoint"
+good=ck/step-00000004.h5
+
+# resume_error NAME 'substring' FILE [ARGS]: exit 2, one stderr line, and the
+# checkpoint directory is byte-for-byte unchanged.
+resume_error() {
+  local name=$1 want=$2 file=$3
+  shift 3
+  local before after rc
+  before=$(md5sum ck/* | md5sum)
+  "$mpiexec" 2 "$train" --config run.yaml --set train.steps=6 --resume "$file" "$@" \
+    >out.txt 2>err.txt
+  rc=$?
+  after=$(md5sum ck/* | md5sum)
+  if [ "$rc" -ne 2 ]; then bad "$name: exit $rc, expected 2: $(head -c 400 err.txt)"
+  elif [ "$(grep -c . err.txt)" -ne 1 ]; then bad "$name: not one line: $(head -c 600 err.txt)"
+  elif ! grep -qF -- "$want" err.txt; then bad "$name: lacks '$want': $(cat err.txt)"
+  elif [ "$before" != "$after" ]; then bad "$name: checkpoint directory changed"
+  else ok; fi
+}
+size=$(stat -c %s "$good")
+head -c $((size / 2)) "$good" > truncated.h5
+resume_error "truncated file" "truncated.h5" truncated.h5
+cp "$good" flipped.h5
+# Most of the file is dataset bytes: flip 64 bytes at 60% of it.
+printf '%064d' 0 | tr 0 '\377' | dd of=flipped.h5 bs=1 seek=$((size * 6 / 10)) conv=notrunc 2>/dev/null
+resume_error "flipped bytes" "flipped.h5" flipped.h5
+echo "not a checkpoint" > garbage.h5
+resume_error "not HDF5" "garbage.h5" garbage.h5
+resume_error "other model shape" "layer" "$good" --set model.hidden=64
+resume_error "missing file" "nope.h5" nope.h5
+
+# Crash during a save: the previous checkpoint stays loadable and
+# --resume auto picks it.
+L2L_CKPT_TEST_CRASH_AFTER_LAYER=1 "$mpiexec" 2 "$train" --config run.yaml --set train.steps=8 \
+  --resume auto >out.txt 2>err.txt && bad "crash hook did not crash"
+if grep -q "step-00000004.h5" ck/latest && ls -a ck | grep -q '^\.tmp'; then ok
+else bad "after the crash: latest=$(cat ck/latest), files: $(ls -a ck)"; fi
+if "$mpiexec" 2 "$train" --config run.yaml --set train.steps=8 --resume auto >out.txt 2>err.txt &&
+   grep -q "resumed from .*step-00000004.h5 at step 4" out.txt &&
+   [ -f ck/step-00000008.h5 ] && ! ls -a ck | grep -q '^\.tmp'; then ok
+else bad "resume after crash: $(cat out.txt err.txt | tail -5); files: $(ls -a ck)"; fi
+
+# start_long_run: 2 ranks, many steps, in the background (resuming whatever
+# an earlier long run saved); returns once three steps have been logged.
+start_long_run() {
+  rm -rf run
+  "$mpiexec" 2 "$train" --config "$work/run.yaml" --set train.steps=100000 --set log.every_steps=1 \
+    --set checkpoint.every_steps=0 --set "checkpoint.dir=$work/ck2" --resume auto \
+    >long.txt 2>longerr.txt &
+  job=$!
+  for _ in $(seq 600); do
+    [ "$(grep -c '^step ' long.txt 2>/dev/null)" -ge 3 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# A rank's command line starts with the binary (mpirun's does not).
+rank_pid() { pgrep -f -- "^$train --config $work/run.yaml" | tail -1; }
+
+# SIGTERM to one rank: every rank finishes the step, saves, exits 0.
+if start_long_run; then
+  kill -TERM "$(rank_pid)"
+  wait "$job"
+  rc=$?
+  if [ "$rc" -eq 0 ] && grep -q "stop requested by signal" long.txt && [ -f ck2/latest ]; then ok
+  else bad "SIGTERM: exit $rc: $(tail -3 long.txt longerr.txt)"; fi
+else
+  bad "long run did not start: $(cat longerr.txt)"
+  kill -KILL "$job" 2>/dev/null
+fi
+
+# SIGKILL of one rank mid-step: the job ends within 60 s with a non-zero code.
+if start_long_run; then
+  t0=$(date +%s)
+  kill -KILL "$(rank_pid)"
+  # Poll rather than `wait` so a hang is cut off at 60 s.
+  while kill -0 "$job" 2>/dev/null && [ $(($(date +%s) - t0)) -lt 60 ]; do sleep 0.2; done
+  kill -KILL "$job" 2>/dev/null
+  wait "$job"
+  rc=$?
+  t1=$(date +%s)
+  if [ "$rc" -ne 0 ] && [ $((t1 - t0)) -lt 60 ]; then ok
+  else bad "SIGKILL: exit $rc after $((t1 - t0)) s"; fi
+else
+  bad "long run did not start (2): $(cat longerr.txt)"
+  kill -KILL "$job" 2>/dev/null
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
