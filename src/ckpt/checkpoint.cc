@@ -493,7 +493,7 @@ Status CompareLayers(const std::string& path, const std::vector<LayerInfo>& file
 Status ReadAllAndCheck(MpiComm& comm, hid_t file, const std::string& path,
                        const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
                        ReadTarget target, int64_t* bytes_read) {
-  ASSIGN_OR_RETURN(H5Id dxpl, internal::CollectiveTransfer());
+  ASSIGN_OR_RETURN(H5Id dxpl, internal::DataTransfer());
   int64_t bytes = 0;
   for (int l = 0; l < static_cast<int>(layers.size()); ++l) {
     RETURN_IF_ERROR(internal::ReadLayerAndCheck(comm, file, dxpl.get(), path, l, slices[l], target,
@@ -546,7 +546,7 @@ Status WriteFile(MpiComm& comm, const std::string& path, const Meta& meta,
     if (st.ok() && !lg.valid()) st = IoError("cannot create /layers");
     RETURN_IF_ERROR(comm.Agree(in_file(st)));
   }
-  ASSIGN_OR_RETURN(H5Id dxpl, internal::CollectiveTransfer());
+  ASSIGN_OR_RETURN(H5Id dxpl, internal::DataTransfer());
   H5Id dcpl = internal::OwnPlist(H5Pcreate(H5P_DATASET_CREATE));
   if (!dcpl.valid() || H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER) < 0 ||
       H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY) < 0) {

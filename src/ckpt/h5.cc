@@ -159,10 +159,10 @@ StatusOr<H5Id> MpioFileAccess(MPI_Comm comm) {
   return fapl;
 }
 
-StatusOr<H5Id> CollectiveTransfer() {
+StatusOr<H5Id> DataTransfer() {
   H5Id dxpl = OwnPlist(H5Pcreate(H5P_DATASET_XFER));
-  if (!dxpl.valid() || H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE) < 0) {
-    return Internal("cannot set up collective transfer (" + Hdf5ErrorSummary() + ")");
+  if (!dxpl.valid() || H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT) < 0) {
+    return Internal("cannot set up MPI-IO data transfer (" + Hdf5ErrorSummary() + ")");
   }
   return dxpl;
 }

