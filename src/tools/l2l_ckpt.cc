@@ -28,6 +28,7 @@
 #include "l2l/config/config.h"
 #include "l2l/core/dtype.h"
 #include "l2l/core/status.h"
+#include "verb_args.h"
 
 namespace l2l::ckpt {
 namespace {
@@ -47,34 +48,11 @@ constexpr const char* kUsage =
     "A DIR means the checkpoint named by DIR/latest. Failures print one line on stderr\n"
     "and exit 2.\n";
 
-struct Args {
-  std::map<std::string, std::string> flags;
-  std::vector<std::string> positional;
-};
+using Args = tools::VerbArgs;
 
 StatusOr<Args> ParseArgs(const std::string& verb, const std::vector<std::string>& argv,
                          const std::set<std::string>& known) {
-  Args args;
-  for (size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a.rfind("--", 0) != 0) {
-      args.positional.push_back(a);
-      continue;
-    }
-    const size_t eq = a.find('=');
-    const std::string name = a.substr(0, eq);
-    if (!known.count(name)) {
-      return InvalidArgument("unknown flag " + name + " for '" + verb + "'; run l2l-ckpt --help");
-    }
-    if (eq != std::string::npos) {
-      args.flags[name] = a.substr(eq + 1);
-    } else if (i + 1 < argv.size()) {
-      args.flags[name] = argv[++i];
-    } else {
-      return InvalidArgument("flag " + name + " needs a value");
-    }
-  }
-  return args;
+  return tools::ParseVerbArgs("l2l-ckpt", verb, argv, known);
 }
 
 // The single FILE|DIR operand, resolved to a checkpoint file.

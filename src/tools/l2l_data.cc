@@ -24,6 +24,7 @@
 #include "l2l/core/status.h"
 #include "l2l/data/markov.h"
 #include "l2l/data/token_file.h"
+#include "verb_args.h"
 
 namespace l2l::data {
 namespace {
@@ -40,36 +41,11 @@ constexpr const char* kUsage =
     "      print version, token dtype, vocab size, token count and unigram entropy\n"
     "Failures print one line on stderr and exit 2.\n";
 
-// Flags (all take a value) and positional arguments of one verb.
-struct Args {
-  std::map<std::string, std::string> flags;
-  std::vector<std::string> positional;
-};
+using Args = tools::VerbArgs;
 
 StatusOr<Args> ParseArgs(const std::string& verb, const std::vector<std::string>& argv,
                          const std::set<std::string>& known) {
-  Args args;
-  for (size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a.rfind("--", 0) != 0) {
-      args.positional.push_back(a);
-      continue;
-    }
-    // --flag=value or --flag value
-    const size_t eq = a.find('=');
-    const std::string name = a.substr(0, eq);
-    if (!known.count(name)) {
-      return InvalidArgument("unknown flag " + name + " for '" + verb + "'; run l2l-data --help");
-    }
-    if (eq != std::string::npos) {
-      args.flags[name] = a.substr(eq + 1);
-    } else if (i + 1 < argv.size()) {
-      args.flags[name] = argv[++i];
-    } else {
-      return InvalidArgument("flag " + name + " needs a value");
-    }
-  }
-  return args;
+  return tools::ParseVerbArgs("l2l-data", verb, argv, known);
 }
 
 StatusOr<std::string> RequiredFlag(const Args& args, const std::string& name) {

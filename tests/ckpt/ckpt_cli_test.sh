@@ -10,42 +10,7 @@ set -uo pipefail
 tool=${1:?usage: ckpt_cli_test.sh L2L_CKPT CKPT_MAKE_FIXTURE MPIEXEC}
 fixture=${2:?missing CKPT_MAKE_FIXTURE}
 mpiexec=${3:?missing MPIEXEC}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-failures=0
-
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-
-# ok NAME ARGS...: must exit 0 with an empty stderr; stdout is left in out.txt.
-ok() {
-  local name=$1
-  shift
-  "$tool" "$@" >out.txt 2>err.txt
-  local rc=$?
-  [ "$rc" -eq 0 ] || fail "$name: exit $rc, expected 0 (stderr: $(cat err.txt))"
-  [ ! -s err.txt ] || fail "$name: unexpected stderr: $(cat err.txt)"
-}
-
-# bad NAME PATTERN OUTFILE ARGS...: must exit 2, print nothing on stdout and
-# one stderr line matching PATTERN, and leave neither OUTFILE nor OUTFILE.tmp.
-bad() {
-  local name=$1 pattern=$2 outfile=$3
-  shift 3
-  "$tool" "$@" >out.txt 2>err.txt
-  local rc=$?
-  [ "$rc" -eq 2 ] || fail "$name: exit $rc, expected 2 (stderr: $(cat err.txt))"
-  [ ! -s out.txt ] || fail "$name: unexpected stdout: $(cat out.txt)"
-  [ "$(wc -l <err.txt)" -eq 1 ] || fail "$name: expected one stderr line, got: $(cat err.txt)"
-  grep -qF -- "$pattern" err.txt || fail "$name: stderr '$(cat err.txt)' does not contain '$pattern'"
-  if [ -n "$outfile" ]; then
-    [ ! -e "$outfile" ] || fail "$name: left $outfile behind"
-    [ ! -e "$outfile.tmp" ] || fail "$name: left $outfile.tmp behind"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/cli.sh"
 
 has() { grep -qF -- "$1" out.txt || fail "$2: output lacks '$1'"; }
 

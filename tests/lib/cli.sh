@@ -1,0 +1,42 @@
+# Shared helpers for the end-to-end tool tests; source after setting `tool`
+# (the binary under test). Creates and enters a scratch directory removed on
+# exit, and counts failures in `failures`.
+#
+#   ok NAME ARGS...                    exit 0, empty stderr; stdout in out.txt
+#   bad NAME TEXT OUTFILE ARGS...      exit 2, empty stdout, exactly one stderr
+#                                      line containing TEXT, and neither
+#                                      OUTFILE nor OUTFILE.tmp left behind
+#                                      (OUTFILE "" = no output file involved)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+failures=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+ok() {
+  local name=$1
+  shift
+  "$tool" "$@" >out.txt 2>err.txt
+  local rc=$?
+  [ "$rc" -eq 0 ] || fail "$name: exit $rc, expected 0 (stderr: $(cat err.txt))"
+  [ ! -s err.txt ] || fail "$name: unexpected stderr: $(cat err.txt)"
+}
+
+bad() {
+  local name=$1 text=$2 outfile=$3
+  shift 3
+  "$tool" "$@" >out.txt 2>err.txt
+  local rc=$?
+  [ "$rc" -eq 2 ] || fail "$name: exit $rc, expected 2 (stderr: $(cat err.txt))"
+  [ ! -s out.txt ] || fail "$name: unexpected stdout: $(cat out.txt)"
+  [ "$(wc -l <err.txt)" -eq 1 ] || fail "$name: expected one stderr line, got: $(cat err.txt)"
+  grep -qF -- "$text" err.txt || fail "$name: stderr '$(cat err.txt)' does not contain '$text'"
+  if [ -n "$outfile" ]; then
+    [ ! -e "$outfile" ] || fail "$name: left $outfile behind"
+    [ ! -e "$outfile.tmp" ] || fail "$name: left $outfile.tmp behind"
+  fi
+}
