@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "finite_diff.h"
 #include "l2l/core/rng.h"
 #include "l2l/kernels/cpu.h"
 
 namespace l2l::kernels::cpu {
 namespace {
 
-constexpr double kFdStep = 1e-5;
 constexpr double kFdTol = 1e-8;     // relative max-norm error, double precision
 constexpr double kFloatTol = 1e-5;  // relative max-norm error, float vs double reference
 
@@ -58,20 +58,8 @@ double Dot(const std::vector<double>& a, const std::vector<double>& b) {
   return s;
 }
 
-// Central differences of loss() with respect to every element of *p.
-std::vector<double> NumericGrad(std::vector<double>* p, const std::function<double()>& loss) {
-  std::vector<double> g(p->size());
-  for (size_t i = 0; i < p->size(); ++i) {
-    const double orig = (*p)[i];
-    (*p)[i] = orig + kFdStep;
-    const double lp = loss();
-    (*p)[i] = orig - kFdStep;
-    const double lm = loss();
-    (*p)[i] = orig;
-    g[i] = (lp - lm) / (2 * kFdStep);
-  }
-  return g;
-}
+using ::l2l::testing::kFdStep;
+using ::l2l::testing::NumericGrad;
 
 // Expects a non-trivial analytic gradient that matches finite differences.
 void ExpectGradMatches(const std::vector<double>& analytic, const std::vector<double>& numeric,

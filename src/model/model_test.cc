@@ -18,12 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/finite_diff.h"
 #include "l2l/kernels/params.h"
 
 namespace l2l::model {
 namespace {
 
-constexpr double kFdStep = 1e-5;
 constexpr double kFdTol = 1e-8;
 constexpr double kGuard = 12345.0;  // sentinel after the workspace
 constexpr int64_t kGuardElems = 256;
@@ -94,19 +94,8 @@ struct Workspace {
   std::vector<double> buf;
 };
 
-std::vector<double> NumericGrad(std::vector<double>* p, const std::function<double()>& loss) {
-  std::vector<double> g(p->size());
-  for (size_t i = 0; i < p->size(); ++i) {
-    const double orig = (*p)[i];
-    (*p)[i] = orig + kFdStep;
-    const double lp = loss();
-    (*p)[i] = orig - kFdStep;
-    const double lm = loss();
-    (*p)[i] = orig;
-    g[i] = (lp - lm) / (2 * kFdStep);
-  }
-  return g;
-}
+using ::l2l::testing::kFdStep;
+using ::l2l::testing::NumericGrad;
 
 // Checks every tensor of `l` separately (so a small wrong tensor is not hidden
 // by a large right one) and that padding gets no gradient. `tensors_with_zero_grad`
