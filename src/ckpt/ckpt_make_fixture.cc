@@ -8,9 +8,14 @@
 //   ckpt_make_fixture --check FILE|DIR --step N [--seed S]
 //       load at the job's world size and compare bitwise with what
 //       `--step N --seed S` writes; prints "fixture ok: FILE"
+//   ckpt_make_fixture --drop-dataset FILE --name /layers/00001/adam_m
+//       damage FILE (any checkpoint) by unlinking one dataset, for the tests
+//       that a missing dataset is refused (one rank)
 //
 // Every value is a pure function of (seed, step, layer, dataset, element), so
 // any world size writes and expects the same checkpoint.
+#include <hdf5.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -99,7 +104,7 @@ Shards MakeShards(const std::vector<LayerInfo>& layers, int world, int rank, uin
 }
 
 struct Flags {
-  std::string dir, check;
+  std::string dir, check, drop, name;
   int64_t step = -1;
   int keep_last = 2;
   uint64_t seed = 7;
@@ -121,13 +126,21 @@ StatusOr<Flags> Parse(int argc, char** argv) {
       f.keep_last = std::stoi(v);
     else if (a == "--seed")
       f.seed = std::stoull(v);
+    else if (a == "--drop-dataset")
+      f.drop = v;
+    else if (a == "--name")
+      f.name = v;
     else
       return InvalidArgument("unknown flag " + a);
+  }
+  if (!f.drop.empty()) {
+    if (f.name.empty()) return InvalidArgument("--drop-dataset needs --name");
+    return f;
   }
   if (f.step < 0 || f.dir.empty() == f.check.empty()) {
     return InvalidArgument(
         "usage: ckpt_make_fixture (--dir DIR | --check FILE|DIR) --step N "
-        "[--keep-last K] [--seed S]");
+        "[--keep-last K] [--seed S] | --drop-dataset FILE --name DATASET");
   }
   return f;
 }
@@ -135,6 +148,16 @@ StatusOr<Flags> Parse(int argc, char** argv) {
 Status Run(int argc, char** argv, MpiComm& comm) {
   auto flags = Parse(argc, argv);
   RETURN_IF_ERROR(comm.Agree(flags.status()));
+  if (!flags->drop.empty()) {
+    // Serial HDF5 on one rank: unlink the dataset (its bytes stay in the file).
+    const hid_t f = H5Fopen(flags->drop.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return NotFound(flags->drop + ": cannot open for writing");
+    const herr_t rc = H5Ldelete(f, flags->name.c_str(), H5P_DEFAULT);
+    H5Fclose(f);
+    if (rc < 0) return NotFound(flags->drop + ": no dataset " + flags->name);
+    std::printf("dropped %s from %s\n", flags->name.c_str(), flags->drop.c_str());
+    return OkStatus();
+  }
   const std::vector<LayerInfo> layers = Layers();
   Shards want = MakeShards(layers, comm.size(), comm.rank(), flags->seed, flags->step);
   if (!flags->check.empty()) {

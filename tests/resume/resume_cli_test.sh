@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# resume_cli_test.sh L2L_TRAIN L2L_DATA MPIEXEC
+# resume_cli_test.sh L2L_TRAIN L2L_DATA MPIEXEC CKPT_MAKE_FIXTURE
 set -uo pipefail
-train=$(realpath "$1") data=$(realpath "$2") mpiexec=$(realpath "$3")
+train=$(realpath "$1") data=$(realpath "$2") mpiexec=$(realpath "$3") fixture=$(realpath "$4")
 work=$(mktemp -d)
 trap 'pkill -KILL -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
@@ -48,6 +48,10 @@ printf '%064d' 0 | tr 0 '\377' | dd of=flipped.h5 bs=1 seek=$((size * 6 / 10)) c
 resume_error "flipped bytes" "flipped.h5" flipped.h5
 echo "not a checkpoint" > garbage.h5
 resume_error "not HDF5" "garbage.h5" garbage.h5
+cp "$good" dropped.h5
+"$mpiexec" 1 "$fixture" --drop-dataset dropped.h5 --name /layers/00001/adam_m >/dev/null 2>&1 ||
+  bad "could not drop a dataset"
+resume_error "missing dataset" "missing dataset /layers/00001/adam_m" dropped.h5
 resume_error "other model shape" "layer" "$good" --set model.hidden=64
 resume_error "missing file" "nope.h5" nope.h5
 
