@@ -22,7 +22,7 @@ if(L2L_BUILD_TESTS)
   l2l_test(kernels_cuda_test
     SOURCES ${L2L_KERNELS_CUDA_DIR}/cuda_kernels_test.cc
     DEPS l2l_kernels_cuda l2l_kernels $<TARGET_NAME_IF_EXISTS:l2l_adamw>
-    LABELS cuda)
+    LABELS gpu)
   target_compile_definitions(kernels_cuda_test PRIVATE
     L2L_TEST_HAVE_CPU_ADAMW=$<TARGET_EXISTS:l2l_adamw>)
 endif()
