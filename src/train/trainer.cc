@@ -226,7 +226,26 @@ Status Trainer::Init(int local_ranks, int local_rank) {
                 config::FormatBytes(relay_->host_stash_bytes()).c_str());
     std::fflush(stdout);
   }
+  RETURN_IF_ERROR(comm_->Agree(CheckCheckpointDir()));
   RETURN_IF_ERROR(comm_->Agree(OpenMetrics()));
+  return OkStatus();
+}
+
+// Finding out that checkpoint.dir cannot be written only at the first save
+// would waste the steps before it: probe it now (rank 0; the collective save
+// later agrees on errors anyway).
+Status Trainer::CheckCheckpointDir() const {
+  if (comm_->rank() != 0) return OkStatus();
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_.checkpoint.dir, ec);
+  const std::string probe = cfg_.checkpoint.dir + "/.write-probe";
+  std::FILE* f = std::fopen(probe.c_str(), "w");
+  if (f == nullptr) {
+    return IoError("checkpoint.dir: cannot write in " + cfg_.checkpoint.dir + " (" +
+                   (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
+  }
+  std::fclose(f);
+  std::filesystem::remove(probe, ec);
   return OkStatus();
 }
 

@@ -61,6 +61,8 @@ expect_error "data vocab exceeds model.vocab (2 ranks)" 2 "model.vocab" --config
 mkdir -p ro && touch ro/file
 expect_error "run dir cannot be written (2 ranks)" 2 "log.dir" --config base.yaml \
   --set log.dir=ro/file/sub
+expect_error "checkpoint dir cannot be written (2 ranks)" 2 "checkpoint.dir" --config base.yaml \
+  --set checkpoint.dir=ro/file/ck
 expect_error "layer does not fit the device cap (2 ranks)" 2 \
   "exec.device_memory_limit=64.00 KiB is too small" --config base.yaml \
   --set exec.device_memory_limit=64KiB

@@ -88,6 +88,7 @@ class Trainer {
   std::vector<ckpt::LayerInfo> CheckpointLayers() const;
   Status Init(int local_ranks, int local_rank);
   Status OpenMetrics();
+  Status CheckCheckpointDir() const;
   void WriteRecord(const StepRecord& r);
   std::vector<data::MicroBatch> TrainBatches(int64_t step) const;
 
