@@ -37,4 +37,12 @@ Status Comm::Agree(const Status& local) {
   return Status(static_cast<StatusCode>(header[0]), std::string(text.begin(), text.end()));
 }
 
+Status Comm::BroadcastString(std::string* s, int root) {
+  int64_t n = static_cast<int64_t>(s->size());
+  RETURN_IF_ERROR(Broadcast(&n, 1, CommDType::kI64, root));
+  s->resize(static_cast<size_t>(n));
+  if (n > 0) RETURN_IF_ERROR(Broadcast(s->data(), s->size(), CommDType::kU8, root));
+  return OkStatus();
+}
+
 }  // namespace l2l

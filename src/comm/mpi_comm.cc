@@ -64,6 +64,13 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  if (provided < MPI_THREAD_FUNNELED) {
+    // Optimizer threads never call MPI, but they run while the relay thread
+    // does: an MPI that only promises MPI_THREAD_SINGLE is not safe here.
+    AbortJob(
+        "MPI provides thread level " + std::to_string(provided) + ", l2l needs MPI_THREAD_FUNNELED",
+        1);
+  }
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &local_rank_);

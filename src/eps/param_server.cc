@@ -86,6 +86,10 @@ Status EagerParameterServer::Gather(int layer, float* full_device) {
 
 Status EagerParameterServer::ReduceScatter(int layer, float* grad_device) {
   LayerShardState& st = layers_[layer];
+  // The previous step's update of this layer reads st.grad. The relay's
+  // Gather(layer) earlier in this step already waited for it; waiting here
+  // too keeps the contract independent of that ordering.
+  queue_.WaitLayer(layer);
   RETURN_IF_ERROR(comm_
                       ->ReduceScatter(grad_device, grad_device, st.shard.size_elems,
                                       CommDType::kF32, ReduceOp::kSum)

@@ -51,7 +51,12 @@ class L2LParamSource final : public ParamSource {
   }
 
   Status Prefetch(int layer) override {
-    if (Find(layer) >= 0) return OkStatus();
+    // A hit counts as a use: otherwise least-recently-used eviction would
+    // drop a layer prefetched for soon in favour of one just released.
+    if (const int hit = Find(layer); hit >= 0) {
+      slots_[hit].last_use = ++clock_;
+      return OkStatus();
+    }
     const int slot = FreeSlot();
     if (slot < 0) return OkStatus();  // no room: Acquire will gather
     return Fill(slot, layer);
@@ -111,6 +116,7 @@ class L2LParamSource final : public ParamSource {
 
   double TakeGatherWaitSeconds() override { return std::exchange(gather_wait_s_, 0.0); }
   double TakeOptimizerWaitSeconds() override { return eps_->TakeOptimizerWaitSeconds(); }
+  int64_t TakeGatherCount() override { return std::exchange(gathers_, 0); }
   int64_t host_state_bytes() const override { return eps_->host_bytes(); }
 
  private:
@@ -141,6 +147,7 @@ class L2LParamSource final : public ParamSource {
     const auto t0 = Clock::now();
     slots_[slot].layer = -1;
     RETURN_IF_ERROR(eps_->Gather(layer, slots_[slot].buffer.as<float>()));
+    ++gathers_;
     slots_[slot].layer = layer;
     slots_[slot].last_use = ++clock_;
     gather_wait_s_ += SecondsSince(t0);
@@ -152,6 +159,7 @@ class L2LParamSource final : public ParamSource {
   std::vector<Slot> slots_;
   DeviceBuffer grad_;
   int64_t clock_ = 0;
+  int64_t gathers_ = 0;
   double gather_wait_s_ = 0;
 };
 
@@ -280,6 +288,7 @@ class ResidentParamSource final : public ParamSource {
 
   double TakeGatherWaitSeconds() override { return std::exchange(comm_wait_s_, 0.0); }
   double TakeOptimizerWaitSeconds() override { return queue_.TakeWaitSeconds(); }
+  int64_t TakeGatherCount() override { return 0; }
   int64_t host_state_bytes() const override { return 0; }
 
  private:

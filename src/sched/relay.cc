@@ -222,6 +222,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   ASSIGN_OR_RETURN(out.grad_norm, source_->FinishStep());
   out.gather_wait_s = source_->TakeGatherWaitSeconds();
   out.optimizer_wait_s = source_->TakeOptimizerWaitSeconds();
+  out.gathers = source_->TakeGatherCount();
   return out;
 }
 
@@ -247,6 +248,7 @@ StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches
   source_->Release(head);
   out.gather_wait_s = source_->TakeGatherWaitSeconds();
   out.optimizer_wait_s = source_->TakeOptimizerWaitSeconds();
+  out.gathers = source_->TakeGatherCount();
   return out;
 }
 

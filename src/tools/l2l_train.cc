@@ -109,7 +109,14 @@ int main(int argc, char** argv) {
   {
     l2l::MpiComm comm;
     const l2l::Status s = Main(argc, argv, mpi, comm);
+    if (s.code() == l2l::StatusCode::kInternal) {
+      // A communicator or library failure may be local to this rank, with
+      // the others blocked in a collective: abort the job (DESIGN §7).
+      l2l::MpiRuntime::AbortJob(
+          "l2l-train: rank " + std::to_string(comm.rank()) + ": " + s.message(), 1);
+    }
     if (!s.ok()) {
+      // Every other error was agreed across ranks: one line, from rank 0.
       if (comm.rank() == 0) {
         std::fprintf(stderr, "l2l-train: %s\n", s.message().c_str());
         std::fflush(stderr);

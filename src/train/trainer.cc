@@ -283,6 +283,16 @@ StatusOr<StepRecord> Trainer::Step() {
                                      AsInputs(batches), grad_scale));
   double loss_sum = out.loss_sum;
   RETURN_IF_ERROR(comm_->AllReduce(&loss_sum, &loss_sum, 1, CommDType::kF64, ReduceOp::kSum));
+  // The norm is global, so every rank takes this branch together. With eager
+  // updates some layers already took the bad step: stop without saving; the
+  // last checkpoint is the one to resume from.
+  if (!std::isfinite(out.grad_norm)) {
+    return FailedPrecondition(
+        "step " + std::to_string(step_ + 1) + ": the gradient norm is not finite (loss " +
+        std::to_string(targets > 0 ? loss_sum / static_cast<double>(targets) : 0.0) +
+        "); stopping without saving a checkpoint. Resume from the last one with a lower "
+        "train.lr or train.grad_clip");
+  }
 
   StepRecord r;
   r.step = ++step_;
@@ -297,6 +307,7 @@ StatusOr<StepRecord> Trainer::Step() {
   r.compute_s = out.compute_s;
   r.gather_wait_s = out.gather_wait_s;
   r.optimizer_wait_s = out.optimizer_wait_s;
+  r.gathers = out.gathers;
   r.ckpt_load = std::exchange(pending_load_stats_, std::nullopt);
   history_.push_back(r);
   return r;
@@ -381,11 +392,19 @@ std::vector<ckpt::LayerInfo> Trainer::CheckpointLayers() const {
 }
 
 Status Trainer::SaveCheckpoint() {
+  // A failure to stage a slice on one rank is agreed before the collective
+  // save, so no rank is left inside it.
   std::vector<ckpt::LayerSlice> slices;
-  for (int l = 0; l < model::NumLayers(dims_); ++l) {
-    ASSIGN_OR_RETURN(sched::StateSlice s, source_->SaveSlice(l));
-    slices.push_back({s.offset_elems, s.size_elems, s.master, s.adam_m, s.adam_v, true});
+  Status staged;
+  for (int l = 0; l < model::NumLayers(dims_) && staged.ok(); ++l) {
+    auto s = source_->SaveSlice(l);
+    if (!s.ok()) {
+      staged = s.status();
+    } else {
+      slices.push_back({s->offset_elems, s->size_elems, s->master, s->adam_m, s->adam_v, true});
+    }
   }
+  RETURN_IF_ERROR(comm_->Agree(staged));
   ckpt::Meta meta;
   meta.step = step_;
   meta.tokens_seen = step_ * cfg_.train.global_batch * static_cast<int64_t>(dims_.seq_len);
@@ -407,17 +426,32 @@ Status Trainer::SaveCheckpoint() {
 }
 
 Status Trainer::Resume(const std::string& spec) {
+  // Rank 0 resolves the path and every rank uses its answer: ranks that saw
+  // different directory contents (node-local disks, NFS caching) would
+  // otherwise take different paths through the collectives below.
   std::string path = spec;
   if (spec == "auto") {
-    auto latest = ckpt::FindLatest(cfg_.checkpoint.dir);
-    if (!latest.ok() && latest.status().code() == StatusCode::kNotFound) {
+    Status found;
+    if (comm_->rank() == 0) {
+      auto latest = ckpt::FindLatest(cfg_.checkpoint.dir);
+      if (latest.ok()) {
+        path = *latest;
+      } else {
+        found = latest.status();
+        path.clear();
+      }
+    }
+    RETURN_IF_ERROR(comm_->BroadcastString(&path, 0));
+    if (path.empty()) {
+      // Not found: a fresh start. Any other error (a `latest` naming a missing
+      // file) is rank 0's to report, agreed by all.
+      const bool error = comm_->rank() == 0 && found.code() != StatusCode::kNotFound;
+      RETURN_IF_ERROR(comm_->Agree(error ? found : OkStatus()));
       if (comm_->rank() == 0) {
         std::printf("l2l: no checkpoint in %s, starting fresh\n", cfg_.checkpoint.dir.c_str());
       }
-      return comm_->Agree(OkStatus());
+      return OkStatus();
     }
-    RETURN_IF_ERROR(comm_->Agree(latest.status()));
-    path = *latest;
   }
   ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));
   {
@@ -435,13 +469,19 @@ Status Trainer::Resume(const std::string& spec) {
     RETURN_IF_ERROR(comm_->Agree(s));
   }
   std::vector<ckpt::LayerSlice> slices;
-  for (int l = 0; l < model::NumLayers(dims_); ++l) {
-    ASSIGN_OR_RETURN(sched::StateSlice s, source_->LoadSlice(l));
+  Status staged;
+  for (int l = 0; l < model::NumLayers(dims_) && staged.ok(); ++l) {
+    auto s = source_->LoadSlice(l);
+    if (!s.ok()) {
+      staged = s.status();
+      continue;
+    }
     // Resident replicas read the whole layer on every rank; rank 0's copy is
     // the one that counts for the checksum.
     const bool tiles = cfg_.exec.mode == config::ExecMode::kL2L || comm_->rank() == 0;
-    slices.push_back({s.offset_elems, s.size_elems, s.master, s.adam_m, s.adam_v, tiles});
+    slices.push_back({s->offset_elems, s->size_elems, s->master, s->adam_m, s->adam_v, tiles});
   }
+  RETURN_IF_ERROR(comm_->Agree(staged));
   ckpt::IoStats stats;
   RETURN_IF_ERROR(ckpt::Load(comm_->handle(), path, CheckpointLayers(), slices, &stats));
   for (int l = 0; l < model::NumLayers(dims_); ++l) RETURN_IF_ERROR(source_->CommitLoaded(l));
@@ -464,10 +504,11 @@ void Trainer::WriteRecord(const StepRecord& r) {
       "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, "
       "\"tokens\": %lld, \"step_s\": %.6f, \"tokens_per_s\": %.3f, "
       "\"device_peak_bytes\": %lld, \"host_eps_bytes\": %lld, \"compute_s\": %.6f, "
-      "\"gather_wait_s\": %.6f, \"optimizer_wait_s\": %.6f",
+      "\"gather_wait_s\": %.6f, \"optimizer_wait_s\": %.6f, \"gathers\": %lld",
       static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm, static_cast<long long>(r.tokens),
       r.step_s, r.tokens_per_s, static_cast<long long>(r.device_peak_bytes),
-      static_cast<long long>(r.host_eps_bytes), r.compute_s, r.gather_wait_s, r.optimizer_wait_s);
+      static_cast<long long>(r.host_eps_bytes), r.compute_s, r.gather_wait_s, r.optimizer_wait_s,
+      static_cast<long long>(r.gathers));
   if (r.eval_loss) std::fprintf(metrics_, ", \"eval_loss\": %.9g", *r.eval_loss);
   if (r.ckpt_save) {
     std::fprintf(metrics_, ", \"ckpt_save_s\": %.6f, \"ckpt_save_gb_per_s\": %.4f",

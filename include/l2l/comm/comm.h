@@ -45,6 +45,9 @@ class Comm {
   // otherwise the failing status of the lowest failing rank (its code and
   // message, broadcast). Collective.
   Status Agree(const Status& local);
+
+  // Sends `root`'s string to every rank (resizing the others'). Collective.
+  Status BroadcastString(std::string* s, int root);
 };
 
 }  // namespace l2l

@@ -22,8 +22,8 @@ namespace l2l::sched {
 
 // This rank's part of a layer's training state in host memory, for
 // checkpoints: elements [offset_elems, offset_elems + size_elems) of the
-// unpadded flat buffer. Pointers are owned by the source and valid until the
-// next call on it.
+// unpadded flat buffer. Pointers are owned by the source and stay valid until
+// the next SaveSlice / LoadSlice / CommitLoaded of the same layer.
 struct StateSlice {
   int64_t offset_elems = 0;
   int64_t size_elems = 0;
@@ -74,6 +74,8 @@ class ParamSource {
   // Seconds blocked on parameter transfers / optimizer since the last call.
   virtual double TakeGatherWaitSeconds() = 0;
   virtual double TakeOptimizerWaitSeconds() = 0;
+  // Layer gathers issued since the last call (0 for resident).
+  virtual int64_t TakeGatherCount() = 0;
   // Host bytes this rank holds for training state (EPS shards).
   virtual int64_t host_state_bytes() const = 0;
 };

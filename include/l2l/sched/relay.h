@@ -48,6 +48,7 @@ struct StepOutput {
   double compute_s = 0;      // time in layer kernels
   double gather_wait_s = 0;  // time blocked on parameter / gradient transfers
   double optimizer_wait_s = 0;
+  int64_t gathers = 0;  // layer all-gathers issued (l2l)
 };
 
 // Itemised device bytes of a configuration: what Create will allocate.

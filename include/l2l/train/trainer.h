@@ -37,6 +37,7 @@ struct StepRecord {
   int64_t device_peak_bytes = 0;  // high-water mark of the device arena (this rank)
   int64_t host_eps_bytes = 0;     // host bytes of EPS shards + stash (this rank)
   double compute_s = 0, gather_wait_s = 0, optimizer_wait_s = 0;  // rank 0's split
+  int64_t gathers = 0;  // layer all-gathers in the step (l2l; 0 for resident)
   std::optional<double> eval_loss;
   // On steps that saved a checkpoint, and on the first step after a resume.
   std::optional<ckpt::IoStats> ckpt_save, ckpt_load;
