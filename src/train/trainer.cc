@@ -499,16 +499,16 @@ Status Trainer::Resume(const std::string& spec) {
 
 void Trainer::WriteRecord(const StepRecord& r) {
   if (metrics_ == nullptr) return;
-  std::fprintf(
-      metrics_,
-      "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-      "\"tokens\": %lld, \"step_s\": %.6f, \"tokens_per_s\": %.3f, "
-      "\"device_peak_bytes\": %lld, \"host_eps_bytes\": %lld, \"compute_s\": %.6f, "
-      "\"gather_wait_s\": %.6f, \"optimizer_wait_s\": %.6f, \"gathers\": %lld",
-      static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm, static_cast<long long>(r.tokens),
-      r.step_s, r.tokens_per_s, static_cast<long long>(r.device_peak_bytes),
-      static_cast<long long>(r.host_eps_bytes), r.compute_s, r.gather_wait_s, r.optimizer_wait_s,
-      static_cast<long long>(r.gathers));
+  std::fprintf(metrics_,
+               "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+               "\"tokens\": %lld, \"step_s\": %.6f, \"tokens_per_s\": %.3f, "
+               "\"device_peak_bytes\": %lld, \"host_eps_bytes\": %lld, \"compute_s\": %.6f, "
+               "\"gather_wait_s\": %.6f, \"optimizer_wait_s\": %.6f, \"gathers\": %lld",
+               static_cast<long long>(r.step), r.loss, r.lr, r.grad_norm,
+               static_cast<long long>(r.tokens), r.step_s, r.tokens_per_s,
+               static_cast<long long>(r.device_peak_bytes),
+               static_cast<long long>(r.host_eps_bytes), r.compute_s, r.gather_wait_s,
+               r.optimizer_wait_s, static_cast<long long>(r.gathers));
   if (r.eval_loss) std::fprintf(metrics_, ", \"eval_loss\": %.9g", *r.eval_loss);
   if (r.ckpt_save) {
     std::fprintf(metrics_, ", \"ckpt_save_s\": %.6f, \"ckpt_save_gb_per_s\": %.4f",
