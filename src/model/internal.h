@@ -28,35 +28,35 @@ inline kernels::DropoutKeys KeysFor(const ModelDims& d, const StepContext& ctx, 
   return k;
 }
 
-// Carves typed regions out of a T workspace, each starting at a multiple of
-// kAlignElems elements of T. With a null base it only counts, so the size
-// functions and the layer functions share one description of the layout.
-// Byte and int32 regions are rounded up to whole T elements; counting with
-// T = float therefore bounds the double layout too.
-template <typename T>
+// Carves typed regions out of a workspace, each starting kAlignBytes after
+// the previous region's start rounded up (offsets from the base; the base
+// itself is the caller's: arena buffers are at least 256-byte aligned). With
+// a null base it only counts, so the size functions and the layer functions
+// share one description of the layout.
 class Carver {
  public:
-  static constexpr int64_t kAlignElems = 16;
+  static constexpr int64_t kAlignBytes = 256;
 
-  explicit Carver(T* base) : base_(base) {}
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
 
-  T* Take(int64_t n) {
-    T* p = base_ == nullptr ? nullptr : base_ + used_;
-    used_ += (n + kAlignElems - 1) / kAlignElems * kAlignElems;
+  template <typename U>
+  U* Take(int64_t n) {
+    U* p = base_ == nullptr ? nullptr : reinterpret_cast<U*>(base_ + used_);
+    used_ += (n * int64_t{sizeof(U)} + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
     return p;
   }
-  uint8_t* TakeBytes(int64_t n) {
-    return reinterpret_cast<uint8_t*>(Take((n + int64_t{sizeof(T)} - 1) / int64_t{sizeof(T)}));
-  }
-  int32_t* TakeInts(int64_t n) {
-    static_assert(sizeof(T) % sizeof(int32_t) == 0);
-    return reinterpret_cast<int32_t*>(Take((n * 4 + int64_t{sizeof(T)} - 1) / int64_t{sizeof(T)}));
-  }
-  int64_t used_elems() const { return used_; }
+  int64_t used_bytes() const { return used_; }
 
  private:
-  T* base_;
+  char* base_;
   int64_t used_ = 0;
 };
+
+// Workspace elements of T that hold `bytes` (the CPU API sizes workspaces in
+// elements of T).
+template <typename T>
+int64_t ElemsFor(int64_t bytes) {
+  return (bytes + int64_t{sizeof(T)} - 1) / int64_t{sizeof(T)};
+}
 
 }  // namespace l2l::model::internal

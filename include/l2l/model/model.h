@@ -160,6 +160,24 @@ void BlockBackward(const ModelDims& d, const StepContext& ctx, const T* params, 
                    const uint8_t* attn_mask, int rows, const T* dy, T* dx, T* dparams,
                    T* workspace);
 
+// The target of a token without a loss (MLM: unmasked; padding).
+inline constexpr int32_t kNoTarget = -1;
+
+// The token rows of a micro-batch that carry a target, in ascending order,
+// and their targets: what the head decodes. Pointers are in the memory the
+// layer runs in (device memory on the GPU); count is known on the host.
+struct TargetRows {
+  const int32_t* rows = nullptr;     // (count) token row index in [0, rows * S)
+  const int32_t* targets = nullptr;  // (count) in [0, vocab)
+  int64_t count = 0;
+};
+
+// Host helper: fills rows / row_targets (n entries of room each) with the
+// tokens of targets (n) that are not kNoTarget, in order; returns the count,
+// or InvalidArgument naming the first target outside [0, vocab).
+StatusOr<int64_t> CompactTargets(const int32_t* targets, int64_t n, int vocab, int32_t* rows,
+                                 int32_t* row_targets);
+
 struct HeadResult {
   double loss_sum = 0;  // summed cross-entropy (nats) over targets != -1
   int64_t count = 0;    // number of such targets
