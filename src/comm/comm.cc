@@ -17,6 +17,8 @@ size_t CommDTypeSizeBytes(CommDType t) {
       return 8;
     case CommDType::kU8:
       return 1;
+    case CommDType::kBF16:
+      return 2;
   }
   return 0;
 }

@@ -4,10 +4,15 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <iterator>
+#include <string>
 #include <vector>
 
 #include "l2l/comm/mpi_comm.h"
+#include "l2l/core/dtype.h"
 
 namespace l2l {
 namespace {
@@ -94,6 +99,64 @@ TEST(MpiComm, BroadcastFromLastRank) {
   ASSERT_TRUE(g_comm->Broadcast(v.data(), v.size(), CommDType::kI32, n - 1).ok());
   for (int32_t x : v) EXPECT_EQ(x, n - 1);
   EXPECT_TRUE(g_comm->Barrier().ok());
+}
+
+// bf16 words rank r contributes: special patterns (±0, ±inf, quiet and
+// signalling NaNs with payloads, the smallest subnormal, the largest finite)
+// then ordinary values, all different per rank so a misplaced slice shows.
+std::vector<uint16_t> BF16Words(int rank, size_t count) {
+  const uint16_t special[] = {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0xffc1,
+                              0x7f81, 0x0001, 0x7f7f, 0xff7f, 0x3f80, 0xbf80};
+  std::vector<uint16_t> w(count);
+  for (size_t i = 0; i < count; ++i) {
+    w[i] = i < std::size(special) ? special[i] : F32ToBF16(Input(rank, i));
+  }
+  // The last word names the rank, so slices from different ranks differ even
+  // where the patterns above coincide.
+  w[count - 1] = static_cast<uint16_t>(0x4000 + rank);
+  return w;
+}
+
+TEST(MpiComm, AllGatherAndBroadcastOfBF16AreBitExact) {
+  const int n = g_comm->size(), r = g_comm->rank();
+  const size_t count = 257;
+  const std::vector<uint16_t> send = BF16Words(r, count);
+  std::vector<uint16_t> recv(count * n, 0x1234);
+  ASSERT_TRUE(g_comm->AllGather(send.data(), recv.data(), count, CommDType::kBF16).ok());
+  for (int q = 0; q < n; ++q) {
+    const std::vector<uint16_t> want = BF16Words(q, count);
+    for (size_t i = 0; i < count; ++i) {
+      ASSERT_EQ(recv[q * count + i], want[i]) << "rank " << q << " word " << i;
+    }
+  }
+  // In place, and a broadcast of the same words from the last rank.
+  std::vector<uint16_t> buf(count * n, 0x1234);
+  std::copy(send.begin(), send.end(), buf.begin() + r * count);
+  ASSERT_TRUE(g_comm->AllGather(buf.data() + r * count, buf.data(), count, CommDType::kBF16).ok());
+  EXPECT_EQ(buf, recv);
+  std::vector<uint16_t> b = BF16Words(r, count);
+  ASSERT_TRUE(g_comm->Broadcast(b.data(), count, CommDType::kBF16, n - 1).ok());
+  EXPECT_EQ(b, BF16Words(n - 1, count));
+}
+
+TEST(MpiComm, BF16ReductionsAreInvalidArgumentOnEveryRank) {
+  EXPECT_EQ(CommDTypeSizeBytes(CommDType::kBF16), 2u);
+  const int n = g_comm->size();
+  std::vector<uint16_t> send(4 * n, F32ToBF16(1.0f)), recv(4 * n, 0);
+  const Status all =
+      g_comm->AllReduce(send.data(), recv.data(), 4, CommDType::kBF16, ReduceOp::kSum);
+  EXPECT_EQ(all.code(), StatusCode::kInvalidArgument) << all.ToString();
+  EXPECT_NE(all.message().find("bf16 reductions are not supported by MpiComm; reduce in fp32"),
+            std::string::npos)
+      << all.message();
+  const Status rs =
+      g_comm->ReduceScatter(send.data(), recv.data(), 4, CommDType::kBF16, ReduceOp::kMax);
+  EXPECT_EQ(rs.code(), StatusCode::kInvalidArgument) << rs.ToString();
+  EXPECT_EQ(recv, std::vector<uint16_t>(4 * n, 0)) << "nothing may be written";
+  // The ranks are still in step: a collective after the refusals completes.
+  int64_t x = 1;
+  ASSERT_TRUE(g_comm->AllReduce(&x, &x, 1, CommDType::kI64, ReduceOp::kSum).ok());
+  EXPECT_EQ(x, n);
 }
 
 TEST(MpiComm, AgreeReportsLowestFailingRankEverywhere) {

@@ -21,8 +21,22 @@ MPI_Datatype ToMpi(CommDType t) {
       return MPI_INT64_T;
     case CommDType::kU8:
       return MPI_UINT8_T;
+    case CommDType::kBF16:
+      // Moved as opaque 16-bit words: right for AllGather and Broadcast, wrong
+      // for reductions, which RejectBF16Reduction() keeps away from here.
+      return MPI_UINT16_T;
   }
   return MPI_DATATYPE_NULL;
+}
+
+// MPI has no bf16 arithmetic (MPI_UINT16_T would add the bit patterns as
+// integers), so bf16 reductions are refused and callers reduce in fp32. Every
+// rank passes the same dtype, so every rank returns this before entering MPI:
+// no rank is left waiting in a collective.
+Status RejectBF16Reduction(CommDType dtype, const char* call) {
+  if (dtype != CommDType::kBF16) return OkStatus();
+  return InvalidArgument(std::string(call) +
+                         ": bf16 reductions are not supported by MpiComm; reduce in fp32");
 }
 
 MPI_Op ToMpi(ReduceOp op) {
@@ -115,6 +129,7 @@ Status MpiComm::AllGather(const void* send, void* recv, size_t count_per_rank, C
 
 Status MpiComm::ReduceScatter(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
                               ReduceOp op) {
+  RETURN_IF_ERROR(RejectBF16Reduction(dtype, "MpiComm::ReduceScatter"));
   const int rc = MPI_Reduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv,
                                           ToCount(count_per_rank), ToMpi(dtype), ToMpi(op), comm_);
   return MpiStatus(rc, "MPI_Reduce_scatter_block", rank_);
@@ -122,6 +137,7 @@ Status MpiComm::ReduceScatter(const void* send, void* recv, size_t count_per_ran
 
 Status MpiComm::AllReduce(const void* send, void* recv, size_t count, CommDType dtype,
                           ReduceOp op) {
+  RETURN_IF_ERROR(RejectBF16Reduction(dtype, "MpiComm::AllReduce"));
   const int rc = MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, ToCount(count),
                                ToMpi(dtype), ToMpi(op), comm_);
   return MpiStatus(rc, "MPI_Allreduce", rank_);

@@ -31,6 +31,8 @@ ncclDataType_t ToNccl(CommDType t) {
       return ncclInt64;
     case CommDType::kU8:
       return ncclUint8;
+    case CommDType::kBF16:
+      return ncclBfloat16;
   }
   L2L_CHECK(false) << "unknown CommDType " << static_cast<int>(t);
   return ncclUint8;
@@ -370,10 +372,10 @@ Status NcclComm::BroadcastAsync(const void* send, void* recv, size_t count, Comm
 // either side sends the call through device staging memory, where it runs in
 // place.
 
-Status NcclComm::AllGather(const void* send, void* recv, size_t count_per_rank, CommDType dtype) {
-  const std::string call = "ncclAllGather";
+Status NcclComm::RunBlocking(const std::string& call, size_t count, const void* send, void* recv,
+                             const StagingPlan& plan, const EnqueueFn& enqueue) {
   RETURN_IF_ERROR(Usable(call));
-  if (count_per_rank == 0) return OkStatus();
+  if (count == 0) return OkStatus();
   CudaDeviceGuard guard(device_.ordinal());
   cudaStream_t s = device_.stream(StreamKind::kD2H);
   const Memory ms = Classify(send), mr = Classify(recv);
@@ -382,94 +384,62 @@ Status NcclComm::AllGather(const void* send, void* recv, size_t count_per_rank, 
   }
   OrderAfterDeviceWork();
   if (ms == Memory::kThisDevice && mr == Memory::kThisDevice) {
-    RETURN_IF_ERROR(EnqueueAllGather(send, recv, count_per_rank, dtype, s));
+    RETURN_IF_ERROR(enqueue(send, recv, s));
     return Wait(s, call);
   }
-  const size_t slice = count_per_rank * CommDTypeSizeBytes(dtype);
-  const size_t total = slice * size_;
   Staging tmp(s);
-  if (cudaError_t err = tmp.Allocate(total); err != cudaSuccess) return FailCuda(call, err);
-  char* mine = tmp.data() + rank_ * slice;
-  RETURN_IF_ERROR(EnqueueCopy(call, mine, send, slice, s));
-  RETURN_IF_ERROR(EnqueueAllGather(mine, tmp.data(), count_per_rank, dtype, s));
+  if (cudaError_t err = tmp.Allocate(plan.staging_bytes); err != cudaSuccess) {
+    return FailCuda(call, err);
+  }
+  char* in = tmp.data() + plan.in_offset_bytes;
+  if (plan.in_bytes > 0) RETURN_IF_ERROR(EnqueueCopy(call, in, send, plan.in_bytes, s));
+  RETURN_IF_ERROR(enqueue(in, tmp.data(), s));
   RETURN_IF_ERROR(Wait(s, call));
-  RETURN_IF_ERROR(EnqueueCopy(call, recv, tmp.data(), total, s));
+  RETURN_IF_ERROR(EnqueueCopy(call, recv, tmp.data(), plan.out_bytes, s));
   return Wait(s, call);
+}
+
+Status NcclComm::AllGather(const void* send, void* recv, size_t count_per_rank, CommDType dtype) {
+  // Staged: this rank's slice goes to its place in the staging buffer, the
+  // gather runs in place (NCCL's in-place form), and all slices come back.
+  const size_t slice = count_per_rank * CommDTypeSizeBytes(dtype);
+  const StagingPlan plan{slice * size_, rank_ * slice, slice, slice * size_};
+  return RunBlocking("ncclAllGather", count_per_rank, send, recv, plan,
+                     [&](const void* in, void* out, cudaStream_t s) {
+                       return EnqueueAllGather(in, out, count_per_rank, dtype, s);
+                     });
 }
 
 Status NcclComm::ReduceScatter(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
                                ReduceOp op) {
-  const std::string call = "ncclReduceScatter";
-  RETURN_IF_ERROR(Usable(call));
-  if (count_per_rank == 0) return OkStatus();
-  CudaDeviceGuard guard(device_.ordinal());
-  cudaStream_t s = device_.stream(StreamKind::kD2H);
-  const Memory ms = Classify(send), mr = Classify(recv);
-  if (ms == Memory::kOtherDevice || mr == Memory::kOtherDevice) {
-    return RequireDevicePointers(call, send, recv);
-  }
-  OrderAfterDeviceWork();
-  if (ms == Memory::kThisDevice && mr == Memory::kThisDevice) {
-    RETURN_IF_ERROR(EnqueueReduceScatter(send, recv, count_per_rank, dtype, op, s));
-    return Wait(s, call);
-  }
+  // Staged: all slices go in, the reduction runs in place (result at the
+  // start, Comm's in-place form), and one slice comes back.
   const size_t slice = count_per_rank * CommDTypeSizeBytes(dtype);
-  Staging tmp(s);
-  if (cudaError_t err = tmp.Allocate(slice * size_); err != cudaSuccess) return FailCuda(call, err);
-  RETURN_IF_ERROR(EnqueueCopy(call, tmp.data(), send, slice * size_, s));
-  RETURN_IF_ERROR(EnqueueReduceScatter(tmp.data(), tmp.data(), count_per_rank, dtype, op, s));
-  RETURN_IF_ERROR(Wait(s, call));
-  RETURN_IF_ERROR(EnqueueCopy(call, recv, tmp.data(), slice, s));
-  return Wait(s, call);
+  const StagingPlan plan{slice * size_, 0, slice * size_, slice};
+  return RunBlocking("ncclReduceScatter", count_per_rank, send, recv, plan,
+                     [&](const void* in, void* out, cudaStream_t s) {
+                       return EnqueueReduceScatter(in, out, count_per_rank, dtype, op, s);
+                     });
 }
 
 Status NcclComm::AllReduce(const void* send, void* recv, size_t count, CommDType dtype,
                            ReduceOp op) {
-  const std::string call = "ncclAllReduce";
-  RETURN_IF_ERROR(Usable(call));
-  if (count == 0) return OkStatus();
-  CudaDeviceGuard guard(device_.ordinal());
-  cudaStream_t s = device_.stream(StreamKind::kD2H);
-  const Memory ms = Classify(send), mr = Classify(recv);
-  if (ms == Memory::kOtherDevice || mr == Memory::kOtherDevice) {
-    return RequireDevicePointers(call, send, recv);
-  }
-  OrderAfterDeviceWork();
-  if (ms == Memory::kThisDevice && mr == Memory::kThisDevice) {
-    RETURN_IF_ERROR(EnqueueAllReduce(send, recv, count, dtype, op, s));
-    return Wait(s, call);
-  }
   const size_t bytes = count * CommDTypeSizeBytes(dtype);
-  Staging tmp(s);
-  if (cudaError_t err = tmp.Allocate(bytes); err != cudaSuccess) return FailCuda(call, err);
-  RETURN_IF_ERROR(EnqueueCopy(call, tmp.data(), send, bytes, s));
-  RETURN_IF_ERROR(EnqueueAllReduce(tmp.data(), tmp.data(), count, dtype, op, s));
-  RETURN_IF_ERROR(Wait(s, call));
-  RETURN_IF_ERROR(EnqueueCopy(call, recv, tmp.data(), bytes, s));
-  return Wait(s, call);
+  const StagingPlan plan{bytes, 0, bytes, bytes};
+  return RunBlocking("ncclAllReduce", count, send, recv, plan,
+                     [&](const void* in, void* out, cudaStream_t s) {
+                       return EnqueueAllReduce(in, out, count, dtype, op, s);
+                     });
 }
 
 Status NcclComm::Broadcast(void* buf, size_t count, CommDType dtype, int root) {
-  const std::string call = "ncclBroadcast";
-  RETURN_IF_ERROR(Usable(call));
-  if (count == 0) return OkStatus();
-  CudaDeviceGuard guard(device_.ordinal());
-  cudaStream_t s = device_.stream(StreamKind::kD2H);
-  const Memory m = Classify(buf);
-  if (m == Memory::kOtherDevice) return RequireDevicePointers(call, buf, buf);
-  OrderAfterDeviceWork();
-  if (m == Memory::kThisDevice) {
-    RETURN_IF_ERROR(EnqueueBroadcast(buf, buf, count, dtype, root, s));
-    return Wait(s, call);
-  }
+  // Staged: only the root's data goes in (NCCL reads send on the root only).
   const size_t bytes = count * CommDTypeSizeBytes(dtype);
-  Staging tmp(s);
-  if (cudaError_t err = tmp.Allocate(bytes); err != cudaSuccess) return FailCuda(call, err);
-  if (rank_ == root) RETURN_IF_ERROR(EnqueueCopy(call, tmp.data(), buf, bytes, s));
-  RETURN_IF_ERROR(EnqueueBroadcast(tmp.data(), tmp.data(), count, dtype, root, s));
-  RETURN_IF_ERROR(Wait(s, call));
-  RETURN_IF_ERROR(EnqueueCopy(call, buf, tmp.data(), bytes, s));
-  return Wait(s, call);
+  const StagingPlan plan{bytes, 0, rank_ == root ? bytes : 0, bytes};
+  return RunBlocking("ncclBroadcast", count, buf, buf, plan,
+                     [&](const void* in, void* out, cudaStream_t s) {
+                       return EnqueueBroadcast(in, out, count, dtype, root, s);
+                     });
 }
 
 Status NcclComm::Barrier() {

@@ -11,10 +11,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "l2l/comm/mpi_comm.h"
+#include "l2l/core/dtype.h"
 #include "l2l/device/cuda_check.h"
 #include "l2l/device/cuda_device.h"
 
@@ -226,6 +228,53 @@ TEST_F(NcclCommTest, BroadcastFromLastRankMatchesMpi) {
   Status st = g_nccl->Broadcast(d.data(), host.size(), CommDType::kF64, n_ - 1);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(ToHost<double>(d, host.size()), want);
+}
+
+// kBF16 is ncclBfloat16: words (NaN, inf and -0 patterns included) move bit
+// for bit on device buffers and through host staging, and small integers,
+// exact in bf16 at every step of any summation order, reduce exactly.
+TEST_F(NcclCommTest, BF16GathersBitExactlyAndReducesSmallIntegersExactly) {
+  const size_t count = 301;
+  const uint16_t special[] = {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0xffc1, 0x7f81, 0x0001};
+  std::vector<uint16_t> send(count);
+  for (size_t i = 0; i < count; ++i) {
+    send[i] = i < std::size(special) ? special[i] : F32ToBF16(Input(r_, i));
+  }
+  std::vector<uint16_t> want(count * n_);
+  ASSERT_TRUE(g_mpi->AllGather(send.data(), want.data(), count, CommDType::kBF16).ok());
+
+  DeviceBuffer d_send = ToDevice(send);
+  DeviceBuffer d_recv = ToDevice(std::vector<uint16_t>(count * n_, 0x1234));
+  Status st = g_nccl->AllGather(d_send.data(), d_recv.data(), count, CommDType::kBF16);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(ToHost<uint16_t>(d_recv, count * n_), want) << "device buffers";
+  std::vector<uint16_t> recv(count * n_, 0x1234);
+  st = g_nccl->AllGather(send.data(), recv.data(), count, CommDType::kBF16);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(recv, want) << "host staging";
+  std::vector<uint16_t> b = send;
+  st = g_nccl->Broadcast(b.data(), count, CommDType::kBF16, n_ - 1);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(b, std::vector<uint16_t>(want.begin() + (n_ - 1) * count, want.end()))
+      << "broadcast through host staging";
+
+  // Element i of every rank's input is (rank + 1) + i % 8; every partial sum
+  // is an integer below 256, so bf16 adds are exact whatever NCCL's order.
+  const auto sum_at = [&](size_t i) {
+    return static_cast<float>(n_ * (n_ + 1) / 2 + n_ * static_cast<int>(i % 8));
+  };
+  std::vector<uint16_t> ints(count * n_);
+  for (size_t i = 0; i < ints.size(); ++i)
+    ints[i] = F32ToBF16(static_cast<float>(r_ + 1 + static_cast<int>(i % 8)));
+  std::vector<uint16_t> all(ints.size(), 0x1234);
+  st = g_nccl->AllReduce(ints.data(), all.data(), ints.size(), CommDType::kBF16, ReduceOp::kSum);
+  ASSERT_TRUE(st.ok()) << st.message();
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(BF16ToF32(all[i]), sum_at(i)) << i;
+  DeviceBuffer d_ints = ToDevice(ints);
+  st = g_nccl->ReduceScatter(d_ints.data(), d_ints.data(), count, CommDType::kBF16, ReduceOp::kSum);
+  ASSERT_TRUE(st.ok()) << st.message();
+  const std::vector<uint16_t> mine = ToHost<uint16_t>(d_ints, count);
+  for (size_t i = 0; i < count; ++i) ASSERT_EQ(BF16ToF32(mine[i]), sum_at(r_ * count + i)) << i;
 }
 
 TEST_F(NcclCommTest, BarrierCompletesAndAgreeWorksThroughHostStaging) {

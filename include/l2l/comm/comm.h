@@ -16,7 +16,11 @@
 
 namespace l2l {
 
-enum class CommDType { kF32, kF64, kI32, kI64, kU8 };
+// kBF16: 2-byte words with the bit pattern of core/dtype.h's bf16 (F32ToBF16).
+// Every Comm moves them (AllGather, Broadcast) bit for bit; whether a Comm can
+// also REDUCE them is its own: NcclComm reduces bf16 (ncclBfloat16), MpiComm
+// does not (InvalidArgument; reduce in fp32).
+enum class CommDType { kF32, kF64, kI32, kI64, kU8, kBF16 };
 enum class ReduceOp { kSum, kMax, kMin };
 size_t CommDTypeSizeBytes(CommDType t);
 
@@ -39,6 +43,22 @@ class Comm {
                            ReduceOp op) = 0;
   virtual Status Broadcast(void* buf, size_t count, CommDType dtype, int root) = 0;
   virtual Status Barrier() = 0;
+
+  // Stream-ordered forms of AllGather and ReduceScatter for the EPS's
+  // overlapped transfers (same arguments and in-place rules). A communicator
+  // bound to a device stream (NcclComm: the device's kD2H stream) enqueues
+  // the collective there after the work already on that stream and returns;
+  // the caller orders it with events on that stream. The default, for
+  // communicators on host memory (MpiComm), is the blocking call: complete
+  // on return, which is what "enqueued" means on the CPU backend.
+  virtual Status AllGatherEnqueue(const void* send, void* recv, size_t count_per_rank,
+                                  CommDType dtype) {
+    return AllGather(send, recv, count_per_rank, dtype);
+  }
+  virtual Status ReduceScatterEnqueue(const void* send, void* recv, size_t count_per_rank,
+                                      CommDType dtype, ReduceOp op) {
+    return ReduceScatter(send, recv, count_per_rank, dtype, op);
+  }
 
   // Ranks agree before they fail (DESIGN §7): every rank passes its local
   // status; all ranks return the same status — OK if every rank was OK,

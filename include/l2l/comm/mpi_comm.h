@@ -33,6 +33,10 @@ class MpiRuntime {
 // Owns a duplicate of the given communicator (so library traffic never mixes
 // with a caller's). Error handler MPI_ERRORS_RETURN: failures come back as
 // Status, naming the call and rank.
+//
+// kBF16 is gathered and broadcast as 16-bit words (MPI_UINT16_T, bit-exact);
+// ReduceScatter and AllReduce of kBF16 return InvalidArgument on every rank
+// without communicating (MPI has no bf16 arithmetic): reduce in fp32.
 class MpiComm final : public Comm {
  public:
   explicit MpiComm(MPI_Comm parent = MPI_COMM_WORLD);

@@ -24,8 +24,12 @@
 // in place when send == recv + rank*count; ReduceScatter is in place when
 // send == recv and leaves the result at the start of the buffer (NCCL's own
 // in-place form puts it at offset rank*count, so NcclComm adds a D2D copy for
-// rank > 0); AllReduce and Broadcast are in place when send == recv. All-gather
-// moves bytes, so bf16 or f16 data can be gathered as kU8 with twice the count.
+// rank > 0); AllReduce and Broadcast are in place when send == recv.
+//
+// kBF16 is ncclBfloat16 in every call. Gathers and broadcasts move the words
+// bit for bit; reductions use NCCL's bf16 arithmetic, which rounds to bf16 at
+// every step of an order NCCL chooses (it changes with the rank count and the
+// algorithm), so reduce fp32 where accuracy or reproducibility matters.
 //
 // Errors. Every failure returns a Status naming the call, the rank and the
 // device (kInternal unless noted). A failed collective leaves the ranks out of
@@ -45,6 +49,7 @@
 #include <nccl.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -93,6 +98,18 @@ class NcclComm final : public Comm {
   // submitted to its device's three streams before it is complete.
   Status Barrier() override;
 
+  // Enqueue forms for the EPS (Comm contract): AllGatherAsync /
+  // ReduceScatterAsync on the device's kD2H stream, device buffers only.
+  Status AllGatherEnqueue(const void* send, void* recv, size_t count_per_rank,
+                          CommDType dtype) override {
+    return AllGatherAsync(send, recv, count_per_rank, dtype, device_.stream(StreamKind::kD2H));
+  }
+  Status ReduceScatterEnqueue(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
+                              ReduceOp op) override {
+    return ReduceScatterAsync(send, recv, count_per_rank, dtype, op,
+                              device_.stream(StreamKind::kD2H));
+  }
+
   // Enqueue only, on `stream` (a stream of this GPU). Device buffers only.
   Status AllGatherAsync(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
                         cudaStream_t stream);
@@ -136,6 +153,24 @@ class NcclComm final : public Comm {
                           cudaStream_t s);
   Status EnqueueCopy(const std::string& call, void* dst, const void* src, size_t bytes,
                      cudaStream_t s);
+
+  // The path every blocking collective takes (contract at the top of this file):
+  // usability and count == 0 checks, then either `enqueue(send, recv)` on
+  // device buffers, or, when either buffer is host memory, staging through a
+  // transient device buffer of plan.staging_bytes: plan.in_bytes of `send`
+  // are copied to staging + plan.in_offset_bytes (nothing when 0), `enqueue(
+  // staging + in_offset_bytes, staging)` runs the collective in place there,
+  // and the first plan.out_bytes are copied back to `recv`. Both forms run on
+  // the kD2H stream after the device's other streams and wait for the result.
+  struct StagingPlan {
+    size_t staging_bytes;
+    size_t in_offset_bytes;
+    size_t in_bytes;
+    size_t out_bytes;
+  };
+  using EnqueueFn = std::function<Status(const void* send, void* recv, cudaStream_t s)>;
+  Status RunBlocking(const std::string& call, size_t count, const void* send, void* recv,
+                     const StagingPlan& plan, const EnqueueFn& enqueue);
 
   // "<call> failed on rank R (<device name>): <detail>".
   std::string Describe(const std::string& call, const std::string& detail) const;

@@ -339,4 +339,20 @@ Status ConvertF32ToBF16(cudaStream_t stream, const float* x, int64_t n, bf16* y)
 // y = BF16ToF32(x), exact.
 Status ConvertBF16ToF32(cudaStream_t stream, const bf16* x, int64_t n, float* y);
 
+// ---- Gradient norm (resident mode) -----------------------------------------
+
+// *out (DEVICE, one double) = Σ x[i]² over x (n, fp32), each square and the
+// sum in double (x[i]² is exact in double, so fp32 gradients cannot overflow
+// it): the GPU analogue of eps::SumSquares for the global gradient norm.
+// Order: block b sums a fixed contiguous chunk of x (a length set by n alone)
+// in a fixed tree, then one thread adds the block partials in index order. No
+// atomics: bitwise reproducible for a given n. Not bitwise eps::SumSquares,
+// whose order differs; both are within rounding of the exact sum. n == 0
+// writes 0. NaN or inf in x propagate to *out. Asynchronous on `stream`.
+// scratch: SumSquaresScratchElems(n) doubles, 0 when n == 0 and never more than
+// kSumSquaresMaxPartials, so a caller may keep one fixed buffer of that size.
+inline constexpr int64_t kSumSquaresMaxPartials = 1024;
+int64_t SumSquaresScratchElems(int64_t n);
+Status SumSquares(cudaStream_t stream, const float* x, int64_t n, double* scratch, double* out);
+
 }  // namespace l2l::kernels::cuda

@@ -13,6 +13,7 @@ l2l_library(l2l_kernels_cuda
     ${L2L_KERNELS_CUDA_DIR}/embedding.cu
     ${L2L_KERNELS_CUDA_DIR}/cross_entropy.cu
     ${L2L_KERNELS_CUDA_DIR}/adamw.cu
+    ${L2L_KERNELS_CUDA_DIR}/sum_squares.cu
   DEPS l2l_core l2l_device CUDA::cudart CUDA::cublas)
 # Warn about device-side issues nvcc knows of; lambdas in kernels need nothing extra.
 target_compile_options(l2l_kernels_cuda PRIVATE
@@ -25,4 +26,13 @@ if(L2L_BUILD_TESTS)
     LABELS gpu)
   target_compile_definitions(kernels_cuda_test PRIVATE
     L2L_TEST_HAVE_CPU_ADAMW=$<TARGET_EXISTS:l2l_adamw>)
+  # The reference is a host loop, not eps::SumSquares (kernels may not depend
+  # on eps). Prints L2L_GPU_TESTS_SKIPPED when no GPU is visible, so ctest
+  # reports "Skipped", not "Passed".
+  l2l_test(kernels_cuda_sum_squares_test
+    SOURCES ${L2L_KERNELS_CUDA_DIR}/sum_squares_test.cc
+    DEPS l2l_kernels_cuda
+    LABELS gpu)
+  set_tests_properties(kernels_cuda_sum_squares_test PROPERTIES
+                       SKIP_REGULAR_EXPRESSION "L2L_GPU_TESTS_SKIPPED")
 endif()
