@@ -18,21 +18,32 @@ float ClipScale(double norm, double clip) {
   return static_cast<float>(clip / (norm + 1e-6));
 }
 
-EagerParameterServer::EagerParameterServer(Device* device, Comm* comm,
+EagerParameterServer::EagerParameterServer(Device* device, Comm* host_comm, Comm* device_comm,
                                            const OptimizerSettings& settings, int optimizer_threads,
-                                           int num_layers)
+                                           int num_layers, DType compute_dtype)
     : device_(device),
-      comm_(comm),
+      host_comm_(host_comm),
+      device_comm_(device_comm),
+      compute_dtype_(compute_dtype),
       settings_(settings),
       layers_(num_layers),
-      queue_(optimizer_threads, num_layers) {}
+      // Slots 0..L-1: updates; L..2L-1: gradient norms (waited for separately).
+      queue_(optimizer_threads, 2 * num_layers) {}
 
 StatusOr<std::unique_ptr<EagerParameterServer>> EagerParameterServer::Create(
-    Device* device, Comm* comm, const std::vector<int64_t>& layer_size_elems,
-    const LayerInitFn& init, const OptimizerSettings& settings, int optimizer_threads) {
-  std::unique_ptr<EagerParameterServer> eps(new EagerParameterServer(
-      device, comm, settings, optimizer_threads, static_cast<int>(layer_size_elems.size())));
-  const int world = comm->size(), rank = comm->rank();
+    Device* device, Comm* host_comm, Comm* device_comm,
+    const std::vector<int64_t>& layer_size_elems, const LayerInitFn& init,
+    const OptimizerSettings& settings, int optimizer_threads, DType compute_dtype) {
+  if (compute_dtype != DType::kF32 && compute_dtype != DType::kBF16) {
+    return InvalidArgument(std::string("EPS compute dtype ") + DTypeName(compute_dtype) +
+                           " (expected f32 or bf16)");
+  }
+  L2L_CHECK(host_comm->size() == device_comm->size() && host_comm->rank() == device_comm->rank())
+      << "host and device communicators must number the ranks alike";
+  std::unique_ptr<EagerParameterServer> eps(
+      new EagerParameterServer(device, host_comm, device_comm, settings, optimizer_threads,
+                               static_cast<int>(layer_size_elems.size()), compute_dtype));
+  const int world = host_comm->size(), rank = host_comm->rank();
   for (size_t l = 0; l < layer_size_elems.size(); ++l) {
     LayerShardState& st = eps->layers_[l];
     st.size_elems = layer_size_elems[l];
@@ -47,6 +58,11 @@ StatusOr<std::unique_ptr<EagerParameterServer>> EagerParameterServer::Create(
     const Shard valid = ValidPart(st.shard, st.size_elems);
     if (valid.size_elems > 0) {
       init(static_cast<int>(l), valid.offset_elems, valid.end_elems(), st.master.as<float>());
+    }
+    if (compute_dtype == DType::kBF16) {
+      ASSIGN_OR_RETURN(st.compute,
+                       device->AllocatePinned(st.shard.size_elems * sizeof(uint16_t), what));
+      eps->RefreshComputeCopy(static_cast<int>(l));
     }
   }
   return eps;
@@ -74,50 +90,87 @@ void EagerParameterServer::BeginStep(float lr, int64_t step_one_based) {
   step_params_ = MakeAdamWParams(settings_, lr, step_one_based);
 }
 
-Status EagerParameterServer::Gather(int layer, float* full_device) {
+void EagerParameterServer::RefreshComputeCopy(int layer) {
   LayerShardState& st = layers_[layer];
+  if (compute_dtype_ != DType::kBF16) return;
   queue_.WaitLayer(layer);
-  float* own = full_device + st.shard.offset_elems;
-  device_->CopyH2D(own, st.master.data(), st.shard.size_elems * sizeof(float), StreamKind::kH2D);
-  device_->SynchronizeStream(StreamKind::kH2D);
-  return comm_->AllGather(own, full_device, st.shard.size_elems, CommDType::kF32)
-      .WithContext("gather of layer " + std::to_string(layer));
+  const float* p = st.master.as<float>();
+  uint16_t* c = st.compute.as<uint16_t>();
+  for (int64_t i = 0; i < st.shard.size_elems; ++i) c[i] = F32ToBF16(p[i]);
 }
 
-Status EagerParameterServer::ReduceScatter(int layer, float* grad_device) {
+StatusOr<std::unique_ptr<Event>> EagerParameterServer::Gather(int layer, void* full_device,
+                                                              Event* buffer_free) {
   LayerShardState& st = layers_[layer];
-  // The previous step's update of this layer reads st.grad. The relay's
-  // Gather(layer) earlier in this step already waited for it; waiting here
-  // too keeps the contract independent of that ordering.
+  queue_.WaitLayer(layer);  // the shard (and its compute copy) is current
+  const size_t elem = DTypeSizeBytes(compute_dtype_);
+  char* own = static_cast<char*>(full_device) + st.shard.offset_elems * elem;
+  const void* src = compute_dtype_ == DType::kBF16 ? st.compute.data() : st.master.data();
+  if (buffer_free != nullptr) {
+    device_->StreamWaitEvent(StreamKind::kH2D, *buffer_free);
+    device_->StreamWaitEvent(StreamKind::kD2H, *buffer_free);
+  }
+  device_->CopyH2D(own, src, st.shard.size_elems * elem, StreamKind::kH2D);
+  std::unique_ptr<Event> copied = device_->RecordEvent(StreamKind::kH2D);
+  device_->StreamWaitEvent(StreamKind::kD2H, *copied);
+  const CommDType dt = compute_dtype_ == DType::kBF16 ? CommDType::kBF16 : CommDType::kF32;
+  RETURN_IF_ERROR(device_comm_->AllGatherEnqueue(own, full_device, st.shard.size_elems, dt)
+                      .WithContext("gather of layer " + std::to_string(layer)));
+  return device_->RecordEvent(StreamKind::kD2H);
+}
+
+StatusOr<std::shared_ptr<Event>> EagerParameterServer::ReduceScatter(int layer, float* grad_device,
+                                                                     Event& grad_ready) {
+  LayerShardState& st = layers_[layer];
+  // The previous step's update and norm of this layer read st.grad, which the
+  // D2H below overwrites. The relay's Gather(layer) earlier in this step and
+  // FinishStep already waited for them; waiting here too keeps the contract
+  // independent of that ordering.
   queue_.WaitLayer(layer);
-  RETURN_IF_ERROR(comm_
-                      ->ReduceScatter(grad_device, grad_device, st.shard.size_elems,
-                                      CommDType::kF32, ReduceOp::kSum)
+  queue_.WaitLayer(NormSlot(layer));
+  device_->StreamWaitEvent(StreamKind::kD2H, grad_ready);
+  RETURN_IF_ERROR(device_comm_
+                      ->ReduceScatterEnqueue(grad_device, grad_device, st.shard.size_elems,
+                                             CommDType::kF32, ReduceOp::kSum)
                       .WithContext("reduce-scatter of layer " + std::to_string(layer)));
   device_->CopyD2H(st.grad.data(), grad_device, st.shard.size_elems * sizeof(float),
                    StreamKind::kD2H);
-  device_->SynchronizeStream(StreamKind::kD2H);
-  // One read of the shard, on the relay thread: the norm is ready for the
-  // collective in FinishStep without waiting for any update.
-  st.grad_sq_norm = SumSquares(st.grad.as<float>(), st.shard.size_elems);
+  st.landed = device_->RecordEvent(StreamKind::kD2H);
+  // The norm on an optimizer thread, as soon as the shard lands: FinishStep
+  // needs it, the relay thread does not wait for it here.
+  queue_.SubmitTask(NormSlot(layer), [&st, landed = st.landed] {
+    landed->HostWait();
+    st.grad_sq_norm = SumSquares(st.grad.as<float>(), st.shard.size_elems);
+  });
   if (settings_.grad_clip <= 0) QueueUpdate(layer, 1.0f);
-  return OkStatus();
+  return st.landed;
 }
 
 void EagerParameterServer::QueueUpdate(int layer, float grad_scale) {
   LayerShardState& st = layers_[layer];
   AdamWParams hp = step_params_;
   hp.grad_scale = grad_scale;
-  queue_.Submit(layer, st.shard.size_elems, [&st, hp](int64_t b, int64_t e) {
-    AdamWUpdateF32Copy(hp, e - b, st.master.as<float>() + b, st.grad.as<float>() + b,
-                       st.m.as<float>() + b, st.v.as<float>() + b, nullptr);
+  std::shared_ptr<Event> landed = st.landed;
+  const bool bf16 = compute_dtype_ == DType::kBF16;
+  queue_.Submit(layer, st.shard.size_elems, [&st, hp, landed, bf16](int64_t b, int64_t e) {
+    if (landed) landed->HostWait();
+    if (bf16) {
+      AdamWUpdate(hp, e - b, st.master.as<float>() + b, st.grad.as<float>() + b,
+                  st.m.as<float>() + b, st.v.as<float>() + b, st.compute.as<uint16_t>() + b);
+    } else {
+      AdamWUpdateF32Copy(hp, e - b, st.master.as<float>() + b, st.grad.as<float>() + b,
+                         st.m.as<float>() + b, st.v.as<float>() + b, nullptr);
+    }
   });
 }
 
 StatusOr<double> EagerParameterServer::FinishStep() {
   std::vector<double> sq(layers_.size());
-  for (int l = 0; l < num_layers(); ++l) sq[l] = layers_[l].grad_sq_norm;
-  ASSIGN_OR_RETURN(double norm, GlobalGradNorm(sq, *comm_));
+  for (int l = 0; l < num_layers(); ++l) {
+    queue_.WaitLayer(NormSlot(l));
+    sq[l] = layers_[l].grad_sq_norm;
+  }
+  ASSIGN_OR_RETURN(double norm, GlobalGradNorm(sq, *host_comm_));
   if (settings_.grad_clip > 0) {
     const float scale = ClipScale(norm, settings_.grad_clip);
     for (int l = 0; l < num_layers(); ++l) QueueUpdate(l, scale);
@@ -128,14 +181,14 @@ StatusOr<double> EagerParameterServer::FinishStep() {
 Status EagerParameterServer::ReadLayer(int layer, float* host_padded) {
   LayerShardState& st = layers_[layer];
   queue_.WaitLayer(layer);
-  return comm_->AllGather(st.master.data(), host_padded, st.shard.size_elems, CommDType::kF32);
+  return host_comm_->AllGather(st.master.data(), host_padded, st.shard.size_elems, CommDType::kF32);
 }
 
 int64_t EagerParameterServer::host_bytes() const {
   int64_t b = 0;
   for (const auto& st : layers_) {
     b += static_cast<int64_t>(st.master.size_bytes() + st.m.size_bytes() + st.v.size_bytes() +
-                              st.grad.size_bytes());
+                              st.grad.size_bytes() + st.compute.size_bytes());
   }
   return b;
 }

@@ -62,10 +62,10 @@ struct BlockBuffers {
   uint8_t* keep_attn;                // (rows, S * H)
   uint8_t* keep_mlp;                 // (rows, S * H)
   // Scratch: the projection / fc2 outputs in the forward, gradients in the backward.
-  T* o;     // (N, H)
-  T* d0;    // (N, H)
-  T* d1;    // (N, H)
-  T* dqkv;  // (N, 3H)
+  T* o;         // (N, H)
+  T* d0;        // (N, H)
+  T* d1;        // (N, H)
+  T* dqkv;      // (N, 3H)
   G* gscratch;  // reductions of the bias / gain gradients (GPU)
   T* ascratch;  // attention (GPU)
 };
@@ -99,10 +99,9 @@ BlockBuffers<Ops> CarveBlock(const ModelDims& d, int rows, void* ws, int64_t* us
   b.d0 = c.Take<T>(N * H);
   b.d1 = c.Take<T>(N * H);
   b.dqkv = c.Take<T>(N * 3 * H);
-  b.gscratch = c.Take<G>(std::max({Ops::ColumnSumScratchElems(N, 3 * H),
-                                   Ops::ColumnSumScratchElems(N, H),
-                                   Ops::ColumnSumScratchElems(N, F),
-                                   Ops::LayerNormBackwardScratchElems(N, H)}));
+  b.gscratch = c.Take<G>(
+      std::max({Ops::ColumnSumScratchElems(N, 3 * H), Ops::ColumnSumScratchElems(N, H),
+                Ops::ColumnSumScratchElems(N, F), Ops::LayerNormBackwardScratchElems(N, H)}));
   b.ascratch = c.Take<T>(Ops::AttentionScratchElems(BlockAttnDims(d, rows)));
   *used = c.used_bytes();
   return b;
@@ -262,8 +261,8 @@ void BlockBackwardImpl(Ops& k, const ModelDims& d, const StepContext& ctx,
     k.LinearBackward(x, p.qkv_w, b.dqkv, N, H, 3 * H, dx, g.qkv_w, g.qkv_b, gs, Accum::kAdd);
   } else {
     k.LinearBackward(b.ln1_out, p.qkv_w, b.dqkv, N, H, 3 * H, b.d1, g.qkv_w, g.qkv_b, gs);
-    k.LayerNormBackward(x, p.ln1_gain, b.mean1, b.rstd1, b.d1, N, H, dx, g.ln1_gain, g.ln1_bias,
-                        gs, Accum::kAdd);
+    k.LayerNormBackward(x, p.ln1_gain, b.mean1, b.rstd1, b.d1, N, H, dx, g.ln1_gain, g.ln1_bias, gs,
+                        Accum::kAdd);
   }
 }
 

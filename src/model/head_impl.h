@@ -38,15 +38,15 @@ HeadTensors<P> BindHead(const ModelDims& d, P base) {
 template <class Ops>
 struct HeadBuffers {
   using T = typename Ops::T;
-  T* xg;              // (N, H) gathered inputs
-  T* dense;           // (N, H) BERT: dense output, pre-GELU; later dL/dxg
-  T* act;             // (N, H) BERT: GELU output = the layernorm input
-  T* z;               // (N, H) layernorm output = decoder input
-  typename Ops::S* mean;  // (N)
-  typename Ops::S* rstd;  // (N)
-  T* dz;              // (N, H) dL/dz, then back through LN (and GELU, dense)
-  T* logits;          // (min(N, kHeadLogitRows), V), then dlogits in place
-  double* row_loss;   // per logit row (GPU)
+  T* xg;                      // (N, H) gathered inputs
+  T* dense;                   // (N, H) BERT: dense output, pre-GELU; later dL/dxg
+  T* act;                     // (N, H) BERT: GELU output = the layernorm input
+  T* z;                       // (N, H) layernorm output = decoder input
+  typename Ops::S* mean;      // (N)
+  typename Ops::S* rstd;      // (N)
+  T* dz;                      // (N, H) dL/dz, then back through LN (and GELU, dense)
+  T* logits;                  // (min(N, kHeadLogitRows), V), then dlogits in place
+  double* row_loss;           // per logit row (GPU)
   typename Ops::G* gscratch;  // bias / gain gradient reductions (GPU)
 };
 
@@ -66,9 +66,9 @@ HeadBuffers<Ops> CarveHead(const ModelDims& d, int rows, void* ws, int64_t* used
   b.dz = c.Take<T>(N * H);
   b.logits = c.Take<T>(chunk * V);
   b.row_loss = c.Take<double>(Ops::CrossEntropyRowElems(chunk));
-  b.gscratch = c.Take<typename Ops::G>(std::max({Ops::ColumnSumScratchElems(N, H),
-                                                 Ops::ColumnSumScratchElems(chunk, V),
-                                                 Ops::LayerNormBackwardScratchElems(N, H)}));
+  b.gscratch = c.Take<typename Ops::G>(
+      std::max({Ops::ColumnSumScratchElems(N, H), Ops::ColumnSumScratchElems(chunk, V),
+                Ops::LayerNormBackwardScratchElems(N, H)}));
   *used = c.used_bytes();
   return b;
 }
@@ -87,8 +87,8 @@ int64_t HeadWorkspaceBytes(const ModelDims& d, int rows) {
 template <class Ops>
 void HeadForwardBackwardImpl(Ops& k, const ModelDims& d, const StepContext& ctx,
                              const typename Ops::T* params, const typename Ops::T* x,
-                             const TargetRows& t, int rows, double grad_scale,
-                             typename Ops::T* dx, typename Ops::G* dparams, void* workspace) {
+                             const TargetRows& t, int rows, double grad_scale, typename Ops::T* dx,
+                             typename Ops::G* dparams, void* workspace) {
   using T = typename Ops::T;
   CheckDims(d);
   (void)ctx;  // the head has no dropout

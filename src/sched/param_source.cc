@@ -1,10 +1,13 @@
 #include "l2l/sched/param_source.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <utility>
 
 #include "l2l/eps/adamw.h"
+#include "l2l/sched/resident_optimizer.h"
 
 namespace l2l::sched {
 namespace {
@@ -28,13 +31,18 @@ class L2LParamSource final : public ParamSource {
   L2LParamSource(Device* device, eps::EagerParameterServer* eps) : device_(device), eps_(eps) {}
 
   Status Init(int prefetch_depth) {
-    const size_t bytes = static_cast<size_t>(eps_->max_padded_elems()) * sizeof(float);
+    const size_t elems = static_cast<size_t>(eps_->max_padded_elems());
     slots_.resize(prefetch_depth + 1);
     for (size_t i = 0; i < slots_.size(); ++i) {
       ASSIGN_OR_RETURN(slots_[i].buffer,
-                       device_->Allocate(bytes, "gathered layer buffer " + std::to_string(i)));
+                       device_->Allocate(elems * DTypeSizeBytes(eps_->compute_dtype()),
+                                         "gathered layer buffer " + std::to_string(i)));
     }
-    ASSIGN_OR_RETURN(grad_, device_->Allocate(bytes, "layer gradient buffer"));
+    for (int i = 0; i < kL2LGradBuffers; ++i) {
+      ASSIGN_OR_RETURN(
+          grads_[i].buffer,
+          device_->Allocate(elems * sizeof(float), "layer gradient buffer " + std::to_string(i)));
+    }
     return OkStatus();
   }
 
@@ -62,35 +70,46 @@ class L2LParamSource final : public ParamSource {
     return Fill(slot, layer);
   }
 
-  StatusOr<const float*> Acquire(int layer) override {
+  StatusOr<const void*> Acquire(int layer) override {
     int slot = Find(layer);
     if (slot < 0) {
       slot = FreeSlot();
       L2L_CHECK_GE(slot, 0) << "no free gather slot for layer " << layer;
       RETURN_IF_ERROR(Fill(slot, layer));
     }
-    slots_[slot].in_use = true;
-    slots_[slot].last_use = ++clock_;
-    return slots_[slot].buffer.as<const float>();
+    Slot& s = slots_[slot];
+    s.in_use = true;
+    s.last_use = ++clock_;
+    if (s.ready) device_->StreamWaitEvent(StreamKind::kCompute, *s.ready);
+    return s.buffer.data();
   }
 
   void Release(int layer) override {
     const int slot = Find(layer);
     L2L_CHECK_GE(slot, 0) << "release of layer " << layer << " that is not held";
     slots_[slot].in_use = false;
+    slots_[slot].free = device_->RecordEvent(StreamKind::kCompute);
   }
 
   StatusOr<float*> GradBuffer(int layer) override {
+    GradSlot& g = grads_[next_grad_];
+    if (g.free) device_->StreamWaitEvent(StreamKind::kCompute, *g.free);
     const size_t bytes = static_cast<size_t>(eps_->layer(layer).padded_elems) * sizeof(float);
-    device_->Memset(grad_.data(), 0, bytes, StreamKind::kCompute);
-    return grad_.as<float>();
+    device_->Memset(g.buffer.data(), 0, bytes, StreamKind::kCompute);
+    return g.buffer.as<float>();
   }
 
   Status SubmitGrad(int layer) override {
+    GradSlot& g = grads_[next_grad_];
+    next_grad_ = (next_grad_ + 1) % kL2LGradBuffers;
     const auto t0 = Clock::now();
-    Status s = eps_->ReduceScatter(layer, grad_.as<float>());
+    std::unique_ptr<Event> ready = device_->RecordEvent(StreamKind::kCompute);
+    StatusOr<std::shared_ptr<Event>> landed =
+        eps_->ReduceScatter(layer, g.buffer.as<float>(), *ready);
     gather_wait_s_ += SecondsSince(t0);
-    return s;
+    RETURN_IF_ERROR(landed.status());
+    g.free = std::move(landed).value();
+    return OkStatus();
   }
 
   StatusOr<double> FinishStep() override { return eps_->FinishStep(); }
@@ -108,7 +127,8 @@ class L2LParamSource final : public ParamSource {
                       st.v.as<float>()};
   }
   StatusOr<StateSlice> LoadSlice(int layer) override { return SaveSlice(layer); }
-  Status CommitLoaded(int) override {
+  Status CommitLoaded(int layer) override {
+    eps_->RefreshComputeCopy(layer);
     InvalidateGathered();
     return OkStatus();
   }
@@ -125,6 +145,12 @@ class L2LParamSource final : public ParamSource {
     int layer = -1;  // contents, or -1
     bool in_use = false;
     int64_t last_use = 0;
+    std::unique_ptr<Event> ready;  // after the gather into the buffer
+    std::unique_ptr<Event> free;   // after the compute stream's last use
+  };
+  struct GradSlot {
+    DeviceBuffer buffer;
+    std::shared_ptr<Event> free;  // after the reduce-scatter and D2H read it
   };
 
   int Find(int layer) const {
@@ -145,8 +171,9 @@ class L2LParamSource final : public ParamSource {
   }
   Status Fill(int slot, int layer) {
     const auto t0 = Clock::now();
-    slots_[slot].layer = -1;
-    RETURN_IF_ERROR(eps_->Gather(layer, slots_[slot].buffer.as<float>()));
+    Slot& s = slots_[slot];
+    s.layer = -1;
+    ASSIGN_OR_RETURN(s.ready, eps_->Gather(layer, s.buffer.data(), s.free.get()));
     ++gathers_;
     slots_[slot].layer = layer;
     slots_[slot].last_use = ++clock_;
@@ -157,7 +184,8 @@ class L2LParamSource final : public ParamSource {
   Device* device_;
   eps::EagerParameterServer* eps_;
   std::vector<Slot> slots_;
-  DeviceBuffer grad_;
+  GradSlot grads_[kL2LGradBuffers];
+  int next_grad_ = 0;
   int64_t clock_ = 0;
   int64_t gathers_ = 0;
   double gather_wait_s_ = 0;
@@ -165,38 +193,50 @@ class L2LParamSource final : public ParamSource {
 
 // ---------------------------------------------------------------------------
 // Resident: everything on the device, data-parallel all-reduce, AdamW on the
-// device. The gradient norm is summed over the same shard ranges, in the same
-// order, as the EPS does, so that l2l and resident clip identically.
+// device (ResidentOptimizer). The gradient norm is summed over the same shard
+// ranges, in the same order, as the EPS does, so that l2l and resident clip
+// identically.
 class ResidentParamSource final : public ParamSource {
  public:
-  ResidentParamSource(Device* device, Comm* comm, const eps::OptimizerSettings& settings,
-                      int optimizer_threads, int num_layers)
+  ResidentParamSource(Device* device, Comm* host_comm, Comm* device_comm,
+                      const eps::OptimizerSettings& settings, DType dtype, int num_layers)
       : device_(device),
-        comm_(comm),
+        host_comm_(host_comm),
+        device_comm_(device_comm),
         settings_(settings),
-        layers_(num_layers),
-        queue_(optimizer_threads, num_layers) {}
+        dtype_(dtype),
+        layers_(num_layers) {}
 
-  Status Init(const std::vector<int64_t>& sizes, const eps::LayerInitFn& init) {
-    L2L_CHECK(device_->type() == DeviceType::kCpu)
-        << "resident AdamW runs the CPU kernel; the device AdamW comes with the CUDA backend";
+  Status Init(const std::vector<int64_t>& sizes, const eps::LayerInitFn& init,
+              int optimizer_threads) {
+    int64_t max_padded = 0;
     for (size_t l = 0; l < sizes.size(); ++l) {
       Layer& L = layers_[l];
       L.size_elems = sizes[l];
-      L.padded_elems = eps::PaddedSizeElems(sizes[l], comm_->size(), eps::kShardAlignElems);
+      L.padded_elems = eps::PaddedSizeElems(sizes[l], host_comm_->size(), eps::kShardAlignElems);
+      max_padded = std::max(max_padded, L.padded_elems);
       const size_t bytes = static_cast<size_t>(L.padded_elems) * sizeof(float);
       const std::string what = "resident layer " + std::to_string(l);
       for (DeviceBuffer* b : {&L.params, &L.grad, &L.m, &L.v}) {
         ASSIGN_OR_RETURN(*b, device_->Allocate(bytes, what));
         device_->Memset(b->data(), 0, bytes, StreamKind::kCompute);
       }
+      if (dtype_ == DType::kBF16) {
+        ASSIGN_OR_RETURN(L.compute,
+                         device_->Allocate(L.padded_elems * sizeof(uint16_t), what + " (bf16)"));
+      }
       // Initialise on the host, then copy: the init function writes host memory.
       ASSIGN_OR_RETURN(HostBuffer host, device_->AllocatePinned(bytes, what + " init"));
       std::memset(host.data(), 0, bytes);
       init(static_cast<int>(l), 0, L.size_elems, host.as<float>());
-      device_->CopyH2D(L.params.data(), host.data(), bytes, StreamKind::kH2D);
-      device_->SynchronizeStream(StreamKind::kH2D);
+      device_->CopyH2D(L.params.data(), host.data(), bytes, StreamKind::kCompute);
+      device_->SynchronizeStream(StreamKind::kCompute);
     }
+    ASSIGN_OR_RETURN(optimizer_,
+                     CreateResidentOptimizer(device_, optimizer_threads,
+                                             static_cast<int>(layers_.size()), max_padded));
+    for (size_t l = 0; l < layers_.size(); ++l) RefreshCompute(layers_[l]);
+    device_->SynchronizeStream(StreamKind::kCompute);
     return OkStatus();
   }
 
@@ -205,8 +245,9 @@ class ResidentParamSource final : public ParamSource {
   }
   void InvalidateGathered() override {}
   Status Prefetch(int) override { return OkStatus(); }
-  StatusOr<const float*> Acquire(int layer) override {
-    return layers_[layer].params.as<const float>();
+  StatusOr<const void*> Acquire(int layer) override {
+    const Layer& L = layers_[layer];
+    return dtype_ == DType::kBF16 ? L.compute.data() : L.params.data();
   }
   void Release(int) override {}
   StatusOr<float*> GradBuffer(int layer) override {
@@ -217,35 +258,34 @@ class ResidentParamSource final : public ParamSource {
   Status SubmitGrad(int layer) override {
     Layer& L = layers_[layer];
     const auto t0 = Clock::now();
-    if (comm_->size() > 1) {
-      RETURN_IF_ERROR(comm_->AllReduce(L.grad.data(), L.grad.data(), L.padded_elems,
-                                       CommDType::kF32, ReduceOp::kSum));
+    if (device_comm_->size() > 1) {
+      RETURN_IF_ERROR(device_comm_->AllReduce(L.grad.data(), L.grad.data(), L.padded_elems,
+                                              CommDType::kF32, ReduceOp::kSum));
     }
-    const eps::Shard own = eps::ShardOf(L.padded_elems, comm_->size(), comm_->rank());
-    L.grad_sq_norm = eps::SumSquares(L.grad.as<float>() + own.offset_elems, own.size_elems);
+    const eps::Shard own = eps::ShardOf(L.padded_elems, host_comm_->size(), host_comm_->rank());
+    L.grad_sq_norm = optimizer_->SumSquares(L.grad.as<float>() + own.offset_elems, own.size_elems);
     comm_wait_s_ += SecondsSince(t0);
     return OkStatus();
   }
   StatusOr<double> FinishStep() override {
     std::vector<double> sq(layers_.size());
     for (size_t l = 0; l < layers_.size(); ++l) sq[l] = layers_[l].grad_sq_norm;
-    ASSIGN_OR_RETURN(double norm, eps::GlobalGradNorm(sq, *comm_));
+    ASSIGN_OR_RETURN(double norm, eps::GlobalGradNorm(sq, *host_comm_));
     eps::AdamWParams hp = hp_;
     hp.grad_scale = eps::ClipScale(norm, settings_.grad_clip);
     for (size_t l = 0; l < layers_.size(); ++l) {
-      Layer* L = &layers_[l];
-      queue_.Submit(static_cast<int>(l), L->padded_elems, [L, hp](int64_t b, int64_t e) {
-        eps::AdamWUpdateF32Copy(hp, e - b, L->params.as<float>() + b, L->grad.as<float>() + b,
-                                L->m.as<float>() + b, L->v.as<float>() + b, nullptr);
-      });
+      Layer& L = layers_[l];
+      optimizer_->Update(static_cast<int>(l), hp, L.padded_elems, L.params.as<float>(),
+                         L.grad.as<float>(), L.m.as<float>(), L.v.as<float>(),
+                         dtype_ == DType::kBF16 ? L.compute.data() : nullptr);
     }
     // The baseline is synchronous: the step ends when the update is done.
-    queue_.WaitAll();
+    optimizer_->WaitAll();
     return norm;
   }
-  void WaitForUpdates() override { queue_.WaitAll(); }
+  void WaitForUpdates() override { optimizer_->WaitAll(); }
   Status ReadLayer(int layer, float* host_padded) override {
-    queue_.WaitAll();
+    optimizer_->WaitAll();
     const Layer& L = layers_[layer];
     device_->CopyD2H(host_padded, L.params.data(), L.params.size_bytes(), StreamKind::kD2H);
     device_->SynchronizeStream(StreamKind::kD2H);
@@ -255,10 +295,10 @@ class ResidentParamSource final : public ParamSource {
 
   // The state lives on the device: slices are staged through host buffers.
   StatusOr<StateSlice> SaveSlice(int layer) override {
-    queue_.WaitAll();
+    optimizer_->WaitAll();
     Layer& L = layers_[layer];
-    const eps::Shard valid =
-        eps::ValidPart(eps::ShardOf(L.padded_elems, comm_->size(), comm_->rank()), L.size_elems);
+    const eps::Shard valid = eps::ValidPart(
+        eps::ShardOf(L.padded_elems, host_comm_->size(), host_comm_->rank()), L.size_elems);
     RETURN_IF_ERROR(Stage(layer, valid.size_elems));
     const size_t off = valid.offset_elems * sizeof(float), bytes = valid.size_elems * sizeof(float);
     device_->CopyD2H(L.staged[0].data(), L.params.as<char>() + off, bytes, StreamKind::kD2H);
@@ -269,7 +309,7 @@ class ResidentParamSource final : public ParamSource {
                       L.staged[1].as<float>(), L.staged[2].as<float>()};
   }
   StatusOr<StateSlice> LoadSlice(int layer) override {
-    queue_.WaitAll();
+    optimizer_->WaitAll();
     Layer& L = layers_[layer];
     RETURN_IF_ERROR(Stage(layer, L.size_elems));
     return StateSlice{0, L.size_elems, L.staged[0].as<float>(), L.staged[1].as<float>(),
@@ -278,16 +318,17 @@ class ResidentParamSource final : public ParamSource {
   Status CommitLoaded(int layer) override {
     Layer& L = layers_[layer];
     const size_t bytes = L.size_elems * sizeof(float);
-    device_->CopyH2D(L.params.data(), L.staged[0].data(), bytes, StreamKind::kH2D);
-    device_->CopyH2D(L.m.data(), L.staged[1].data(), bytes, StreamKind::kH2D);
-    device_->CopyH2D(L.v.data(), L.staged[2].data(), bytes, StreamKind::kH2D);
-    device_->SynchronizeStream(StreamKind::kH2D);
+    device_->CopyH2D(L.params.data(), L.staged[0].data(), bytes, StreamKind::kCompute);
+    device_->CopyH2D(L.m.data(), L.staged[1].data(), bytes, StreamKind::kCompute);
+    device_->CopyH2D(L.v.data(), L.staged[2].data(), bytes, StreamKind::kCompute);
+    RefreshCompute(L);
+    device_->SynchronizeStream(StreamKind::kCompute);
     for (HostBuffer& b : L.staged) b.Reset();
     return OkStatus();
   }
 
   double TakeGatherWaitSeconds() override { return std::exchange(comm_wait_s_, 0.0); }
-  double TakeOptimizerWaitSeconds() override { return queue_.TakeWaitSeconds(); }
+  double TakeOptimizerWaitSeconds() override { return optimizer_->TakeWaitSeconds(); }
   int64_t TakeGatherCount() override { return 0; }
   int64_t host_state_bytes() const override { return 0; }
 
@@ -295,10 +336,16 @@ class ResidentParamSource final : public ParamSource {
   struct Layer {
     int64_t size_elems = 0, padded_elems = 0;
     DeviceBuffer params, grad, m, v;
+    DeviceBuffer compute;  // bf16 copy of params (bf16 compute only)
     HostBuffer staged[3];  // checkpoint staging: master, m, v
     double grad_sq_norm = 0;
   };
 
+  void RefreshCompute(Layer& L) {
+    if (dtype_ == DType::kBF16) {
+      optimizer_->ToBF16(L.params.as<float>(), L.padded_elems, L.compute.data());
+    }
+  }
   Status Stage(int layer, int64_t elems) {
     for (HostBuffer& b : layers_[layer].staged) {
       if (static_cast<int64_t>(b.size_bytes()) < elems * static_cast<int64_t>(sizeof(float))) {
@@ -309,23 +356,29 @@ class ResidentParamSource final : public ParamSource {
     return OkStatus();
   }
   Device* device_;
-  Comm* comm_;
+  Comm* host_comm_;
+  Comm* device_comm_;
   eps::OptimizerSettings settings_;
+  DType dtype_;
   std::vector<Layer> layers_;
-  eps::OptimizerQueue queue_;
+  std::unique_ptr<ResidentOptimizer> optimizer_;
   eps::AdamWParams hp_{};
   double comm_wait_s_ = 0;
 };
 
 }  // namespace
 
-int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth) {
-  return (prefetch_depth + 2) * max_padded_elems * static_cast<int64_t>(sizeof(float));
+int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype) {
+  return (prefetch_depth + 1) * max_padded_elems * static_cast<int64_t>(DTypeSizeBytes(dtype)) +
+         kL2LGradBuffers * max_padded_elems * static_cast<int64_t>(sizeof(float));
 }
 
-int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems) {
+int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype) {
   int64_t b = 0;
-  for (int64_t p : padded_elems) b += 4 * p * static_cast<int64_t>(sizeof(float));
+  for (int64_t p : padded_elems) {
+    b += 4 * p * static_cast<int64_t>(sizeof(float));
+    if (dtype == DType::kBF16) b += p * static_cast<int64_t>(sizeof(uint16_t));
+  }
   return b;
 }
 
@@ -338,11 +391,12 @@ StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
 }
 
 StatusOr<std::unique_ptr<ParamSource>> CreateResidentParamSource(
-    Device* device, Comm* comm, const std::vector<int64_t>& layer_size_elems,
-    const eps::LayerInitFn& init, const eps::OptimizerSettings& settings, int optimizer_threads) {
-  auto src = std::make_unique<ResidentParamSource>(device, comm, settings, optimizer_threads,
+    Device* device, Comm* host_comm, Comm* device_comm,
+    const std::vector<int64_t>& layer_size_elems, const eps::LayerInitFn& init,
+    const eps::OptimizerSettings& settings, int optimizer_threads, DType dtype) {
+  auto src = std::make_unique<ResidentParamSource>(device, host_comm, device_comm, settings, dtype,
                                                    static_cast<int>(layer_size_elems.size()));
-  RETURN_IF_ERROR(src->Init(layer_size_elems, init));
+  RETURN_IF_ERROR(src->Init(layer_size_elems, init, optimizer_threads));
   return std::unique_ptr<ParamSource>(std::move(src));
 }
 

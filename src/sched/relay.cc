@@ -1,6 +1,7 @@
 #include "l2l/sched/relay.h"
 
 #include <chrono>
+#include <cstring>
 
 namespace l2l::sched {
 namespace {
@@ -10,14 +11,19 @@ double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+constexpr int64_t kInputAlignBytes = 256;
+
+int64_t AlignUp(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
+
 int64_t BoundaryElems(const model::ModelDims& d, int micro_batch) {
   return static_cast<int64_t>(micro_batch) * d.seq_len * d.hidden;
 }
 
-// Bytes of one micro-batch's uploaded inputs: keys, tokens, types, targets, mask.
+// Bytes of one micro-batch's staged inputs: keys, tokens, types, target rows,
+// row targets (int32 each per token) and the attention mask.
 int64_t InputBytes(const model::ModelDims& d, int micro_batch) {
   const int64_t cells = static_cast<int64_t>(micro_batch) * d.seq_len;
-  return micro_batch * 8 + cells * (3 * 4 + 1);
+  return AlignUp(micro_batch * 8 + cells * (4 * 4 + 1), kInputAlignBytes);
 }
 
 int64_t StashElems(const model::ModelDims& d, const RelayOptions& o) {
@@ -28,132 +34,160 @@ int64_t StashElems(const model::ModelDims& d, const RelayOptions& o) {
 
 }  // namespace
 
+model::LayerExecOptions LayerExecOptionsFor(const model::ModelDims& dims,
+                                            const RelayOptions& options) {
+  model::LayerExecOptions o;
+  o.dtype = options.dtype;
+  o.micro_batch = options.micro_batch;
+  const int64_t tokens = static_cast<int64_t>(options.micro_batch) * dims.seq_len;
+  const int64_t chunks = (tokens + model::kHeadLogitRows - 1) / model::kHeadLogitRows;
+  o.max_head_calls_per_step = static_cast<int>(options.n_micro * chunks);
+  return o;
+}
+
 DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptions& options,
-                                  int64_t params_bytes) {
+                                  int64_t params_bytes, const model::LayerExec& exec) {
   DeviceMemoryPlan p;
+  const int64_t elem = static_cast<int64_t>(exec.elem_bytes());
   p.params_bytes = params_bytes;
-  const int64_t ws = std::max({model::EmbeddingWorkspaceElems(dims, options.micro_batch),
-                               model::BlockWorkspaceElems(dims, options.micro_batch),
-                               model::HeadWorkspaceElems(dims, options.micro_batch)});
-  p.workspace_bytes = ws * static_cast<int64_t>(sizeof(float));
-  p.boundary_bytes = 4 * BoundaryElems(dims, options.micro_batch) * sizeof(float) +
-                     InputBytes(dims, options.micro_batch);
-  p.stash_bytes = options.stash == Stash::kDevice ? StashElems(dims, options) * sizeof(float) : 0;
+  p.workspace_bytes = exec.WorkspaceBytes(options.micro_batch);
+  p.boundary_bytes = 4 * BoundaryElems(dims, options.micro_batch) * elem +
+                     options.n_micro * InputBytes(dims, options.micro_batch) + exec.device_bytes();
+  p.stash_bytes = options.stash == Stash::kDevice ? StashElems(dims, options) * elem : 0;
   return p;
 }
 
 Relay::Relay(Device* device, const model::ModelDims& dims, const RelayOptions& options,
-             ParamSource* source)
-    : device_(device), dims_(dims), options_(options), source_(source) {
+             ParamSource* source, std::unique_ptr<model::LayerExec> exec)
+    : device_(device), dims_(dims), options_(options), source_(source), exec_(std::move(exec)) {
   const int last = model::NumLayers(dims) - 1;  // the head
   for (int l = 0; l <= last; ++l) schedule_.push_back(l);
   for (int l = last - 1; l >= 0; --l) schedule_.push_back(l);
-  boundary_elems_ = BoundaryElems(dims, options.micro_batch);
+  boundary_bytes_ = BoundaryElems(dims, options.micro_batch) * exec_->elem_bytes();
+  input_bytes_ = InputBytes(dims, options.micro_batch);
 }
 
 StatusOr<std::unique_ptr<Relay>> Relay::Create(Device* device, const model::ModelDims& dims,
-                                               const RelayOptions& options, ParamSource* source) {
-  std::unique_ptr<Relay> r(new Relay(device, dims, options, source));
+                                               const RelayOptions& options, ParamSource* source,
+                                               std::unique_ptr<model::LayerExec> exec) {
+  L2L_CHECK(exec != nullptr && exec->dtype() == options.dtype)
+      << "the layer executor's dtype must be the relay's";
+  std::unique_ptr<Relay> r(new Relay(device, dims, options, source, std::move(exec)));
   RETURN_IF_ERROR(r->Allocate());
   return r;
 }
 
 Status Relay::Allocate() {
-  const DeviceMemoryPlan plan = PlanDeviceMemory(dims_, options_, 0);
-  ASSIGN_OR_RETURN(workspace_, device_->Allocate(plan.workspace_bytes, "layer workspace"));
-  const size_t boundary_bytes = boundary_elems_ * sizeof(float);
-  ASSIGN_OR_RETURN(x_in_, device_->Allocate(boundary_bytes, "boundary buffer x_in"));
-  ASSIGN_OR_RETURN(x_out_, device_->Allocate(boundary_bytes, "boundary buffer x_out"));
-  ASSIGN_OR_RETURN(dy_, device_->Allocate(boundary_bytes, "boundary buffer dy"));
-  ASSIGN_OR_RETURN(dx_, device_->Allocate(boundary_bytes, "boundary buffer dx"));
-  ASSIGN_OR_RETURN(
-      inputs_, device_->Allocate(InputBytes(dims_, options_.micro_batch), "micro-batch inputs"));
-  const int64_t cells = static_cast<int64_t>(options_.micro_batch) * dims_.seq_len;
-  char* p = inputs_.as<char>();
-  d_keys_ = reinterpret_cast<uint64_t*>(p);
-  p += options_.micro_batch * 8;
-  d_tokens_ = reinterpret_cast<int32_t*>(p);
-  d_types_ = d_tokens_ + cells;
-  d_targets_ = d_types_ + cells;
-  d_mask_ = reinterpret_cast<uint8_t*>(d_targets_ + cells);
+  ASSIGN_OR_RETURN(workspace_, device_->Allocate(exec_->WorkspaceBytes(options_.micro_batch),
+                                                 "layer workspace"));
+  ASSIGN_OR_RETURN(x_in_, device_->Allocate(boundary_bytes_, "boundary buffer x_in"));
+  ASSIGN_OR_RETURN(x_out_, device_->Allocate(boundary_bytes_, "boundary buffer x_out"));
+  ASSIGN_OR_RETURN(dy_, device_->Allocate(boundary_bytes_, "boundary buffer dy"));
+  ASSIGN_OR_RETURN(dx_, device_->Allocate(boundary_bytes_, "boundary buffer dx"));
+  const size_t inputs = static_cast<size_t>(options_.n_micro) * input_bytes_;
+  ASSIGN_OR_RETURN(inputs_, device_->Allocate(inputs, "micro-batch inputs"));
+  ASSIGN_OR_RETURN(staged_inputs_, device_->AllocatePinned(inputs, "micro-batch inputs (host)"));
 
-  const size_t stash_bytes = StashElems(dims_, options_) * sizeof(float);
+  const size_t stash_bytes = StashElems(dims_, options_) * exec_->elem_bytes();
   if (options_.stash == Stash::kDevice) {
     ASSIGN_OR_RETURN(device_stash_, device_->Allocate(stash_bytes, "activation stash"));
-    stash_base_ = device_stash_.as<float>();
+    stash_base_ = device_stash_.as<char>();
   } else {
     ASSIGN_OR_RETURN(host_stash_, device_->AllocatePinned(stash_bytes, "host activation stash"));
-    stash_base_ = host_stash_.as<float>();
+    stash_base_ = host_stash_.as<char>();
   }
   return OkStatus();
 }
 
-float* Relay::StashSlot(int layer_input, int micro) {
+char* Relay::StashSlot(int layer_input, int micro) {
   L2L_CHECK(layer_input >= 1 && layer_input <= dims_.num_blocks + 1);
-  return stash_base_ + ((layer_input - 1) * options_.n_micro + micro) * boundary_elems_;
+  return stash_base_ + ((layer_input - 1) * options_.n_micro + micro) * boundary_bytes_;
 }
 
-float* Relay::DStashSlot(int micro) {
-  return stash_base_ + ((dims_.num_blocks + 1) * options_.n_micro + micro) * boundary_elems_;
+char* Relay::DStashSlot(int micro) {
+  return stash_base_ + ((dims_.num_blocks + 1) * options_.n_micro + micro) * boundary_bytes_;
 }
 
-void Relay::LoadBoundary(float* device_dst, const float* stash_src) {
-  const size_t bytes = boundary_elems_ * sizeof(float);
+void Relay::LoadBoundary(void* device_dst, const void* stash_src) {
   if (options_.stash == Stash::kDevice) {
-    device_->CopyD2D(device_dst, stash_src, bytes, StreamKind::kCompute);
+    device_->CopyD2D(device_dst, stash_src, boundary_bytes_, StreamKind::kCompute);
   } else {
-    device_->CopyH2D(device_dst, stash_src, bytes, StreamKind::kCompute);
+    device_->CopyH2D(device_dst, stash_src, boundary_bytes_, StreamKind::kCompute);
   }
 }
 
-void Relay::StoreBoundary(float* stash_dst, const float* device_src) {
-  const size_t bytes = boundary_elems_ * sizeof(float);
+void Relay::StoreBoundary(void* stash_dst, const void* device_src) {
   if (options_.stash == Stash::kDevice) {
-    device_->CopyD2D(stash_dst, device_src, bytes, StreamKind::kCompute);
+    device_->CopyD2D(stash_dst, device_src, boundary_bytes_, StreamKind::kCompute);
   } else {
-    device_->CopyD2H(stash_dst, device_src, bytes, StreamKind::kCompute);
+    device_->CopyD2H(stash_dst, device_src, boundary_bytes_, StreamKind::kCompute);
   }
 }
 
-void Relay::UploadInputs(const MicroBatchInput& b) {
-  L2L_CHECK_EQ(b.rows, options_.micro_batch);
-  const size_t cells = static_cast<size_t>(b.rows) * dims_.seq_len;
-  device_->CopyH2D(d_keys_, b.sample_keys, b.rows * sizeof(uint64_t), StreamKind::kCompute);
-  device_->CopyH2D(d_tokens_, b.tokens, cells * sizeof(int32_t), StreamKind::kCompute);
-  device_->CopyH2D(d_types_, b.token_types, cells * sizeof(int32_t), StreamKind::kCompute);
-  device_->CopyH2D(d_targets_, b.targets, cells * sizeof(int32_t), StreamKind::kCompute);
-  device_->CopyH2D(d_mask_, b.attn_mask, cells, StreamKind::kCompute);
+Relay::InputView Relay::ViewAt(void* base, int micro) const {
+  const int64_t cells = static_cast<int64_t>(options_.micro_batch) * dims_.seq_len;
+  char* p = static_cast<char*>(base) + micro * input_bytes_;
+  InputView v;
+  v.keys = reinterpret_cast<uint64_t*>(p);
+  v.tokens = reinterpret_cast<int32_t*>(p + options_.micro_batch * 8);
+  v.types = v.tokens + cells;
+  v.rows = v.types + cells;
+  v.row_targets = v.rows + cells;
+  v.mask = reinterpret_cast<uint8_t*>(v.row_targets + cells);
+  return v;
 }
 
-StatusOr<const float*> Relay::AcquireAt(size_t visit) {
-  ASSIGN_OR_RETURN(const float* params, source_->Acquire(schedule_[visit]));
+model::TargetRows Relay::TargetsOf(int micro) const {
+  const InputView v = ViewAt(inputs_.data(), micro);
+  return model::TargetRows{v.rows, v.row_targets, target_counts_[micro]};
+}
+
+Status Relay::UploadInputs(const std::vector<MicroBatchInput>& batches) {
+  L2L_CHECK_EQ(static_cast<int>(batches.size()), options_.n_micro);
+  // The previous step's upload from this staging buffer finished: every step
+  // ends by synchronising the compute stream (TakeLoss).
+  const int64_t cells = static_cast<int64_t>(options_.micro_batch) * dims_.seq_len;
+  target_counts_.assign(batches.size(), 0);
+  for (size_t m = 0; m < batches.size(); ++m) {
+    const MicroBatchInput& b = batches[m];
+    L2L_CHECK_EQ(b.rows, options_.micro_batch);
+    const InputView v = ViewAt(staged_inputs_.data(), static_cast<int>(m));
+    std::memcpy(v.keys, b.sample_keys, b.rows * sizeof(uint64_t));
+    std::memcpy(v.tokens, b.tokens, cells * sizeof(int32_t));
+    std::memcpy(v.types, b.token_types, cells * sizeof(int32_t));
+    std::memcpy(v.mask, b.attn_mask, cells);
+    ASSIGN_OR_RETURN(target_counts_[m],
+                     model::CompactTargets(b.targets, cells, dims_.vocab, v.rows, v.row_targets));
+  }
+  device_->CopyH2D(inputs_.data(), staged_inputs_.data(), batches.size() * input_bytes_,
+                   StreamKind::kCompute);
+  return OkStatus();
+}
+
+StatusOr<const void*> Relay::AcquireAt(size_t visit) {
+  ASSIGN_OR_RETURN(const void* params, source_->Acquire(schedule_[visit]));
   for (size_t i = visit + 1; i <= visit + options_.prefetch_depth && i < schedule_.size(); ++i) {
     RETURN_IF_ERROR(source_->Prefetch(schedule_[i]));
   }
   return params;
 }
 
-Status Relay::Forward(int64_t step, uint64_t seed, bool training,
-                      const std::vector<MicroBatchInput>& batches, double* compute_s) {
-  L2L_CHECK_EQ(static_cast<int>(batches.size()), options_.n_micro);
-  float* ws = workspace_.as<float>();
+Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches) {
+  void* ws = workspace_.data();
   for (int l = 0; l <= dims_.num_blocks; ++l) {
-    ASSIGN_OR_RETURN(const float* params, AcquireAt(l));
-    for (int m = 0; m < options_.n_micro; ++m) {
-      const MicroBatchInput& b = batches[m];
-      UploadInputs(b);
-      const model::StepContext ctx{seed, step, l, training, d_keys_};
-      const auto t0 = Clock::now();
+    ASSIGN_OR_RETURN(const void* params, AcquireAt(l));
+    for (int m = 0; m < n_batches; ++m) {
+      const InputView in = ViewAt(inputs_.data(), m);
+      const model::StepContext ctx{seed, step, l, training, in.keys};
       if (l == 0) {
-        model::EmbeddingForward<float>(dims_, ctx, params, d_tokens_, d_types_, b.rows,
-                                       x_out_.as<float>(), ws);
+        exec_->EmbeddingForward(ctx, params, in.tokens, in.types, options_.micro_batch,
+                                x_out_.data(), ws);
       } else {
-        LoadBoundary(x_in_.as<float>(), StashSlot(l, m));
-        model::BlockForward<float>(dims_, ctx, params, x_in_.as<float>(), d_mask_, b.rows,
-                                   x_out_.as<float>(), ws);
+        LoadBoundary(x_in_.data(), StashSlot(l, m));
+        exec_->BlockForward(ctx, params, x_in_.data(), in.mask, options_.micro_batch, x_out_.data(),
+                            ws);
       }
-      *compute_s += SecondsSince(t0);
-      StoreBoundary(StashSlot(l + 1, m), x_out_.as<float>());
+      StoreBoundary(StashSlot(l + 1, m), x_out_.data());
     }
     source_->Release(l);
   }
@@ -163,29 +197,26 @@ Status Relay::Forward(int64_t step, uint64_t seed, bool training,
 StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
                                       const std::vector<MicroBatchInput>& batches,
                                       double grad_scale) {
+  const auto t_step = Clock::now();
   StepOutput out;
   source_->BeginStep(lr, step + 1);
-  RETURN_IF_ERROR(Forward(step, seed, /*training=*/true, batches, &out.compute_s));
-  float* ws = workspace_.as<float>();
+  RETURN_IF_ERROR(UploadInputs(batches));
+  const int n = options_.n_micro;
+  RETURN_IF_ERROR(Forward(step, seed, /*training=*/true, n));
+  void* ws = workspace_.data();
   const int head = dims_.num_blocks + 1;
 
   // Head: forward, loss and backward back to back, one gather.
   {
-    ASSIGN_OR_RETURN(const float* params, AcquireAt(head));
+    ASSIGN_OR_RETURN(const void* params, AcquireAt(head));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(head));
-    for (int m = 0; m < options_.n_micro; ++m) {
-      const MicroBatchInput& b = batches[m];
-      UploadInputs(b);
-      LoadBoundary(x_in_.as<float>(), StashSlot(head, m));
-      const model::StepContext ctx{seed, step, head, true, d_keys_};
-      const auto t0 = Clock::now();
-      const model::HeadResult r =
-          model::HeadForwardBackward<float>(dims_, ctx, params, x_in_.as<float>(), d_targets_,
-                                            b.rows, grad_scale, dx_.as<float>(), grad, ws);
-      out.compute_s += SecondsSince(t0);
-      out.loss_sum += r.loss_sum;
-      out.targets += r.count;
-      StoreBoundary(DStashSlot(m), dx_.as<float>());
+    for (int m = 0; m < n; ++m) {
+      const InputView in = ViewAt(inputs_.data(), m);
+      LoadBoundary(x_in_.data(), StashSlot(head, m));
+      const model::StepContext ctx{seed, step, head, true, in.keys};
+      exec_->HeadForwardBackward(ctx, params, x_in_.data(), TargetsOf(m), options_.micro_batch,
+                                 grad_scale, dx_.data(), grad, ws);
+      StoreBoundary(DStashSlot(m), dx_.data());
     }
     source_->Release(head);
     RETURN_IF_ERROR(source_->SubmitGrad(head));
@@ -195,60 +226,61 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   // the embedding. The gradient boundary of micro-batch m is updated in place.
   for (int l = dims_.num_blocks; l >= 0; --l) {
     const size_t visit = static_cast<size_t>(2 * head - l);
-    ASSIGN_OR_RETURN(const float* params, AcquireAt(visit));
+    ASSIGN_OR_RETURN(const void* params, AcquireAt(visit));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(l));
-    for (int m = 0; m < options_.n_micro; ++m) {
-      const MicroBatchInput& b = batches[m];
-      UploadInputs(b);
-      LoadBoundary(dy_.as<float>(), DStashSlot(m));
-      const model::StepContext ctx{seed, step, l, true, d_keys_};
-      const auto t0 = Clock::now();
+    for (int m = 0; m < n; ++m) {
+      const InputView in = ViewAt(inputs_.data(), m);
+      LoadBoundary(dy_.data(), DStashSlot(m));
+      const model::StepContext ctx{seed, step, l, true, in.keys};
       if (l == 0) {
-        model::EmbeddingBackward<float>(dims_, ctx, params, d_tokens_, d_types_, b.rows,
-                                        dy_.as<float>(), grad, ws);
-        out.compute_s += SecondsSince(t0);
+        exec_->EmbeddingBackward(ctx, params, in.tokens, in.types, options_.micro_batch, dy_.data(),
+                                 grad, ws);
       } else {
-        LoadBoundary(x_in_.as<float>(), StashSlot(l, m));
-        model::BlockBackward<float>(dims_, ctx, params, x_in_.as<float>(), d_mask_, b.rows,
-                                    dy_.as<float>(), dx_.as<float>(), grad, ws);
-        out.compute_s += SecondsSince(t0);
-        StoreBoundary(DStashSlot(m), dx_.as<float>());
+        LoadBoundary(x_in_.data(), StashSlot(l, m));
+        exec_->BlockBackward(ctx, params, x_in_.data(), in.mask, options_.micro_batch, dy_.data(),
+                             dx_.data(), grad, ws);
+        StoreBoundary(DStashSlot(m), dx_.data());
       }
     }
     source_->Release(l);
     RETURN_IF_ERROR(source_->SubmitGrad(l));
   }
 
+  const model::HeadResult loss = exec_->TakeLoss();  // synchronises the compute stream
+  out.loss_sum = loss.loss_sum;
+  out.targets = loss.count;
   ASSIGN_OR_RETURN(out.grad_norm, source_->FinishStep());
   out.gather_wait_s = source_->TakeGatherWaitSeconds();
   out.optimizer_wait_s = source_->TakeOptimizerWaitSeconds();
   out.gathers = source_->TakeGatherCount();
+  out.compute_s = std::max(0.0, SecondsSince(t_step) - out.gather_wait_s - out.optimizer_wait_s);
   return out;
 }
 
 StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches) {
+  const auto t_step = Clock::now();
   StepOutput out;
   source_->InvalidateGathered();  // the optimizer may have changed every layer
-  RETURN_IF_ERROR(Forward(0, 0, /*training=*/false, batches, &out.compute_s));
+  RETURN_IF_ERROR(UploadInputs(batches));
+  const int n = options_.n_micro;
+  RETURN_IF_ERROR(Forward(0, 0, /*training=*/false, n));
   const int head = dims_.num_blocks + 1;
-  ASSIGN_OR_RETURN(const float* params, source_->Acquire(head));
-  for (int m = 0; m < options_.n_micro; ++m) {
-    const MicroBatchInput& b = batches[m];
-    UploadInputs(b);
-    LoadBoundary(x_in_.as<float>(), StashSlot(head, m));
-    const model::StepContext ctx{0, 0, head, false, d_keys_};
-    const auto t0 = Clock::now();
-    const model::HeadResult r =
-        model::HeadForwardBackward<float>(dims_, ctx, params, x_in_.as<float>(), d_targets_, b.rows,
-                                          0.0, nullptr, nullptr, workspace_.as<float>());
-    out.compute_s += SecondsSince(t0);
-    out.loss_sum += r.loss_sum;
-    out.targets += r.count;
+  ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
+  for (int m = 0; m < n; ++m) {
+    const InputView in = ViewAt(inputs_.data(), m);
+    LoadBoundary(x_in_.data(), StashSlot(head, m));
+    const model::StepContext ctx{0, 0, head, false, in.keys};
+    exec_->HeadForwardBackward(ctx, params, x_in_.data(), TargetsOf(m), options_.micro_batch, 0.0,
+                               nullptr, nullptr, workspace_.data());
   }
   source_->Release(head);
+  const model::HeadResult loss = exec_->TakeLoss();
+  out.loss_sum = loss.loss_sum;
+  out.targets = loss.count;
   out.gather_wait_s = source_->TakeGatherWaitSeconds();
   out.optimizer_wait_s = source_->TakeOptimizerWaitSeconds();
   out.gathers = source_->TakeGatherCount();
+  out.compute_s = std::max(0.0, SecondsSince(t_step) - out.gather_wait_s - out.optimizer_wait_s);
   return out;
 }
 

@@ -6,7 +6,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include "l2l/comm/device_comm.h"
 #include "l2l/core/log.h"
+#include "l2l/model/layer_exec.h"
 #include "l2l/train/schedule.h"
 #include "l2l/train/signals.h"
 
@@ -111,7 +113,6 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     RETURN_IF_ERROR(comm_->Agree(s.WithContext("data.path")));
   }
 
-  // The memory plan, checked against the cap before anything is allocated.
   for (int l = 0; l < model::NumLayers(dims_); ++l) {
     layer_sizes_.push_back(model::LayoutFor(dims_, model::KindOf(dims_, l)).size_elems());
   }
@@ -127,42 +128,12 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   ro.stash = cfg_.exec.stash == config::StashPlacement::kHost ? sched::Stash::kHost
                                                               : sched::Stash::kDevice;
   ro.prefetch_depth = cfg_.exec.prefetch_depth;
+  ro.dtype = cfg_.exec.precision == config::Precision::kBf16 ? DType::kBF16 : DType::kF32;
   const bool l2l = cfg_.exec.mode == config::ExecMode::kL2L;
-  const int64_t params_bytes = l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth)
-                                   : sched::ResidentParamSourceDeviceBytes(padded);
-  plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes);
   const int64_t limit = cfg_.exec.device_memory_limit_bytes;
-  if (rank == 0) {
-    std::printf(
-        "l2l: mode %s, %d ranks x %d micro-batches of %d, device memory plan %s "
-        "(parameters %s, workspace %s, boundaries %s, stash %s), limit %s\n",
-        config::Name(cfg_.exec.mode), world, n_micro_, cfg_.train.micro_batch,
-        config::FormatBytes(plan_.total()).c_str(), config::FormatBytes(plan_.params_bytes).c_str(),
-        config::FormatBytes(plan_.workspace_bytes).c_str(),
-        config::FormatBytes(plan_.boundary_bytes).c_str(),
-        config::FormatBytes(plan_.stash_bytes).c_str(),
-        limit > 0 ? config::FormatBytes(limit).c_str() : "none");
-    std::fflush(stdout);
-  }
-  if (limit > 0 && plan_.total() > limit) {
-    return OutOfMemory(
-        "exec.device_memory_limit=" + config::FormatBytes(limit) + " is too small: this " +
-        std::string(config::Name(cfg_.exec.mode)) + " configuration needs " +
-        config::FormatBytes(plan_.total()) + " of device memory (" +
-        (l2l ? "the largest layer gathered " + std::to_string(ro.prefetch_depth + 1) +
-                   "x plus its gradient: "
-             : "all parameters, gradients and AdamW moments: ") +
-        config::FormatBytes(plan_.params_bytes) + ", one micro-batch's layer workspace " +
-        config::FormatBytes(plan_.workspace_bytes) + ")");
-  }
 
-  if (cfg_.exec.device == config::DeviceKind::kCuda) {
-    // The CUDA device, communicator and kernels exist, but the layers still
-    // call the CPU kernels: refuse rather than hand device pointers to them.
-    return comm_->Agree(Unimplemented(
-        "exec.device: cuda is not usable yet in this build (the layers do not dispatch to the "
-        "CUDA kernels); use exec.device: cpu"));
-  }
+  // The device, its communicator and the layer executor: small, fixed
+  // allocations. Everything that scales with the model comes after the plan.
   {
     DeviceOptions dopt;
     dopt.type = cfg_.exec.device == config::DeviceKind::kCpu ? DeviceType::kCpu : DeviceType::kCuda;
@@ -171,6 +142,47 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     auto dev = CreateDevice(dopt);
     RETURN_IF_ERROR(comm_->Agree(dev.status()));
     device_ = std::move(dev).value();
+  }
+  {
+    auto dc = CreateDeviceComm(*comm_, *device_);
+    RETURN_IF_ERROR(comm_->Agree(dc.status()));
+    device_comm_ = std::move(dc).value();
+  }
+  std::unique_ptr<model::LayerExec> exec;
+  {
+    auto e = model::CreateLayerExec(device_.get(), dims_, sched::LayerExecOptionsFor(dims_, ro));
+    RETURN_IF_ERROR(comm_->Agree(e.status()));
+    exec = std::move(e).value();
+  }
+
+  // The memory plan, checked against the cap before the model is allocated.
+  const int64_t params_bytes =
+      l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth, ro.dtype)
+          : sched::ResidentParamSourceDeviceBytes(padded, ro.dtype);
+  plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes, *exec);
+  if (rank == 0) {
+    std::printf(
+        "l2l: mode %s on %s (%s), %d ranks x %d micro-batches of %d, device memory plan %s "
+        "(parameters %s, workspace %s, boundaries %s, stash %s), limit %s\n",
+        config::Name(cfg_.exec.mode), device_->name().c_str(), DTypeName(ro.dtype), world, n_micro_,
+        cfg_.train.micro_batch, config::FormatBytes(plan_.total()).c_str(),
+        config::FormatBytes(plan_.params_bytes).c_str(),
+        config::FormatBytes(plan_.workspace_bytes).c_str(),
+        config::FormatBytes(plan_.boundary_bytes).c_str(),
+        config::FormatBytes(plan_.stash_bytes).c_str(),
+        limit > 0 ? config::FormatBytes(limit).c_str() : "none");
+    std::fflush(stdout);
+  }
+  if (limit > 0 && plan_.total() > limit) {
+    return comm_->Agree(OutOfMemory(
+        "exec.device_memory_limit=" + config::FormatBytes(limit) + " is too small: this " +
+        std::string(config::Name(cfg_.exec.mode)) + " configuration needs " +
+        config::FormatBytes(plan_.total()) + " of device memory (" +
+        (l2l ? "the largest layer gathered " + std::to_string(ro.prefetch_depth + 1) +
+                   "x plus its gradient buffers: "
+             : "all parameters, gradients and AdamW moments: ") +
+        config::FormatBytes(plan_.params_bytes) + ", one micro-batch's layer workspace " +
+        config::FormatBytes(plan_.workspace_bytes) + ")"));
   }
 
   const int threads = cfg_.exec.optimizer_threads > 0 ? cfg_.exec.optimizer_threads
@@ -186,11 +198,12 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   const eps::LayerInitFn init = [dims, seed](int layer, int64_t b, int64_t e, float* out) {
     model::InitParamRange(dims, layer, seed, b, e, out);
   };
+  Comm* device_comm = device_comm_ ? device_comm_.get() : comm_;
   {
     Status s;
     if (l2l) {
-      auto e =
-          eps::EagerParameterServer::Create(device_.get(), comm_, layer_sizes_, init, os, threads);
+      auto e = eps::EagerParameterServer::Create(device_.get(), comm_, device_comm, layer_sizes_,
+                                                 init, os, threads, ro.dtype);
       if (e.ok()) {
         eps_ = std::move(e).value();
         auto src = sched::CreateL2LParamSource(device_.get(), eps_.get(), ro.prefetch_depth);
@@ -202,15 +215,15 @@ Status Trainer::Init(int local_ranks, int local_rank) {
         s = e.status();
       }
     } else {
-      auto src =
-          sched::CreateResidentParamSource(device_.get(), comm_, layer_sizes_, init, os, threads);
+      auto src = sched::CreateResidentParamSource(device_.get(), comm_, device_comm, layer_sizes_,
+                                                  init, os, threads, ro.dtype);
       if (src.ok())
         source_ = std::move(src).value();
       else
         s = src.status();
     }
     if (s.ok()) {
-      auto relay = sched::Relay::Create(device_.get(), dims_, ro, source_.get());
+      auto relay = sched::Relay::Create(device_.get(), dims_, ro, source_.get(), std::move(exec));
       if (relay.ok())
         relay_ = std::move(relay).value();
       else

@@ -8,6 +8,16 @@
 //                         gradients all-reduced, AdamW on the device.
 // All calls come from the relay thread, in the same order on every rank
 // (they contain collectives).
+//
+// Stream ordering (DESIGN §1 overlap): the relay's layer work runs on the
+// device's compute stream. Acquire() makes that stream wait for the layer's
+// gather (the host does not wait); Release() marks the compute stream's work
+// so far as the buffer's last use; GradBuffer() makes the compute stream wait
+// until the buffer's previous reduce-scatter has read it; SubmitGrad() takes
+// the compute stream's work so far as the gradient. Gathers run on the H2D
+// and communication streams, reduce-scatters on the communication stream. On
+// the CPU backend every operation completes at once and the same calls
+// describe a synchronous relay.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +25,7 @@
 #include <vector>
 
 #include "l2l/comm/comm.h"
+#include "l2l/core/dtype.h"
 #include "l2l/device/device.h"
 #include "l2l/eps/param_server.h"
 
@@ -43,9 +54,10 @@ class ParamSource {
   virtual void InvalidateGathered() = 0;
   // Starts making `layer` available ahead of use, if a buffer is free.
   virtual Status Prefetch(int layer) = 0;
-  // Device pointer to the layer's full flat fp32 parameters, valid until
-  // Release(layer).
-  virtual StatusOr<const float*> Acquire(int layer) = 0;
+  // Device pointer to the layer's full flat parameters in the compute dtype,
+  // valid until Release(layer); work enqueued on the compute stream after
+  // this call sees them.
+  virtual StatusOr<const void*> Acquire(int layer) = 0;
   virtual void Release(int layer) = 0;
   // A zeroed device fp32 buffer (padded size) that accumulates the layer's
   // gradient over micro-batches; valid until SubmitGrad(layer).
@@ -80,19 +92,30 @@ class ParamSource {
   virtual int64_t host_state_bytes() const = 0;
 };
 
-// Device bytes each implementation allocates up front (the memory plan).
-int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth);
-int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems);
+// Gradient buffers of the l2l source: the reduce-scatter of layer l reads one
+// while the backward of layer l-1 fills the other.
+inline constexpr int kL2LGradBuffers = 2;
 
-// `eps` is owned by the caller and outlives the source.
+// Device bytes each implementation allocates up front (the memory plan):
+// l2l: (prefetch_depth + 1) gathered layers in the compute dtype plus
+// kL2LGradBuffers fp32 gradients of the largest layer; resident: fp32
+// weights, gradient and both moments of every layer, plus a bf16 copy of the
+// weights when computing in bf16.
+int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype);
+int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype);
+
+// `eps` is owned by the caller and outlives the source; the compute dtype is
+// the EPS's.
 StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
                                                             eps::EagerParameterServer* eps,
                                                             int prefetch_depth);
 
 // Initialises every layer on the device with `init` (the same function the
-// EPS uses, so both modes start from the same model).
+// EPS uses, so both modes start from the same model). `device_comm`
+// all-reduces the device gradients; `host_comm` sums the norms.
 StatusOr<std::unique_ptr<ParamSource>> CreateResidentParamSource(
-    Device* device, Comm* comm, const std::vector<int64_t>& layer_size_elems,
-    const eps::LayerInitFn& init, const eps::OptimizerSettings& settings, int optimizer_threads);
+    Device* device, Comm* host_comm, Comm* device_comm,
+    const std::vector<int64_t>& layer_size_elems, const eps::LayerInitFn& init,
+    const eps::OptimizerSettings& settings, int optimizer_threads, DType dtype);
 
 }  // namespace l2l::sched

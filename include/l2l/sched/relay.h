@@ -6,9 +6,17 @@
 //
 // Device memory (DESIGN §5), allocated once in Create: the ParamSource's
 // buffers, one layer workspace for one micro-batch, four boundary buffers
-// (x_in, x_out, dy, dx) and the micro-batch inputs; with stash=device also
-// the stash of every layer boundary. With stash=host the stash is pinned host
-// memory and nothing on the device scales with depth.
+// (x_in, x_out, dy, dx) and the step's micro-batch inputs; with stash=device
+// also the stash of every layer boundary. With stash=host the stash is pinned
+// host memory and nothing on the device scales with depth. Activations and
+// the stash are in the layer executor's compute dtype (bf16 on the GPU in
+// bf16 mode), parameter gradients in fp32.
+//
+// Ordering: layer work, boundary copies and input uploads run on the
+// device's compute stream; parameter traffic is the ParamSource's (H2D and
+// communication streams, ordered by events). The relay thread blocks only
+// where the host needs a result: the loss at the end of a step (TakeLoss),
+// a gather that must wait for a layer's update, and the gradient norm.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +24,9 @@
 #include <vector>
 
 #include "l2l/comm/comm.h"
+#include "l2l/core/dtype.h"
 #include "l2l/device/device.h"
+#include "l2l/model/layer_exec.h"
 #include "l2l/model/model.h"
 #include "l2l/sched/param_source.h"
 
@@ -29,6 +39,7 @@ struct RelayOptions {
   int micro_batch = 1;  // sequences per micro-batch
   Stash stash = Stash::kHost;
   int prefetch_depth = 1;
+  DType dtype = DType::kF32;  // compute dtype: activations, stash, gathered parameters
 };
 
 // One micro-batch's inputs in host memory (the data module's MicroBatch).
@@ -45,8 +56,8 @@ struct StepOutput {
   double loss_sum = 0;       // this rank's summed cross-entropy (nats)
   int64_t targets = 0;       // this rank's target count
   double grad_norm = 0;      // global, before clipping (0 for eval)
-  double compute_s = 0;      // time in layer kernels
-  double gather_wait_s = 0;  // time blocked on parameter / gradient transfers
+  double compute_s = 0;      // step wall time not blocked on transfers or the optimizer
+  double gather_wait_s = 0;  // host time blocked on parameter / gradient transfers
   double optimizer_wait_s = 0;
   int64_t gathers = 0;  // layer all-gathers issued (l2l)
 };
@@ -55,20 +66,27 @@ struct StepOutput {
 struct DeviceMemoryPlan {
   int64_t params_bytes = 0;     // gather ring + gradient (l2l) or full model state (resident)
   int64_t workspace_bytes = 0;  // one layer, one micro-batch
-  int64_t boundary_bytes = 0;   // x_in, x_out, dy, dx and the micro-batch inputs
+  int64_t boundary_bytes = 0;   // x_in, x_out, dy, dx, the step's inputs, loss slots
   int64_t stash_bytes = 0;      // device stash (0 with stash=host)
   int64_t total() const { return params_bytes + workspace_bytes + boundary_bytes + stash_bytes; }
 };
 
+// `exec` decides the workspace size and the element size of activations.
 DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptions& options,
-                                  int64_t params_bytes);
+                                  int64_t params_bytes, const model::LayerExec& exec);
+
+// Options for CreateLayerExec that fit a relay of these options.
+model::LayerExecOptions LayerExecOptionsFor(const model::ModelDims& dims,
+                                            const RelayOptions& options);
 
 class Relay {
  public:
-  // `source` outlives the relay. Allocates the plan's buffers or returns the
-  // device's OutOfMemory status.
+  // `source` outlives the relay; `exec` (its dtype must be options.dtype) is
+  // kept. Allocates the plan's buffers or returns the device's OutOfMemory
+  // status.
   static StatusOr<std::unique_ptr<Relay>> Create(Device* device, const model::ModelDims& dims,
-                                                 const RelayOptions& options, ParamSource* source);
+                                                 const RelayOptions& options, ParamSource* source,
+                                                 std::unique_ptr<model::LayerExec> exec);
 
   // One training step over this rank's micro-batches (size n_micro).
   // grad_scale = 1 / (global target count of the step): the loss is the
@@ -82,37 +100,48 @@ class Relay {
   int64_t host_stash_bytes() const { return static_cast<int64_t>(host_stash_.size_bytes()); }
 
  private:
+  // Where micro-batch m's inputs sit inside a staging buffer (host or device).
+  struct InputView {
+    uint64_t* keys;
+    int32_t* tokens;
+    int32_t* types;
+    int32_t* rows;  // token rows with a target (compacted)
+    int32_t* row_targets;
+    uint8_t* mask;
+  };
+
   Relay(Device* device, const model::ModelDims& dims, const RelayOptions& options,
-        ParamSource* source);
+        ParamSource* source, std::unique_ptr<model::LayerExec> exec);
   Status Allocate();
-  // Runs the forward relay (layers 0..L) into the stash; returns compute time.
-  Status Forward(int64_t step, uint64_t seed, bool training,
-                 const std::vector<MicroBatchInput>& batches, double* compute_s);
-  void UploadInputs(const MicroBatchInput& b);
-  float* StashSlot(int layer_input, int micro);  // input of layer 1..L+1
-  void LoadBoundary(float* device_dst, const float* stash_src);
-  void StoreBoundary(float* stash_dst, const float* device_src);
-  float* DStashSlot(int micro);
+  // Stages every micro-batch's inputs (and its compacted targets) in pinned
+  // memory and uploads them in one copy. InvalidArgument for a bad target.
+  Status UploadInputs(const std::vector<MicroBatchInput>& batches);
+  InputView ViewAt(void* base, int micro) const;
+  model::TargetRows TargetsOf(int micro) const;
+  // Runs the forward relay (layers 0..L) into the stash.
+  Status Forward(int64_t step, uint64_t seed, bool training, int n_batches);
+  char* StashSlot(int layer_input, int micro);  // input of layer 1..L+1
+  char* DStashSlot(int micro);
+  void LoadBoundary(void* device_dst, const void* stash_src);
+  void StoreBoundary(void* stash_dst, const void* device_src);
   // Visits layer `visit` of the schedule: prefetches the next ones.
-  StatusOr<const float*> AcquireAt(size_t visit);
+  StatusOr<const void*> AcquireAt(size_t visit);
 
   Device* device_;
   model::ModelDims dims_;
   RelayOptions options_;
   ParamSource* source_;
+  std::unique_ptr<model::LayerExec> exec_;
   std::vector<int> schedule_;   // layer visit order: 0..L+1, then L..0
-  int64_t boundary_elems_ = 0;  // micro_batch * seq_len * hidden
+  int64_t boundary_bytes_ = 0;  // micro_batch * seq_len * hidden elements of the dtype
+  int64_t input_bytes_ = 0;     // one micro-batch's staged inputs (aligned)
 
   DeviceBuffer workspace_, x_in_, x_out_, dy_, dx_, inputs_;
-  DeviceBuffer device_stash_;  // stash=device: stash and dstash
-  HostBuffer host_stash_;      // stash=host: stash and dstash
-  float* stash_base_ = nullptr;
-  // Device views of the uploaded micro-batch inputs.
-  int32_t* d_tokens_ = nullptr;
-  int32_t* d_types_ = nullptr;
-  int32_t* d_targets_ = nullptr;
-  uint8_t* d_mask_ = nullptr;
-  uint64_t* d_keys_ = nullptr;
+  HostBuffer staged_inputs_;
+  std::vector<int64_t> target_counts_;  // per micro-batch of the step
+  DeviceBuffer device_stash_;           // stash=device: stash and dstash
+  HostBuffer host_stash_;               // stash=host: stash and dstash
+  char* stash_base_ = nullptr;
 };
 
 }  // namespace l2l::sched

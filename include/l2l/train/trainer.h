@@ -98,6 +98,9 @@ class Trainer {
   model::ModelDims dims_;
   int n_micro_ = 1;
   std::unique_ptr<Device> device_;
+  // Collectives on device buffers (NcclComm on the GPU); null on the CPU
+  // backend, where comm_ serves. Declared after device_: destroyed before it.
+  std::unique_ptr<Comm> device_comm_;
   std::unique_ptr<data::TokenFile> token_file_;
   std::unique_ptr<data::Sampler> sampler_;
   std::unique_ptr<eps::EagerParameterServer> eps_;

@@ -1,0 +1,47 @@
+// ResidentOptimizer: AdamW and gradient norms on the DEVICE's memory, for the
+// `resident` baseline (everything on the device). One CPU and one CUDA
+// implementation, picked by CreateResidentOptimizer from the device type.
+//
+// CPU: AdamW runs on the optimizer threads (chunked, the eps::OptimizerQueue),
+// the norm is eps::SumSquares: bitwise what the EPS computes for the same
+// shard, so l2l and resident agree bitwise on the CPU backend.
+// CUDA: AdamW is kernels::cuda::AdamWUpdate (bitwise the CPU update) on the
+// compute stream; the norm is kernels::cuda::SumSquares (double, fixed order,
+// but a different order from the CPU's).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "l2l/core/dtype.h"
+#include "l2l/core/status.h"
+#include "l2l/device/device.h"
+#include "l2l/eps/adamw.h"
+
+namespace l2l::sched {
+
+class ResidentOptimizer {
+ public:
+  virtual ~ResidentOptimizer() = default;
+  // Σ x[i]² of n device floats, in double; blocks until known.
+  virtual double SumSquares(const float* x, int64_t n) = 0;
+  // Queues the update of layer `layer` (n elements; device arrays). With a
+  // bf16 compute dtype `compute_copy` (n bf16, nullable) receives the updated
+  // weights rounded to bf16; with fp32 it must be null (the master is used).
+  virtual void Update(int layer, const eps::AdamWParams& hp, int64_t n, float* p, const float* g,
+                      float* m, float* v, void* compute_copy) = 0;
+  // Blocks until every queued update is done.
+  virtual void WaitAll() = 0;
+  // Writes the bf16 rounding of n device floats (initialisation, loads).
+  virtual void ToBF16(const float* x, int64_t n, void* y) = 0;
+  // Seconds blocked in WaitAll since the last call.
+  virtual double TakeWaitSeconds() = 0;
+};
+
+// `max_elems`: the largest n SumSquares will see (sizes GPU scratch).
+StatusOr<std::unique_ptr<ResidentOptimizer>> CreateResidentOptimizer(Device* device,
+                                                                     int optimizer_threads,
+                                                                     int num_layers,
+                                                                     int64_t max_elems);
+
+}  // namespace l2l::sched

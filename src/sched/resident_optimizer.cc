@@ -1,0 +1,63 @@
+#include "l2l/sched/resident_optimizer.h"
+
+#include "l2l/eps/optimizer_queue.h"
+
+namespace l2l::sched {
+
+#ifdef L2L_HAVE_CUDA
+// resident_optimizer_cuda.cc
+StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(Device* device,
+                                                                         int64_t max_elems);
+#endif
+
+namespace {
+
+class CpuResidentOptimizer final : public ResidentOptimizer {
+ public:
+  CpuResidentOptimizer(int threads, int num_layers) : queue_(threads, num_layers) {}
+
+  double SumSquares(const float* x, int64_t n) override { return eps::SumSquares(x, n); }
+  void Update(int layer, const eps::AdamWParams& hp, int64_t n, float* p, const float* g, float* m,
+              float* v, void* compute_copy) override {
+    auto* copy = static_cast<uint16_t*>(compute_copy);
+    queue_.Submit(layer, n, [=](int64_t b, int64_t e) {
+      if (copy != nullptr) {
+        eps::AdamWUpdate(hp, e - b, p + b, g + b, m + b, v + b, copy + b);
+      } else {
+        eps::AdamWUpdateF32Copy(hp, e - b, p + b, g + b, m + b, v + b, nullptr);
+      }
+    });
+  }
+  void WaitAll() override { queue_.WaitAll(); }
+  void ToBF16(const float* x, int64_t n, void* y) override {
+    auto* out = static_cast<uint16_t*>(y);
+    for (int64_t i = 0; i < n; ++i) out[i] = F32ToBF16(x[i]);
+  }
+  double TakeWaitSeconds() override { return queue_.TakeWaitSeconds(); }
+
+ private:
+  eps::OptimizerQueue queue_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ResidentOptimizer>> CreateResidentOptimizer(Device* device,
+                                                                     int optimizer_threads,
+                                                                     int num_layers,
+                                                                     int64_t max_elems) {
+  switch (device->type()) {
+    case DeviceType::kCpu:
+      return std::unique_ptr<ResidentOptimizer>(
+          std::make_unique<CpuResidentOptimizer>(optimizer_threads, num_layers));
+    case DeviceType::kCuda:
+#ifdef L2L_HAVE_CUDA
+      return CreateCudaResidentOptimizer(device, max_elems);
+#else
+      return Unimplemented("exec.device: cuda is not available in this build of l2l");
+#endif
+  }
+  (void)max_elems;
+  return InvalidArgument("unknown device type");
+}
+
+}  // namespace l2l::sched
