@@ -263,13 +263,12 @@ class ResidentParamSource final : public ParamSource {
                                               CommDType::kF32, ReduceOp::kSum));
     }
     const eps::Shard own = eps::ShardOf(L.padded_elems, host_comm_->size(), host_comm_->rank());
-    L.grad_sq_norm = optimizer_->SumSquares(L.grad.as<float>() + own.offset_elems, own.size_elems);
+    optimizer_->SumSquares(layer, L.grad.as<float>() + own.offset_elems, own.size_elems);
     comm_wait_s_ += SecondsSince(t0);
     return OkStatus();
   }
   StatusOr<double> FinishStep() override {
-    std::vector<double> sq(layers_.size());
-    for (size_t l = 0; l < layers_.size(); ++l) sq[l] = layers_[l].grad_sq_norm;
+    const std::vector<double> sq = optimizer_->TakeSumSquares();
     ASSIGN_OR_RETURN(double norm, eps::GlobalGradNorm(sq, *host_comm_));
     eps::AdamWParams hp = hp_;
     hp.grad_scale = eps::ClipScale(norm, settings_.grad_clip);
@@ -338,7 +337,6 @@ class ResidentParamSource final : public ParamSource {
     DeviceBuffer params, grad, m, v;
     DeviceBuffer compute;  // bf16 copy of params (bf16 compute only)
     HostBuffer staged[3];  // checkpoint staging: master, m, v
-    double grad_sq_norm = 0;
   };
 
   void RefreshCompute(Layer& L) {

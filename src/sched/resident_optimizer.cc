@@ -7,6 +7,7 @@ namespace l2l::sched {
 #ifdef L2L_HAVE_CUDA
 // resident_optimizer_cuda.cc
 StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(Device* device,
+                                                                         int num_layers,
                                                                          int64_t max_elems);
 #endif
 
@@ -14,9 +15,17 @@ namespace {
 
 class CpuResidentOptimizer final : public ResidentOptimizer {
  public:
-  CpuResidentOptimizer(int threads, int num_layers) : queue_(threads, num_layers) {}
+  CpuResidentOptimizer(int threads, int num_layers)
+      : queue_(threads, num_layers), sums_(num_layers, 0.0) {}
 
-  double SumSquares(const float* x, int64_t n) override { return eps::SumSquares(x, n); }
+  void SumSquares(int layer, const float* x, int64_t n) override {
+    sums_[layer] = eps::SumSquares(x, n);
+  }
+  std::vector<double> TakeSumSquares() override {
+    std::vector<double> out(sums_.size(), 0.0);
+    out.swap(sums_);
+    return out;
+  }
   void Update(int layer, const eps::AdamWParams& hp, int64_t n, float* p, const float* g, float* m,
               float* v, void* compute_copy) override {
     auto* copy = static_cast<uint16_t*>(compute_copy);
@@ -37,6 +46,7 @@ class CpuResidentOptimizer final : public ResidentOptimizer {
 
  private:
   eps::OptimizerQueue queue_;
+  std::vector<double> sums_;
 };
 
 }  // namespace
@@ -51,7 +61,7 @@ StatusOr<std::unique_ptr<ResidentOptimizer>> CreateResidentOptimizer(Device* dev
           std::make_unique<CpuResidentOptimizer>(optimizer_threads, num_layers));
     case DeviceType::kCuda:
 #ifdef L2L_HAVE_CUDA
-      return CreateCudaResidentOptimizer(device, max_elems);
+      return CreateCudaResidentOptimizer(device, num_layers, max_elems);
 #else
       return Unimplemented("exec.device: cuda is not available in this build of l2l");
 #endif

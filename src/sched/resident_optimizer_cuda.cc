@@ -1,6 +1,8 @@
 // The CUDA ResidentOptimizer: AdamW, norms and conversions as kernels on the
 // device's compute stream (so they follow the step's gradient work in order).
 #include <chrono>
+#include <utility>
+#include <vector>
 
 #include "l2l/device/cuda_device.h"
 #include "l2l/kernels/cuda.h"
@@ -34,12 +36,18 @@ class CudaResidentOptimizer final : public ResidentOptimizer {
         out_(std::move(out)),
         host_out_(std::move(host_out)) {}
 
-  double SumSquares(const float* x, int64_t n) override {
-    const cudaStream_t s = stream();
-    Check(kc::SumSquares(s, x, n, scratch_.as<double>(), out_.as<double>()));
-    device_->CopyD2H(host_out_.data(), out_.data(), sizeof(double), StreamKind::kCompute);
+  // The sums land in a device array, one double per layer, read at once by
+  // TakeSumSquares: no host synchronisation per layer.
+  void SumSquares(int layer, const float* x, int64_t n) override {
+    Check(kc::SumSquares(stream(), x, n, scratch_.as<double>(), out_.as<double>() + layer));
+  }
+  std::vector<double> TakeSumSquares() override {
+    const size_t bytes = out_.size_bytes();
+    device_->CopyD2H(host_out_.data(), out_.data(), bytes, StreamKind::kCompute);
+    device_->Memset(out_.data(), 0, bytes, StreamKind::kCompute);
     device_->SynchronizeStream(StreamKind::kCompute);
-    return *host_out_.as<double>();
+    const double* h = host_out_.as<double>();
+    return std::vector<double>(h, h + bytes / sizeof(double));
   }
   void Update(int, const eps::AdamWParams& hp, int64_t n, float* p, const float* g, float* m,
               float* v, void* compute_copy) override {
@@ -72,13 +80,16 @@ class CudaResidentOptimizer final : public ResidentOptimizer {
 }  // namespace
 
 StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(Device* device,
+                                                                         int num_layers,
                                                                          int64_t max_elems) {
   auto* cuda = dynamic_cast<CudaDevice*>(device);
   L2L_CHECK(cuda != nullptr) << "a kCuda device that is not a CudaDevice";
   const int64_t scratch = std::max<int64_t>(kc::SumSquaresScratchElems(max_elems), 1);
   ASSIGN_OR_RETURN(DeviceBuffer s, device->Allocate(scratch * sizeof(double), "norm scratch"));
-  ASSIGN_OR_RETURN(DeviceBuffer o, device->Allocate(sizeof(double), "norm result"));
-  ASSIGN_OR_RETURN(HostBuffer h, device->AllocatePinned(sizeof(double), "norm result (host)"));
+  const size_t out_bytes = static_cast<size_t>(num_layers) * sizeof(double);
+  ASSIGN_OR_RETURN(DeviceBuffer o, device->Allocate(out_bytes, "gradient norms"));
+  ASSIGN_OR_RETURN(HostBuffer h, device->AllocatePinned(out_bytes, "gradient norms (host)"));
+  device->Memset(o.data(), 0, out_bytes, StreamKind::kCompute);
   return std::unique_ptr<ResidentOptimizer>(
       std::make_unique<CudaResidentOptimizer>(cuda, std::move(s), std::move(o), std::move(h)));
 }

@@ -2,6 +2,7 @@
 // smaller world inside a larger job, a tiny config, weight comparisons.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
 #include "l2l/data/data.h"
+#include "l2l/train/trainer.h"
 
 namespace l2l::train::testing {
 
@@ -101,6 +103,36 @@ inline bool BitwiseEqual(const Weights& a, const Weights& b) {
     }
   }
   return true;
+}
+
+struct RunResult {
+  bool ran = false;  // false on ranks outside the sub-communicator
+  std::vector<StepRecord> history;
+  Weights weights;  // per layer, unpadded
+  sched::DeviceMemoryPlan plan;
+  int64_t device_peak_bytes = 0;
+};
+
+// Runs `cfg` on ranks 0..world-1 of MPI_COMM_WORLD; other ranks return
+// ran=false. Collective over MPI_COMM_WORLD. Failures are gtest failures.
+inline RunResult RunOn(int world, const config::Config& cfg, int local_ranks) {
+  RunResult out;
+  SubWorld sub(world);
+  if (sub.comm() == nullptr) return out;
+  auto trainer = Trainer::Create(cfg, sub.comm(), local_ranks);
+  EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
+  if (!trainer.ok()) return out;
+  Status s = (*trainer)->Run();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  out.ran = true;
+  out.history = (*trainer)->history();
+  out.plan = (*trainer)->memory_plan();
+  out.device_peak_bytes = (*trainer)->device().memory_stats().peak_bytes;
+  for (int l = 0; l < model::NumLayers((*trainer)->dims()); ++l) {
+    out.weights.emplace_back();
+    EXPECT_TRUE((*trainer)->ReadLayer(l, &out.weights.back()).ok());
+  }
+  return out;
 }
 
 }  // namespace l2l::train::testing

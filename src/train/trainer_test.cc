@@ -34,43 +34,17 @@ class EngineEnvironment : public ::testing::Environment {
 };
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new EngineEnvironment);
 
-struct RunResult {
-  bool ran = false;  // false on ranks outside the sub-communicator
-  std::vector<StepRecord> history;
-  std::vector<std::vector<float>> weights;  // per layer, unpadded
-  sched::DeviceMemoryPlan plan;
-  int64_t device_peak_bytes = 0;
-};
-
 config::Config TinyConfig(config::ModelKind kind) {
   // Every rank must pass the same config (checkpoints check it).
   return testing::TinyConfig(kind, g_data_path, "trainer_test_np" + std::to_string(g_size));
 }
 
-// Runs `cfg` on ranks 0..world-1 of MPI_COMM_WORLD; other ranks return
-// ran=false. Collective over MPI_COMM_WORLD.
-RunResult RunOn(int world, const config::Config& cfg) {
-  RunResult out;
-  testing::SubWorld sub(world);
-  if (sub.comm() == nullptr) return out;
-  auto trainer = Trainer::Create(cfg, sub.comm(), g_size);
-  EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
-  if (!trainer.ok()) return out;
-  Status s = (*trainer)->Run();
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  out.ran = true;
-  out.history = (*trainer)->history();
-  out.plan = (*trainer)->memory_plan();
-  out.device_peak_bytes = (*trainer)->device().memory_stats().peak_bytes;
-  for (int l = 0; l < model::NumLayers((*trainer)->dims()); ++l) {
-    out.weights.emplace_back();
-    EXPECT_TRUE((*trainer)->ReadLayer(l, &out.weights.back()).ok());
-  }
-  return out;
-}
-
 using testing::BitwiseEqual;
 using testing::RelativeNorm;
+using testing::RunResult;
+
+RunResult RunOn(int world, const config::Config& cfg) { return testing::RunOn(world, cfg, g_size); }
+
 
 // l2l (EPS, eager CPU optimizer, relay) against resident (all on device,
 // all-reduce, then AdamW): same world size, dropout on, 3 steps. Clipping on

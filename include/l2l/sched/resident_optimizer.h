@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "l2l/core/dtype.h"
 #include "l2l/core/status.h"
@@ -23,8 +24,12 @@ namespace l2l::sched {
 class ResidentOptimizer {
  public:
   virtual ~ResidentOptimizer() = default;
-  // Σ x[i]² of n device floats, in double; blocks until known.
-  virtual double SumSquares(const float* x, int64_t n) = 0;
+  // Starts Σ x[i]² of n device floats (in double) as layer `layer`'s norm;
+  // x must stay unchanged until TakeSumSquares.
+  virtual void SumSquares(int layer, const float* x, int64_t n) = 0;
+  // Every layer's sum since the last call (0 for layers without one); blocks
+  // until they are known.
+  virtual std::vector<double> TakeSumSquares() = 0;
   // Queues the update of layer `layer` (n elements; device arrays). With a
   // bf16 compute dtype `compute_copy` (n bf16, nullable) receives the updated
   // weights rounded to bf16; with fp32 it must be null (the master is used).
