@@ -156,6 +156,16 @@ void CudaEvent::HostWait() {
   L2L_CUDA_CHECK(cudaEventSynchronize(event_.get()));
 }
 
+double CudaEvent::SecondsSince(Event& earlier) {
+  auto* e = dynamic_cast<CudaEvent*>(&earlier);
+  L2L_CHECK(e != nullptr && e->ordinal_ == ordinal_) << "SecondsSince: event of another device";
+  L2L_CHECK(timed_ && e->timed_) << "SecondsSince needs events from RecordTimedEvent";
+  CudaDeviceGuard guard(ordinal_);
+  float ms = 0;
+  L2L_CUDA_CHECK(cudaEventElapsedTime(&ms, e->event_.get(), event_.get()));
+  return ms * 1e-3;
+}
+
 // ---------------------------------------------------------------------------
 // CudaDevice.
 
@@ -349,13 +359,24 @@ void CudaDevice::Memset(void* dst, int value, size_t bytes, StreamKind stream) {
       << "Memset of " << bytes << " bytes on the " << StreamName(stream);
 }
 
-std::unique_ptr<Event> CudaDevice::RecordEvent(StreamKind stream) {
-  CudaDeviceGuard guard(ordinal_);
+namespace {
+std::unique_ptr<Event> Record(int ordinal, cudaStream_t stream, const char* stream_name,
+                              bool timed) {
+  CudaDeviceGuard guard(ordinal);
   cudaEvent_t e = nullptr;
-  L2L_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  L2L_CUDA_CHECK(cudaEventCreateWithFlags(&e, timed ? cudaEventDefault : cudaEventDisableTiming));
   CudaEventPtr owned(e);
-  L2L_CUDA_CHECK(cudaEventRecord(e, this->stream(stream))) << "on the " << StreamName(stream);
-  return std::make_unique<CudaEvent>(ordinal_, std::move(owned));
+  L2L_CUDA_CHECK(cudaEventRecord(e, stream)) << "on the " << stream_name;
+  return std::make_unique<CudaEvent>(ordinal, std::move(owned), timed);
+}
+}  // namespace
+
+std::unique_ptr<Event> CudaDevice::RecordEvent(StreamKind stream) {
+  return Record(ordinal_, this->stream(stream), StreamName(stream), false);
+}
+
+std::unique_ptr<Event> CudaDevice::RecordTimedEvent(StreamKind stream) {
+  return Record(ordinal_, this->stream(stream), StreamName(stream), true);
 }
 
 void CudaDevice::StreamWaitEvent(StreamKind stream, Event& event) {

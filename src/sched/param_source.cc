@@ -80,7 +80,7 @@ class L2LParamSource final : public ParamSource {
     Slot& s = slots_[slot];
     s.in_use = true;
     s.last_use = ++clock_;
-    if (s.ready) device_->StreamWaitEvent(StreamKind::kCompute, *s.ready);
+    if (s.ready) ComputeWaits(*s.ready);
     return s.buffer.data();
   }
 
@@ -93,7 +93,7 @@ class L2LParamSource final : public ParamSource {
 
   StatusOr<float*> GradBuffer(int layer) override {
     GradSlot& g = grads_[next_grad_];
-    if (g.free) device_->StreamWaitEvent(StreamKind::kCompute, *g.free);
+    if (g.free) ComputeWaits(*g.free);
     const size_t bytes = static_cast<size_t>(eps_->layer(layer).padded_elems) * sizeof(float);
     device_->Memset(g.buffer.data(), 0, bytes, StreamKind::kCompute);
     return g.buffer.as<float>();
@@ -134,7 +134,15 @@ class L2LParamSource final : public ParamSource {
   }
   void WaitForUpdates() override { eps_->WaitForUpdates(); }
 
-  double TakeGatherWaitSeconds() override { return std::exchange(gather_wait_s_, 0.0); }
+  // Host time blocked in gathers and reduce-scatters, plus the time the
+  // compute stream stalled on their events. The caller has synchronised the
+  // compute stream (the relay's TakeLoss), so every stall event is complete.
+  double TakeGatherWaitSeconds() override {
+    double s = std::exchange(gather_wait_s_, 0.0);
+    for (auto& [before, after] : stalls_) s += after->SecondsSince(*before);
+    stalls_.clear();
+    return s;
+  }
   double TakeOptimizerWaitSeconds() override { return eps_->TakeOptimizerWaitSeconds(); }
   int64_t TakeGatherCount() override { return std::exchange(gathers_, 0); }
   int64_t host_state_bytes() const override { return eps_->host_bytes(); }
@@ -152,6 +160,15 @@ class L2LParamSource final : public ParamSource {
     DeviceBuffer buffer;
     std::shared_ptr<Event> free;  // after the reduce-scatter and D2H read it
   };
+
+  // Makes the compute stream wait for `e`, between two timed events: the
+  // time between them is how long the stream stalled on the transfer (0 when
+  // it was done before the stream got there; always 0 on the CPU backend).
+  void ComputeWaits(Event& e) {
+    std::unique_ptr<Event> before = device_->RecordTimedEvent(StreamKind::kCompute);
+    device_->StreamWaitEvent(StreamKind::kCompute, e);
+    stalls_.emplace_back(std::move(before), device_->RecordTimedEvent(StreamKind::kCompute));
+  }
 
   int Find(int layer) const {
     for (size_t i = 0; i < slots_.size(); ++i)
@@ -185,6 +202,7 @@ class L2LParamSource final : public ParamSource {
   eps::EagerParameterServer* eps_;
   std::vector<Slot> slots_;
   GradSlot grads_[kL2LGradBuffers];
+  std::vector<std::pair<std::unique_ptr<Event>, std::unique_ptr<Event>>> stalls_;
   int next_grad_ = 0;
   int64_t clock_ = 0;
   int64_t gathers_ = 0;

@@ -107,15 +107,20 @@ StatusOr<CudaStreamPtr> CreateCudaStream(int priority);
 // An event recorded on one of a CudaDevice's streams. Timing disabled.
 class CudaEvent final : public Event {
  public:
-  CudaEvent(int ordinal, CudaEventPtr event) : ordinal_(ordinal), event_(std::move(event)) {}
+  CudaEvent(int ordinal, CudaEventPtr event, bool timed = false)
+      : ordinal_(ordinal), event_(std::move(event)), timed_(timed) {}
   // Blocks until the work before the event is done (cudaEventSynchronize).
   void HostWait() override;
+  // cudaEventElapsedTime; both events must be timed, of this GPU and complete
+  // (CHECKed).
+  double SecondsSince(Event& earlier) override;
   cudaEvent_t handle() const { return event_.get(); }
   int ordinal() const { return ordinal_; }
 
  private:
   int ordinal_;
   CudaEventPtr event_;
+  bool timed_;
 };
 
 class CudaDevice final : public Device {
@@ -151,6 +156,8 @@ class CudaDevice final : public Device {
 
   // A CudaEvent recorded on `stream`.
   std::unique_ptr<Event> RecordEvent(StreamKind stream) override;
+  // A CudaEvent with timing enabled.
+  std::unique_ptr<Event> RecordTimedEvent(StreamKind stream) override;
   // `event` must be a CudaEvent of this device (checked).
   void StreamWaitEvent(StreamKind stream, Event& event) override;
   void SynchronizeStream(StreamKind stream) override;

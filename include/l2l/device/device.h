@@ -108,6 +108,14 @@ class Event {
   virtual ~Event() = default;
   // Blocks the calling host thread until the work before the event is done.
   virtual void HostWait() = 0;
+  // Seconds from `earlier` to this event, both made by RecordTimedEvent on the
+  // same device and both complete (e.g. after a stream synchronisation). On
+  // backends without stream timing (CPU: work completes before each call
+  // returns, so a stream never stalls) it is 0.
+  virtual double SecondsSince(Event& earlier) {
+    (void)earlier;
+    return 0;
+  }
 };
 
 class Device {
@@ -132,6 +140,9 @@ class Device {
   virtual void Memset(void* dst, int value, size_t bytes, StreamKind stream) = 0;
 
   virtual std::unique_ptr<Event> RecordEvent(StreamKind stream) = 0;
+  // An event that also marks when the stream reached it, for measuring stream
+  // stalls with Event::SecondsSince. Costlier than RecordEvent on the GPU.
+  virtual std::unique_ptr<Event> RecordTimedEvent(StreamKind stream) { return RecordEvent(stream); }
   // Work later submitted to `stream` starts after `event`.
   virtual void StreamWaitEvent(StreamKind stream, Event& event) = 0;
   virtual void SynchronizeStream(StreamKind stream) = 0;
