@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -224,6 +225,36 @@ TEST_F(CudaDeviceTest, EventsOrderWorkAcrossStreams) {
     ASSERT_EQ(out->as<float>()[i], static_cast<float>(i) * 0.5f) << "element " << i;
   }
   EXPECT_EQ(cudaStreamQuery(d.stream(StreamKind::kD2H)), cudaSuccess);
+}
+
+// The stall measurement of the relay: a compute-stream wait on a long H2D
+// copy, between two timed events, measures roughly the copy's duration; a
+// wait on work already done measures about nothing.
+TEST_F(CudaDeviceTest, TimedEventsMeasureAStreamStall) {
+  auto dev = MakeDevice(0);
+  ASSERT_TRUE(dev.ok()) << dev.status().message();
+  CudaDevice& d = **dev;
+  constexpr size_t kBytes = size_t{256} << 20;
+  auto host = d.AllocatePinned(kBytes, "host");
+  auto a = d.Allocate(kBytes, "a");
+  ASSERT_TRUE(host.ok() && a.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  d.CopyH2D(a->data(), host->data(), kBytes, StreamKind::kH2D);
+  auto copied = d.RecordEvent(StreamKind::kH2D);
+  auto before = d.RecordTimedEvent(StreamKind::kCompute);
+  d.StreamWaitEvent(StreamKind::kCompute, *copied);
+  auto after = d.RecordTimedEvent(StreamKind::kCompute);
+  d.SynchronizeStream(StreamKind::kCompute);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double stall = after->SecondsSince(*before);
+  EXPECT_GT(stall, 0.0);
+  EXPECT_LE(stall, wall);
+  // Now the copy is done: waiting on it again costs (almost) nothing.
+  auto before2 = d.RecordTimedEvent(StreamKind::kCompute);
+  d.StreamWaitEvent(StreamKind::kCompute, *copied);
+  auto after2 = d.RecordTimedEvent(StreamKind::kCompute);
+  d.SynchronizeStream(StreamKind::kCompute);
+  EXPECT_LT(after2->SecondsSince(*before2), 0.1 * stall);
 }
 
 TEST_F(CudaDeviceTest, ReleasedMemoryIsNotReusedUnderQueuedWork) {

@@ -32,11 +32,11 @@ class NoGpuMarker : public ::testing::Environment {
 };
 inline const auto* const kNoGpuMarker = ::testing::AddGlobalTestEnvironment(new NoGpuMarker);
 
-#define L2L_SKIP_WITHOUT_GPU()                                                        \
-  do {                                                                                \
-    if (!::l2l::testing::NoGpuReason().empty()) {                                     \
-      GTEST_SKIP() << "no GPU: " << ::l2l::testing::NoGpuReason();                    \
-    }                                                                                 \
+#define L2L_SKIP_WITHOUT_GPU()                                     \
+  do {                                                             \
+    if (!::l2l::testing::NoGpuReason().empty()) {                  \
+      GTEST_SKIP() << "no GPU: " << ::l2l::testing::NoGpuReason(); \
+    }                                                              \
   } while (0)
 
 }  // namespace l2l::testing
