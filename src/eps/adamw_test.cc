@@ -390,5 +390,19 @@ TEST(SumSquares, IsBitwiseIndependentOfThreadCount) {
   omp_set_num_threads(saved);
 }
 
+// The EPS computes a shard's norm as per-chunk SumSquares on the optimizer
+// threads, added in chunk order; the resident baseline calls SumSquares on the
+// whole shard. l2l == resident bitwise needs the two to agree exactly.
+TEST(SumSquares, ChunkPartsAddedInOrderAreBitwiseTheWhole) {
+  const int64_t n = 5 * kSumSquaresChunkElems + 4321;
+  std::vector<float> g(n);
+  for (int64_t i = 0; i < n; ++i) g[i] = Uniform(61, i, -2.0f, 2.0f);
+  double parts = 0.0;
+  for (int64_t b = 0; b < n; b += kSumSquaresChunkElems) {
+    parts += SumSquares(g.data() + b, std::min(kSumSquaresChunkElems, n - b));
+  }
+  EXPECT_EQ(std::bit_cast<uint64_t>(parts), std::bit_cast<uint64_t>(SumSquares(g.data(), n)));
+}
+
 }  // namespace
 }  // namespace l2l::eps

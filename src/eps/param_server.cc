@@ -138,10 +138,20 @@ StatusOr<std::shared_ptr<Event>> EagerParameterServer::ReduceScatter(int layer, 
   st.landed = device_->RecordEvent(StreamKind::kD2H);
   // The norm on an optimizer thread, as soon as the shard lands: FinishStep
   // needs it, the relay thread does not wait for it here.
-  queue_.SubmitTask(NormSlot(layer), [&st, landed = st.landed] {
-    landed->HostWait();
-    st.grad_sq_norm = SumSquares(st.grad.as<float>(), st.shard.size_elems);
-  });
+  // Chunked like the update, so several threads share a big shard without
+  // nested OpenMP teams. The queue's chunks are SumSquares's chunks, and
+  // FinishStep adds the parts in index order, which is exactly
+  // SumSquares(grad, n): bitwise what the resident baseline computes.
+  static_assert(OptimizerQueue::kChunkElems == kSumSquaresChunkElems);
+  st.norm_parts.assign((st.shard.size_elems + kSumSquaresChunkElems - 1) / kSumSquaresChunkElems,
+                       0.0);
+  queue_.Submit(
+      NormSlot(layer), st.shard.size_elems, [&st, landed = st.landed](int64_t b, int64_t e) {
+        landed->HostWait();
+        if (e > b) {
+          st.norm_parts[b / kSumSquaresChunkElems] = SumSquares(st.grad.as<float>() + b, e - b);
+        }
+      });
   if (settings_.grad_clip <= 0) QueueUpdate(layer, 1.0f);
   return st.landed;
 }
@@ -168,7 +178,9 @@ StatusOr<double> EagerParameterServer::FinishStep() {
   std::vector<double> sq(layers_.size());
   for (int l = 0; l < num_layers(); ++l) {
     queue_.WaitLayer(NormSlot(l));
-    sq[l] = layers_[l].grad_sq_norm;
+    double sum = 0.0;
+    for (double part : layers_[l].norm_parts) sum += part;
+    sq[l] = sum;
   }
   ASSIGN_OR_RETURN(double norm, GlobalGradNorm(sq, *host_comm_));
   if (settings_.grad_clip > 0) {

@@ -57,8 +57,10 @@ struct LayerShardState {
   int64_t padded_elems = 0;  // multiple of world_size * kShardAlignElems
   Shard shard;               // this rank's range of the padded buffer
   HostBuffer master, m, v, grad;
-  HostBuffer compute;       // bf16 copy of master (compute dtype bf16 only)
-  double grad_sq_norm = 0;  // sum of squares of `grad`, set when it lands
+  HostBuffer compute;  // bf16 copy of master (compute dtype bf16 only)
+  // Sums of squares of `grad` per kSumSquaresChunkElems chunk, set on the
+  // optimizer threads once it lands.
+  std::vector<double> norm_parts;
   // Recorded on the communication stream after the gradient shard's D2H.
   std::shared_ptr<Event> landed;
 };
