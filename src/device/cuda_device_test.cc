@@ -20,31 +20,13 @@
 
 #include "l2l/device/cpu_device.h"
 #include "l2l/device/cuda_check.h"
+#include "l2l/device/gpu_test_env.h"
 
 namespace l2l {
 namespace {
 
-// Empty when a GPU is visible, else why not.
-const std::string& NoGpuReason() {
-  static const std::string reason = [] {
-    StatusOr<int> n = CountCudaDevices();
-    return n.ok() ? std::string() : n.status().message();
-  }();
-  return reason;
-}
-
-// Tells ctest (SKIP_REGULAR_EXPRESSION in CMakeLists.txt) that the GPU tests
-// were skipped, so a machine without a GPU reports "Skipped", not "Passed".
-// Printed only when nothing failed, so a failing check-macro test still fails.
-class NoGpuMarker : public ::testing::Environment {
- public:
-  void TearDown() override {
-    if (!NoGpuReason().empty() && ::testing::UnitTest::GetInstance()->failed_test_count() == 0) {
-      std::printf("L2L_GPU_TESTS_SKIPPED: %s\n", NoGpuReason().c_str());
-    }
-  }
-};
-const auto* const kMarker = ::testing::AddGlobalTestEnvironment(new NoGpuMarker);
+// GPU visibility and the ctest "Skipped" marker (SKIP_REGULAR_EXPRESSION).
+using ::l2l::testing::NoGpuReason;
 
 class CudaDeviceTest : public ::testing::Test {
  protected:

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "l2l/device/cuda_device.h"
+#include "l2l/device/gpu_test_env.h"
 #include "l2l/kernels/cuda.h"
 
 namespace l2l::kernels::cuda {
@@ -25,26 +26,8 @@ namespace {
 
 constexpr double kRelTol = 1e-12;
 
-// Empty when a GPU is visible, else why not.
-const std::string& NoGpuReason() {
-  static const std::string reason = [] {
-    StatusOr<int> n = CountCudaDevices();
-    return n.ok() ? std::string() : n.status().message();
-  }();
-  return reason;
-}
-
-// Tells ctest (SKIP_REGULAR_EXPRESSION in kernels_cuda.cmake) that the GPU
-// tests were skipped; printed only when nothing failed.
-class NoGpuMarker : public ::testing::Environment {
- public:
-  void TearDown() override {
-    if (!NoGpuReason().empty() && ::testing::UnitTest::GetInstance()->failed_test_count() == 0) {
-      std::printf("L2L_GPU_TESTS_SKIPPED: %s\n", NoGpuReason().c_str());
-    }
-  }
-};
-const auto* const kMarker = ::testing::AddGlobalTestEnvironment(new NoGpuMarker);
+// GPU visibility and the ctest "Skipped" marker (SKIP_REGULAR_EXPRESSION).
+using ::l2l::testing::NoGpuReason;
 
 // ---- Host-side: no GPU needed ------------------------------------------------------
 
