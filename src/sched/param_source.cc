@@ -38,7 +38,8 @@ class L2LParamSource final : public ParamSource {
                        device_->Allocate(elems * DTypeSizeBytes(eps_->compute_dtype()),
                                          "gathered layer buffer " + std::to_string(i)));
     }
-    for (int i = 0; i < kL2LGradBuffers; ++i) {
+    grads_.resize(L2LGradBuffers(device_->type()));
+    for (size_t i = 0; i < grads_.size(); ++i) {
       ASSIGN_OR_RETURN(
           grads_[i].buffer,
           device_->Allocate(elems * sizeof(float), "layer gradient buffer " + std::to_string(i)));
@@ -101,7 +102,7 @@ class L2LParamSource final : public ParamSource {
 
   Status SubmitGrad(int layer) override {
     GradSlot& g = grads_[next_grad_];
-    next_grad_ = (next_grad_ + 1) % kL2LGradBuffers;
+    next_grad_ = (next_grad_ + 1) % static_cast<int>(grads_.size());
     const auto t0 = Clock::now();
     std::unique_ptr<Event> ready = device_->RecordEvent(StreamKind::kCompute);
     StatusOr<std::shared_ptr<Event>> landed =
@@ -201,7 +202,7 @@ class L2LParamSource final : public ParamSource {
   Device* device_;
   eps::EagerParameterServer* eps_;
   std::vector<Slot> slots_;
-  GradSlot grads_[kL2LGradBuffers];
+  std::vector<GradSlot> grads_;
   std::vector<std::pair<std::unique_ptr<Event>, std::unique_ptr<Event>>> stalls_;
   int next_grad_ = 0;
   int64_t clock_ = 0;
@@ -384,9 +385,10 @@ class ResidentParamSource final : public ParamSource {
 
 }  // namespace
 
-int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype) {
+int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype,
+                                  DeviceType device) {
   return (prefetch_depth + 1) * max_padded_elems * static_cast<int64_t>(DTypeSizeBytes(dtype)) +
-         kL2LGradBuffers * max_padded_elems * static_cast<int64_t>(sizeof(float));
+         L2LGradBuffers(device) * max_padded_elems * static_cast<int64_t>(sizeof(float));
 }
 
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype) {

@@ -92,16 +92,19 @@ class ParamSource {
   virtual int64_t host_state_bytes() const = 0;
 };
 
-// Gradient buffers of the l2l source: the reduce-scatter of layer l reads one
-// while the backward of layer l-1 fills the other.
-inline constexpr int kL2LGradBuffers = 2;
+// Gradient buffers of the l2l source. On the GPU two: the reduce-scatter of
+// layer l reads one while the backward of layer l-1 fills the other. On the
+// CPU one (DESIGN §5): nothing overlaps there, a second buffer would only
+// cost memory.
+inline int L2LGradBuffers(DeviceType type) { return type == DeviceType::kCuda ? 2 : 1; }
 
 // Device bytes each implementation allocates up front (the memory plan):
 // l2l: (prefetch_depth + 1) gathered layers in the compute dtype plus
-// kL2LGradBuffers fp32 gradients of the largest layer; resident: fp32
+// L2LGradBuffers fp32 gradients of the largest layer; resident: fp32
 // weights, gradient and both moments of every layer, plus a bf16 copy of the
 // weights when computing in bf16.
-int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype);
+int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype,
+                                  DeviceType device);
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype);
 
 // `eps` is owned by the caller and outlives the source; the compute dtype is
