@@ -62,7 +62,7 @@ const std::vector<Section>& Schema() {
       {"exec",
        {"mode", "device", "precision", "prefetch_depth", "stash", "device_memory_limit",
         "optimizer_threads"}},
-      {"checkpoint", {"dir", "every_steps", "keep_last"}},
+      {"checkpoint", {"dir", "every_steps", "keep_last", "at_end"}},
       {"log", {"dir", "every_steps"}},
   };
   return schema;
@@ -422,6 +422,18 @@ class Decoder {
     return CheckDouble(key, it->second.node, range, out);
   }
 
+  // true / false (YAML 1.2 core spellings only: no yes/no/on/off).
+  Status Bool(std::string_view key, bool* out) const {
+    const auto it = entries_.find(key);
+    if (it == entries_.end()) return OkStatus();
+    const YAML::Node& node = it->second.node;
+    if (node.IsScalar() && (node.Scalar() == "true" || node.Scalar() == "false")) {
+      *out = node.Scalar() == "true";
+      return OkStatus();
+    }
+    return Error(key, "expected true or false, got " + Describe(node));
+  }
+
   // A non-empty string. Numbers are fine ("path: 123" is the path "123").
   Status String(std::string_view key, std::string* out) const {
     const auto it = entries_.find(key);
@@ -553,7 +565,8 @@ Status DecodeExec(const Decoder& d, ExecConfig* e) {
 Status DecodeCheckpoint(const Decoder& d, CheckpointConfig* c) {
   RETURN_IF_ERROR(d.String("checkpoint.dir", &c->dir));
   RETURN_IF_ERROR(d.Int<int64_t>("checkpoint.every_steps", 0, &c->every_steps));
-  return d.Int("checkpoint.keep_last", 1, &c->keep_last);
+  RETURN_IF_ERROR(d.Int("checkpoint.keep_last", 1, &c->keep_last));
+  return d.Bool("checkpoint.at_end", &c->at_end);
 }
 
 Status DecodeLog(const Decoder& d, LogConfig* l) {
@@ -765,6 +778,7 @@ std::string ToYaml(const Config& c) {
   out << YAML::Key << "dir" << YAML::Value << YAML::DoubleQuoted << ck.dir;
   out << YAML::Key << "every_steps" << YAML::Value << ck.every_steps;
   out << YAML::Key << "keep_last" << YAML::Value << ck.keep_last;
+  out << YAML::Key << "at_end" << YAML::Value << ck.at_end;
   out << YAML::EndMap;
 
   const LogConfig& l = c.log;

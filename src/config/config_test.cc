@@ -123,7 +123,7 @@ Config FullConfig() {
             .stash = StashPlacement::kDevice,
             .device_memory_limit_bytes = 1536 * 1024 * 1024 + 7,
             .optimizer_threads = 6};
-  c.checkpoint = {.dir = "/scratch/ckpt", .every_steps = 500, .keep_last = 5};
+  c.checkpoint = {.dir = "/scratch/ckpt", .every_steps = 500, .keep_last = 5, .at_end = false};
   c.log = {.dir = "yes", .every_steps = 1};  // "yes" must stay a string
   c.source = "generated";
   return c;
@@ -258,6 +258,7 @@ TEST(ParseConfigErrors, OutOfRangeNamesKeyAndRule) {
       {"exec.device_memory_limit=-5", "exec.device_memory_limit: invalid byte size '-5'"},
       {"checkpoint.keep_last=0", "checkpoint.keep_last: must be >= 1, got 0"},
       {"checkpoint.every_steps=-1", "checkpoint.every_steps: must be >= 0, got -1"},
+      {"checkpoint.at_end=yes", "checkpoint.at_end: expected true or false, got"},
       {"log.every_steps=0", "log.every_steps: must be >= 1, got 0"},
       {"log.dir=''", "log.dir: must not be empty"},
   };

@@ -358,7 +358,7 @@ Status Trainer::Run() {
     int32_t stop = LocalStopRequested() ? 1 : 0;
     RETURN_IF_ERROR(comm_->AllReduce(&stop, &stop, 1, CommDType::kI32, ReduceOp::kMax));
     const int64_t every = cfg_.checkpoint.every_steps;
-    if (last || stop || (every > 0 && step_ % every == 0)) {
+    if ((last && cfg_.checkpoint.at_end) || stop || (every > 0 && step_ % every == 0)) {
       RETURN_IF_ERROR(SaveCheckpoint());
       r.ckpt_save = history_.back().ckpt_save;
     }

@@ -66,8 +66,12 @@ expect_error "checkpoint dir cannot be written (2 ranks)" 2 "checkpoint.dir" --c
 expect_error "layer does not fit the device cap (2 ranks)" 2 \
   "exec.device_memory_limit=64.00 KiB is too small" --config base.yaml \
   --set exec.device_memory_limit=64KiB
-expect_error "cuda not usable yet" 1 "exec.device: cuda" --config base.yaml --set exec.device=cuda \
-  --set exec.precision=bf16
+# Without a visible GPU (CI), exec.device=cuda is refused up front.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_error "cuda without a GPU" 1 "exec.device: cuda was requested but" --config base.yaml \
+    --set exec.device=cuda --set exec.precision=bf16
+fi
+expect_error "bf16 on the CPU" 1 "exec.precision" --config base.yaml --set exec.precision=bf16
 
 # --print-config round trip: printing the printed config gives the same YAML.
 if "$train" --config base.yaml --set train.lr=0.003 --print-config >p1.yaml 2>err.txt &&
@@ -99,6 +103,11 @@ PY
 else
   bad "2-rank run failed: $(cat err.txt)"
 fi
+
+# checkpoint.at_end=false: the run ends without a checkpoint.
+if "$mpiexec" 1 "$train" --config base.yaml --set checkpoint.dir=noend --set checkpoint.at_end=false \
+  --set log.dir=run2 >out.txt 2>err.txt && ! ls noend/*.h5 >/dev/null 2>&1; then ok
+else bad "checkpoint.at_end=false: $(cat err.txt; ls noend 2>&1)"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

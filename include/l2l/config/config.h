@@ -97,6 +97,8 @@ struct CheckpointConfig {
   std::string dir = "checkpoints";  // non-empty
   int64_t every_steps = 0;          // 0 = only at the end of the run, >= 0
   int keep_last = 2;                // checkpoints kept on disk, >= 1
+  // Save after the last step. A stop request (SIGTERM/SIGUSR1) saves anyway.
+  bool at_end = true;
 
   friend bool operator==(const CheckpointConfig&, const CheckpointConfig&) = default;
 };
