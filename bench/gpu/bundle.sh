@@ -11,8 +11,9 @@
 # Staging tree (unpacked, for local tests): build-gpu/l2l-bundle/
 #
 # What the bundle holds and why:
-#   bin/     cuda_device_test kernels_cuda_test nccl_comm_test kernels_test
-#            l2l-train gemm_rate (stripped)
+#   bin/     cuda_device_test kernels_cuda_test kernels_cuda_sum_squares_test
+#            layer_exec_cuda_test gpu_step_test nccl_comm_test kernels_test
+#            l2l-train l2l-data gemm_rate (stripped)
 #   lib/     the transitive closure (ldd) of those binaries and of the OpenMPI
 #            components below, minus the base system (glibc, libstdc++,
 #            libgcc_s) and minus the CUDA libraries the host has anyway:
@@ -53,7 +54,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-targets=(cuda_device_test kernels_cuda_test nccl_comm_test kernels_test l2l-train l2l-data gemm_rate)
+targets=(cuda_device_test kernels_cuda_test kernels_cuda_sum_squares_test layer_exec_cuda_test
+         gpu_step_test nccl_comm_test kernels_test l2l-train l2l-data gemm_rate)
 
 # ---- 1. configure and build ------------------------------------------------
 if [ "$do_build" = 1 ]; then

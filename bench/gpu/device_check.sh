@@ -6,29 +6,36 @@
 #   device tool: run(command="bash bench/gpu/device_check.sh",
 #                    carry=["bench/gpu/bundle-out"], timeout_s=540)
 #
-# Order: GPU info; the GPU tests (cuda_device_test, kernels_cuda_test,
-# nccl_comm_test on 1 rank); the bf16 GEMM rate (gemm_rate, the MFU
-# denominator); l2l-train on the CPU (bundle sanity: singleton MPI, HDF5) and its
-# refusal of exec.device=cuda; the PyTorch peer (bench/peers/torch_bert.py, 2
-# BERT-large-width blocks, plain and fsdp2-offload) as a smoke test. Every step
-# has a timeout and the whole run a budget (L2L_CHECK_BUDGET_S, default 450 s);
-# steps that no longer fit are skipped. The compact table comes last.
+# Order (most important first): GPU info; the GPU tests (cuda_device_test,
+# kernels_cuda_test, kernels_cuda_sum_squares_test, layer_exec_cuda_test,
+# gpu_step_test and nccl_comm_test on 1 rank); the bf16 GEMM rate (gemm_rate,
+# the MFU denominator); l2l-train on the CPU (bundle sanity: singleton MPI,
+# HDF5) and 5 fp32 steps of tiny-bert on the GPU; then the BERT-large benchmark
+# (bench/gpu/bert_large_bench.sh: l2l vs resident at 24 blocks, l2l at 96 and
+# 384 blocks under a 3 GB cap, the PyTorch peers plain and fsdp2-offload last).
+# Every step has a timeout and the whole run a budget (L2L_CHECK_BUDGET_S,
+# default 470 s); steps that no longer fit are skipped. The compact table comes
+# last.
 #
 # Files under $OUT (at most 8 come back): device_check.log (this output),
-# summary.txt (the table), gemm_rate.jsonl, peers.jsonl, logs.tar.gz (every
-# step's full log and gtest XML). Without $OUT (a dry run on a machine without a
-# GPU) they go to build-gpu/device-check-out/.
+# summary.txt (the table), gemm_rate.jsonl, bench.jsonl, bench.md (the
+# benchmark's rows and its markdown table), peers.jsonl (torch_bert.py's raw
+# lines), logs.tar.gz (every step's full log, gtest XML, each benchmark run's
+# log and metrics.jsonl). Without $OUT (a dry run on a machine without a GPU)
+# they go to build-gpu/device-check-out/, and the benchmark runs in its CPU
+# dry-run mode.
 #
-# Environment: L2L_CHECK_BUDGET_S (450), L2L_SKIP_PEER=1 (no torch peer),
-# L2L_PYTHON (python3: the one with PyTorch), L2L_BUNDLE_DIR (where to unpack,
-# /tmp/l2l-gpu), L2L_GEMM_ARGS (extra gemm_rate arguments, e.g. --quick).
+# Environment: L2L_CHECK_BUDGET_S (470), L2L_SKIP_PEER=1 (no torch peer),
+# L2L_SKIP_BENCH=1 (no benchmark), L2L_PYTHON (python3: the one with PyTorch),
+# L2L_BUNDLE_DIR (where to unpack, /tmp/l2l-gpu), L2L_GEMM_ARGS (extra gemm_rate
+# arguments, e.g. --quick); the benchmark's own knobs (L2L_BENCH_*) pass through.
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo" || exit 1
 OUT=${OUT:-$repo/build-gpu/device-check-out}
 mkdir -p "$OUT"
-budget=${L2L_CHECK_BUDGET_S:-450}
+budget=${L2L_CHECK_BUDGET_S:-470}
 t0=$(date +%s)
 logdir=/tmp/l2l-device-check
 trainwork=/tmp/l2l-device-check-train
@@ -82,16 +89,6 @@ gtest_verdict() {  # name
   record "$1" "$v" "$SEC" "$note"
 }
 
-peer_note() {  # one JSON line of torch_bert.py on stdin -> a short note
-  "$py" -c '
-import json, sys
-r = json.loads(sys.stdin.read())
-mem = r["max_memory_allocated"]
-print("%.0f tok/s, %.0f model TF/s, peak %s, %dx%d, batch %dx%d" % (
-    r["tokens_per_s"], r["model_tflops"], "%.2f GiB" % (mem / 2**30) if mem else "n/a",
-    r["layers"], r["hidden"], r["batch"], r["seq"]))' 2>/dev/null || echo "(no JSON line)"
-}
-
 main() {
   rm -rf "$logdir" "$trainwork"
   mkdir -p "$logdir"
@@ -117,10 +114,9 @@ main() {
   else
     "$py" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$tarball" "$unpack"
   fi || { record bundle FAIL 0 "cannot unpack"; return 1; }
-  # The host's own environment, for PyTorch (env.sh changes these three).
+  # The host's own environment, for PyTorch and python (env.sh changes these three).
   host_ldlp=${LD_LIBRARY_PATH:-} host_path=$PATH
-  host_omp=(-u OMP_WAIT_POLICY)
-  [ -n "${OMP_WAIT_POLICY+x}" ] && host_omp=("OMP_WAIT_POLICY=$OMP_WAIT_POLICY")
+  host_omp=${OMP_WAIT_POLICY:-}
   # shellcheck disable=SC1091
   source "$unpack/l2l-bundle/env.sh"
   B=$L2L_BUNDLE
@@ -151,6 +147,17 @@ main() {
   gtest_verdict cuda_device_test
   run_step kernels_cuda_test 240 "$B/bin/kernels_cuda_test" --gtest_output=xml:"$logdir/kernels_cuda_test.xml"
   gtest_verdict kernels_cuda_test
+  run_step kernels_cuda_sum_squares_test 60 "$B/bin/kernels_cuda_sum_squares_test" \
+    --gtest_output=xml:"$logdir/kernels_cuda_sum_squares_test.xml"
+  gtest_verdict kernels_cuda_sum_squares_test
+  run_step layer_exec_cuda_test 180 "$B/bin/layer_exec_cuda_test" --gtest_output=xml:"$logdir/layer_exec_cuda_test.xml"
+  gtest_verdict layer_exec_cuda_test
+  # An MPI gtest (singleton, one rank, like nccl_comm_test); it writes its token
+  # file and run dirs into the working directory: a scratch one.
+  mkdir -p "$trainwork/gpu_step_test"
+  NCCL_DEBUG=${NCCL_DEBUG:-WARN} run_step gpu_step_test_np1 240 env -C "$trainwork/gpu_step_test" \
+    "$B/bin/gpu_step_test" --gtest_output=xml:"$logdir/gpu_step_test_np1.xml"
+  gtest_verdict gpu_step_test_np1
   NCCL_DEBUG=${NCCL_DEBUG:-WARN} run_step nccl_comm_test_np1 120 "$B/bin/nccl_comm_test" \
     --gtest_output=xml:"$logdir/nccl_comm_test_np1.xml"
   gtest_verdict nccl_comm_test_np1
@@ -168,8 +175,8 @@ main() {
     record gemm_rate FAIL "$SEC" "rc=$RC $(grep -m1 -E 'CHECK FAILED|gemm_rate: ' "$g" | cut -c1-100)"
   fi
 
-  # ---- l2l-train on the CPU (bundle sanity), and exec.device=cuda ---------------------
-  echo "== l2l-train (CPU sanity)"
+  # ---- l2l-train on the CPU (bundle sanity), then on the GPU ----------------------------
+  echo "== l2l-train (CPU sanity, then tiny-bert on the GPU)"
   local w=$trainwork
   mkdir -p "$w"
   run_step l2l-data 60 "$B/bin/l2l-data" synthetic --out "$w/m.tok" --tokens 200000 --vocab 16 --order 1
@@ -181,30 +188,44 @@ main() {
   else
     record l2l-train_cpu "$([ "$RC" = 99 ] && echo SKIP || echo FAIL)" "$SEC" "rc=$RC $(tail -1 "$logdir/l2l-train_cpu.log" | cut -c1-90)"
   fi
-  run_step l2l-train_cuda 60 "$B/bin/l2l-train" --config configs/tiny-bert.yaml --set exec.device=cuda \
-    --set data.path="$w/m.tok" --set train.steps=1 --set train.warmup_steps=0 \
-    --set checkpoint.dir="$w/ckpt2" --set log.dir="$w/runs2"
-  record l2l-train_cuda INFO "$SEC" "rc=$RC: $(grep -m1 -E 'exec.device|error|CHECK' "$logdir/l2l-train_cuda.log" | cut -c1-100)"
+  # The GPU end to end on the quickstart model: 5 fp32 steps, exit 0, finite losses.
+  run_step l2l-train_cuda 90 "$B/bin/l2l-train" --config configs/tiny-bert.yaml --set exec.device=cuda \
+    --set exec.precision=fp32 --set data.path="$w/m.tok" --set train.steps=5 --set train.warmup_steps=1 \
+    --set log.every_steps=1 --set checkpoint.dir="$w/ckpt2" --set log.dir="$w/runs2"
+  local losses nl bad
+  losses=$(grep -o '"loss": [^,]*' "$w/runs2/metrics.jsonl" 2>/dev/null | awk '{print $2}')
+  nl=$(grep -c . <<<"$losses")
+  bad=$(grep -ciE 'nan|inf' <<<"$losses")
+  if [ "$RC" = 0 ] && [ "$nl" = 5 ] && [ "$bad" = 0 ]; then
+    record l2l-train_cuda PASS "$SEC" "5 fp32 steps of tiny-bert, loss $(head -1 <<<"$losses" | cut -c1-6) -> $(tail -1 <<<"$losses" | cut -c1-6); $(grep -m1 -o 'device memory plan [0-9.]* [KMG]*i*B' "$logdir/l2l-train_cuda.log")"
+  elif [ "$RC" = 99 ]; then record l2l-train_cuda SKIP 0 "budget spent"
+  elif [ "$RC" = 124 ] || [ "$RC" = 137 ]; then record l2l-train_cuda TIMEOUT "$SEC" "$nl steps"
+  else
+    local v=FAIL
+    [ "$gpu" = "no GPU" ] && v=SKIP
+    record l2l-train_cuda "$v" "$SEC" "rc=$RC, $nl steps, $bad non-finite: $(grep -v '^step' "$logdir/l2l-train_cuda.log" | tail -1 | cut -c1-90)"
+  fi
 
-  # ---- PyTorch peer (smoke test at BERT-large width, 2 blocks) ------------------------
-  if [ "${L2L_SKIP_PEER:-0}" != 1 ]; then
-    echo "== PyTorch peer"
-    local m
-    for m in plain fsdp2-offload; do
-      run_step "peer_$m" 150 env "${host_omp[@]}" LD_LIBRARY_PATH="$host_ldlp" PATH="$host_path" \
-        PYTHONUNBUFFERED=1 "$py" bench/peers/torch_bert.py \
-        --mode "$m" --layers 2 --batch 8 --seq 512 --steps 5 --warmup 2 --json "$OUT/peers.jsonl"
-      local f=$logdir/peer_$m.log
-      if [ "$RC" = 0 ]; then
-        record "peer_$m" PASS "$SEC" "$(grep '^{"peer"' "$f" | tail -1 | peer_note)"
-      elif [ "$RC" = 99 ]; then record "peer_$m" SKIP 0 "budget spent"
-      else
-        local v=FAIL
-        grep -q 'CUDA is not available\|cannot import torch' "$f" && v=SKIP
-        [ "$v" = SKIP ] && [ "$gpu" != "no GPU" ] && v="SKIP!"
-        record "peer_$m" "$v" "$SEC" "rc=$RC $(grep -v '^step' "$f" | tail -1 | cut -c1-100)"
-      fi
-    done
+  # ---- the BERT-large benchmark (its own script; the PyTorch peers come last in it) ----
+  if [ "${L2L_SKIP_BENCH:-0}" != 1 ]; then
+    echo "== BERT-large benchmark (bench/gpu/bert_large_bench.sh)"
+    local left=$((budget - ($(date +%s) - t0) - 20)) dry=0
+    [ "$gpu" = "no GPU" ] && dry=1  # a dry run of the script's paths on the CPU
+    run_step bench "$left" env OUT="$OUT" L2L_BENCH_BUDGET_S=$((left - 15)) L2L_BENCH_LOGDIR="$logdir" \
+      L2L_GEMM_JSON="$OUT/gemm_rate.jsonl" L2L_PYTHON="$py" L2L_BENCH_DRY="${L2L_BENCH_DRY:-$dry}" \
+      L2L_BENCH_SKIP_PEERS="${L2L_SKIP_PEER:-${L2L_BENCH_SKIP_PEERS:-0}}" \
+      L2L_HOST_LD_LIBRARY_PATH="$host_ldlp" L2L_HOST_PATH="$host_path" \
+      L2L_HOST_OMP_WAIT_POLICY="$host_omp" bash bench/gpu/bert_large_bench.sh
+    sed -n '/^BERT-large benchmark on/,$p' "$logdir/bench.log"
+    if [ "$RC" = 99 ]; then record bench SKIP 0 "budget spent"
+    elif [ "$RC" = 124 ] || [ "$RC" = 137 ]; then record bench TIMEOUT "$SEC" "the script outran its budget"
+    elif [ ! -s "$logdir/bench_rows.tsv" ]; then
+      record bench FAIL "$SEC" "rc=$RC, no rows: $(tail -1 "$logdir/bench.log" | cut -c1-90)"
+    fi
+    local n v sec note
+    [ -f "$logdir/bench_rows.tsv" ] && while IFS=$'\t' read -r n v sec note; do
+      record "$n" "$v" "$sec" "$note"
+    done <"$logdir/bench_rows.tsv"
   fi
 }
 
@@ -213,9 +234,9 @@ summary() {
   {
     echo
     echo "== l2l device check: ${gpu:-?}; $(($(date +%s) - t0)) s of ${budget} s"
-    printf '%-20s %-7s %7s  %s\n' step result seconds details
+    printf '%-30s %-7s %7s  %s\n' step result seconds details
     for i in "${!S_NAME[@]}"; do
-      printf '%-20s %-7s %7s  %s\n' "${S_NAME[$i]}" "${S_VERDICT[$i]}" "${S_SEC[$i]}" "${S_NOTE[$i]}"
+      printf '%-30s %-7s %7s  %s\n' "${S_NAME[$i]}" "${S_VERDICT[$i]}" "${S_SEC[$i]}" "${S_NOTE[$i]}"
     done
   } | tee "$OUT/summary.txt"
   for i in "${!S_NAME[@]}"; do
