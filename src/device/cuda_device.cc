@@ -131,14 +131,24 @@ StatusOr<int> CountCudaDevices() {
   return count;
 }
 
+namespace {
+// Whether a CudaDeviceGuard has made a device current on this thread before.
+// On a thread that never chose one, cudaGetDevice reports 0 without a context
+// behind it, and "restoring" 0 would create GPU 0's primary context (hundreds
+// of MB) in every rank of a multi-GPU node. So a guard restores only a device
+// that was chosen on this thread; otherwise it leaves its own current.
+thread_local bool t_device_chosen = false;
+}  // namespace
+
 CudaDeviceGuard::CudaDeviceGuard(int ordinal) : ordinal_(ordinal) {
-  if (cudaGetDevice(&previous_) != cudaSuccess) {
+  if (!t_device_chosen || cudaGetDevice(&previous_) != cudaSuccess) {
     cudaGetLastError();
     previous_ = -1;
   }
   if (previous_ == ordinal_) return;
   const cudaError_t err = cudaSetDevice(ordinal_);
   if (!RuntimeIsUnloading(err)) L2L_CUDA_CHECK(err) << "making cuda:" << ordinal_ << " current";
+  t_device_chosen = true;
 }
 
 CudaDeviceGuard::~CudaDeviceGuard() {

@@ -91,6 +91,11 @@ double OptimizerQueue::TakeWaitSeconds() {
   return std::exchange(wait_seconds_, 0.0);
 }
 
+double OptimizerQueue::PeekWaitSeconds() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return wait_seconds_;
+}
+
 int DefaultOptimizerThreads(int ranks_on_node) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::max(1, cores / std::max(1, ranks_on_node) - 1);

@@ -104,10 +104,11 @@ class L2LParamSource final : public ParamSource {
     GradSlot& g = grads_[next_grad_];
     next_grad_ = (next_grad_ + 1) % static_cast<int>(grads_.size());
     const auto t0 = Clock::now();
+    const double opt0 = eps_->PeekOptimizerWaitSeconds();
     std::unique_ptr<Event> ready = device_->RecordEvent(StreamKind::kCompute);
     StatusOr<std::shared_ptr<Event>> landed =
         eps_->ReduceScatter(layer, g.buffer.as<float>(), *ready);
-    gather_wait_s_ += SecondsSince(t0);
+    gather_wait_s_ += SecondsSince(t0) - (eps_->PeekOptimizerWaitSeconds() - opt0);
     RETURN_IF_ERROR(landed.status());
     g.free = std::move(landed).value();
     return OkStatus();
@@ -189,13 +190,14 @@ class L2LParamSource final : public ParamSource {
   }
   Status Fill(int slot, int layer) {
     const auto t0 = Clock::now();
+    const double opt0 = eps_->PeekOptimizerWaitSeconds();
     Slot& s = slots_[slot];
     s.layer = -1;
     ASSIGN_OR_RETURN(s.ready, eps_->Gather(layer, s.buffer.data(), s.free.get()));
     ++gathers_;
     slots_[slot].layer = layer;
     slots_[slot].last_use = ++clock_;
-    gather_wait_s_ += SecondsSince(t0);
+    gather_wait_s_ += SecondsSince(t0) - (eps_->PeekOptimizerWaitSeconds() - opt0);
     return OkStatus();
   }
 
@@ -391,13 +393,16 @@ int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, 
          L2LGradBuffers(device) * max_padded_elems * static_cast<int64_t>(sizeof(float));
 }
 
-int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype) {
-  int64_t b = 0;
+int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,
+                                       DeviceType device) {
+  int64_t b = 0, max_padded = 0;
   for (int64_t p : padded_elems) {
     b += 4 * p * static_cast<int64_t>(sizeof(float));
     if (dtype == DType::kBF16) b += p * static_cast<int64_t>(sizeof(uint16_t));
+    max_padded = std::max(max_padded, p);
   }
-  return b;
+  return b +
+         ResidentOptimizerDeviceBytes(device, static_cast<int>(padded_elems.size()), max_padded);
 }
 
 StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,

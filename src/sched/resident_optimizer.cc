@@ -9,6 +9,7 @@ namespace l2l::sched {
 StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(Device* device,
                                                                          int num_layers,
                                                                          int64_t max_elems);
+int64_t CudaResidentOptimizerDeviceBytes(int num_layers, int64_t max_elems);
 #endif
 
 namespace {
@@ -50,6 +51,16 @@ class CpuResidentOptimizer final : public ResidentOptimizer {
 };
 
 }  // namespace
+
+int64_t ResidentOptimizerDeviceBytes(DeviceType type, int num_layers, int64_t max_elems) {
+#ifdef L2L_HAVE_CUDA
+  if (type == DeviceType::kCuda) return CudaResidentOptimizerDeviceBytes(num_layers, max_elems);
+#endif
+  (void)type;
+  (void)num_layers;
+  (void)max_elems;
+  return 0;
+}
 
 StatusOr<std::unique_ptr<ResidentOptimizer>> CreateResidentOptimizer(Device* device,
                                                                      int optimizer_threads,

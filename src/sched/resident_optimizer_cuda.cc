@@ -79,12 +79,20 @@ class CudaResidentOptimizer final : public ResidentOptimizer {
 
 }  // namespace
 
+int64_t NormScratchElems(int64_t max_elems) {
+  return std::max<int64_t>(kc::SumSquaresScratchElems(max_elems), 1);
+}
+
+int64_t CudaResidentOptimizerDeviceBytes(int num_layers, int64_t max_elems) {
+  return (NormScratchElems(max_elems) + num_layers) * static_cast<int64_t>(sizeof(double));
+}
+
 StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(Device* device,
                                                                          int num_layers,
                                                                          int64_t max_elems) {
   auto* cuda = dynamic_cast<CudaDevice*>(device);
   L2L_CHECK(cuda != nullptr) << "a kCuda device that is not a CudaDevice";
-  const int64_t scratch = std::max<int64_t>(kc::SumSquaresScratchElems(max_elems), 1);
+  const int64_t scratch = NormScratchElems(max_elems);
   ASSIGN_OR_RETURN(DeviceBuffer s, device->Allocate(scratch * sizeof(double), "norm scratch"));
   const size_t out_bytes = static_cast<size_t>(num_layers) * sizeof(double);
   ASSIGN_OR_RETURN(DeviceBuffer o, device->Allocate(out_bytes, "gradient norms"));

@@ -72,7 +72,9 @@ namespace l2l {
 StatusOr<int> CountCudaDevices();
 
 // Makes `ordinal` the calling thread's current CUDA device for the guard's
-// lifetime, then restores the previous one. Not movable.
+// lifetime, then restores the previous one if a guard had chosen it on this
+// thread (a thread that never chose a device keeps `ordinal`: restoring the
+// runtime's default 0 would create a context on GPU 0). Not movable.
 class CudaDeviceGuard {
  public:
   explicit CudaDeviceGuard(int ordinal);

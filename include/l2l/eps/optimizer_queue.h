@@ -46,6 +46,8 @@ class OptimizerQueue {
   // Seconds the relay thread spent blocked in WaitLayer/WaitAll since the
   // last call (the metrics' optimizer_wait_s).
   double TakeWaitSeconds();
+  // The same total without resetting it.
+  double PeekWaitSeconds();
 
  private:
   struct Task {

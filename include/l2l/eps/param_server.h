@@ -130,6 +130,10 @@ class EagerParameterServer {
   // Blocks until every queued update is done (checkpoints, end of training).
   void WaitForUpdates() { queue_.WaitAll(); }
   double TakeOptimizerWaitSeconds() { return queue_.TakeWaitSeconds(); }
+  // Gather and ReduceScatter block for pending updates; callers timing them
+  // subtract this (taken before and after) so that time counts once, as
+  // optimizer wait.
+  double PeekOptimizerWaitSeconds() { return queue_.PeekWaitSeconds(); }
 
   // All-gathers layer l's master weights (padded) into host memory on every
   // rank, after its pending update. Collective.

@@ -119,7 +119,9 @@ Status GemmStridedBatched(const CublasHandles& handles, cudaStream_t stream, Tra
 // out (c) += Σ_r x (n, c)[r] in fp32: a fixed-order two-pass reduction (rows in
 // fixed chunks, chunk partials summed in chunk order). Bitwise reproducible;
 // differs from cpu::ColumnSumAccumulate only by summation order.
-// scratch: ColumnSumScratchElems(n, c) floats.
+// scratch: ColumnSumScratchElems(n, c) floats. The size never decreases as n
+// or c grow, so scratch sized for (n, c) serves any smaller call (the layers
+// size it once for the most rows a call can have).
 int64_t ColumnSumScratchElems(int64_t n, int64_t c);
 template <typename T>
 Status ColumnSumAccumulate(cudaStream_t stream, const T* x, int64_t n, int64_t c, float* out,

@@ -152,16 +152,20 @@ class CudaOps {
     ++slots_->used;
   }
 
-  // Synchronises the stream. A target outside [0, vocab) is a CHECK failure,
-  // as on the CPU (the relay validates targets before upload).
+  // Synchronises the stream, also when no loss was computed (no targets):
+  // the relay relies on it to know the step's work, uploads included, is
+  // done. A target outside [0, vocab) is a CHECK failure, as on the CPU (the
+  // relay validates targets before upload).
   LossTotals TakeLoss() {
     LossTotals t;
-    if (slots_ == nullptr || slots_->used == 0) return t;
-    CheckCuda(
-        cudaMemcpyAsync(slots_->host, slots_->device,
-                        slots_->used * sizeof(cuda::CrossEntropyStats), cudaMemcpyDeviceToHost, s_),
-        "CudaOps::TakeLoss copy");
+    const int used = slots_ == nullptr ? 0 : slots_->used;
+    if (used > 0) {
+      CheckCuda(cudaMemcpyAsync(slots_->host, slots_->device,
+                                used * sizeof(cuda::CrossEntropyStats), cudaMemcpyDeviceToHost, s_),
+                "CudaOps::TakeLoss copy");
+    }
     CheckCuda(cudaStreamSynchronize(s_), "CudaOps::TakeLoss synchronize");
+    if (used == 0) return t;
     for (int i = 0; i < slots_->used; ++i) {
       L2L_CHECK_EQ(slots_->host[i].bad_targets, 0) << "cross-entropy target outside the vocab";
       t.loss_sum += slots_->host[i].loss_sum;

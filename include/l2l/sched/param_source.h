@@ -105,7 +105,8 @@ inline int L2LGradBuffers(DeviceType type) { return type == DeviceType::kCuda ? 
 // weights when computing in bf16.
 int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype,
                                   DeviceType device);
-int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype);
+int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,
+                                       DeviceType device);
 
 // `eps` is owned by the caller and outlives the source; the compute dtype is
 // the EPS's.

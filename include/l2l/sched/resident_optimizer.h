@@ -43,6 +43,10 @@ class ResidentOptimizer {
   virtual double TakeWaitSeconds() = 0;
 };
 
+// Device arena bytes the optimizer itself allocates (GPU: norm scratch and
+// one result per layer; CPU: none), for the memory plan.
+int64_t ResidentOptimizerDeviceBytes(DeviceType type, int num_layers, int64_t max_elems);
+
 // `max_elems`: the largest n SumSquares will see (sizes GPU scratch).
 StatusOr<std::unique_ptr<ResidentOptimizer>> CreateResidentOptimizer(Device* device,
                                                                      int optimizer_threads,

@@ -6,6 +6,7 @@
 // cuBLASLt's epilogues that cannot be had as exactly (the bias is broadcast
 // into C and added with beta = 1, which rounds once, in fp32), GemmEx accepts
 // any alignment and leading dimension, and needs no per-shape heuristic query.
+#include <algorithm>
 #include <type_traits>
 
 #include "column_reduce.cuh"
@@ -117,7 +118,12 @@ Status GemmStridedBatched(const CublasHandles& handles, cudaStream_t stream, Tra
 }
 
 int64_t ColumnSumScratchElems(int64_t n, int64_t c) {
-  return n <= 0 || c <= 0 ? 0 : internal::ColumnChunks(n) * c;
+  if (n <= 0 || c <= 0) return 0;
+  // ColumnChunks(n) itself is not monotone in n (e.g. 256 chunks at n = 16384,
+  // 255 at 16512); this bound is, and it is never below it: chunks have at
+  // least kColumnChunkMinRows rows and there are at most kColumnMaxChunks.
+  const int64_t by_rows = (n + internal::kColumnChunkMinRows - 1) / internal::kColumnChunkMinRows;
+  return std::min(by_rows, internal::kColumnMaxChunks) * c;
 }
 
 template <typename T>
