@@ -17,6 +17,29 @@ double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// Makes the compute stream wait for a transfer's event between two timed
+// events: the time between them is how long the stream stalled on the
+// transfer (0 when it was done before the stream got there; always 0 on the
+// CPU backend). Take() needs the compute stream synchronised (the relay's
+// TakeLoss), so that every event is complete.
+class StallMeter {
+ public:
+  void ComputeWaits(Device* device, Event& e) {
+    std::unique_ptr<Event> before = device->RecordTimedEvent(StreamKind::kCompute);
+    device->StreamWaitEvent(StreamKind::kCompute, e);
+    stalls_.emplace_back(std::move(before), device->RecordTimedEvent(StreamKind::kCompute));
+  }
+  double Take() {
+    double s = 0;
+    for (auto& [before, after] : stalls_) s += after->SecondsSince(*before);
+    stalls_.clear();
+    return s;
+  }
+
+ private:
+  std::vector<std::pair<std::unique_ptr<Event>, std::unique_ptr<Event>>> stalls_;
+};
+
 // ---------------------------------------------------------------------------
 // L2L: a ring of gathered layers in front of the EPS.
 //
@@ -81,7 +104,7 @@ class L2LParamSource final : public ParamSource {
     Slot& s = slots_[slot];
     s.in_use = true;
     s.last_use = ++clock_;
-    if (s.ready) ComputeWaits(*s.ready);
+    if (s.ready) stalls_.ComputeWaits(device_, *s.ready);
     return s.buffer.data();
   }
 
@@ -94,7 +117,7 @@ class L2LParamSource final : public ParamSource {
 
   StatusOr<float*> GradBuffer(int layer) override {
     GradSlot& g = grads_[next_grad_];
-    if (g.free) ComputeWaits(*g.free);
+    if (g.free) stalls_.ComputeWaits(device_, *g.free);
     const size_t bytes = static_cast<size_t>(eps_->layer(layer).padded_elems) * sizeof(float);
     device_->Memset(g.buffer.data(), 0, bytes, StreamKind::kCompute);
     return g.buffer.as<float>();
@@ -140,10 +163,7 @@ class L2LParamSource final : public ParamSource {
   // compute stream stalled on their events. The caller has synchronised the
   // compute stream (the relay's TakeLoss), so every stall event is complete.
   double TakeGatherWaitSeconds() override {
-    double s = std::exchange(gather_wait_s_, 0.0);
-    for (auto& [before, after] : stalls_) s += after->SecondsSince(*before);
-    stalls_.clear();
-    return s;
+    return std::exchange(gather_wait_s_, 0.0) + stalls_.Take();
   }
   double TakeOptimizerWaitSeconds() override { return eps_->TakeOptimizerWaitSeconds(); }
   int64_t TakeGatherCount() override { return std::exchange(gathers_, 0); }
@@ -162,15 +182,6 @@ class L2LParamSource final : public ParamSource {
     DeviceBuffer buffer;
     std::shared_ptr<Event> free;  // after the reduce-scatter and D2H read it
   };
-
-  // Makes the compute stream wait for `e`, between two timed events: the
-  // time between them is how long the stream stalled on the transfer (0 when
-  // it was done before the stream got there; always 0 on the CPU backend).
-  void ComputeWaits(Event& e) {
-    std::unique_ptr<Event> before = device_->RecordTimedEvent(StreamKind::kCompute);
-    device_->StreamWaitEvent(StreamKind::kCompute, e);
-    stalls_.emplace_back(std::move(before), device_->RecordTimedEvent(StreamKind::kCompute));
-  }
 
   int Find(int layer) const {
     for (size_t i = 0; i < slots_.size(); ++i)
@@ -205,7 +216,7 @@ class L2LParamSource final : public ParamSource {
   eps::EagerParameterServer* eps_;
   std::vector<Slot> slots_;
   std::vector<GradSlot> grads_;
-  std::vector<std::pair<std::unique_ptr<Event>, std::unique_ptr<Event>>> stalls_;
+  StallMeter stalls_;
   int next_grad_ = 0;
   int64_t clock_ = 0;
   int64_t gathers_ = 0;
@@ -280,8 +291,14 @@ class ResidentParamSource final : public ParamSource {
     Layer& L = layers_[layer];
     const auto t0 = Clock::now();
     if (device_comm_->size() > 1) {
-      RETURN_IF_ERROR(device_comm_->AllReduce(L.grad.data(), L.grad.data(), L.padded_elems,
-                                              CommDType::kF32, ReduceOp::kSum));
+      // On the communication stream after the gradient, and the norm (on the
+      // compute stream) after the all-reduce: the host never waits here.
+      std::unique_ptr<Event> ready = device_->RecordEvent(StreamKind::kCompute);
+      device_->StreamWaitEvent(StreamKind::kD2H, *ready);
+      RETURN_IF_ERROR(device_comm_->AllReduceEnqueue(L.grad.data(), L.grad.data(), L.padded_elems,
+                                                     CommDType::kF32, ReduceOp::kSum));
+      std::unique_ptr<Event> reduced = device_->RecordEvent(StreamKind::kD2H);
+      stalls_.ComputeWaits(device_, *reduced);
     }
     const eps::Shard own = eps::ShardOf(L.padded_elems, host_comm_->size(), host_comm_->rank());
     optimizer_->SumSquares(layer, L.grad.as<float>() + own.offset_elems, own.size_elems);
@@ -347,7 +364,9 @@ class ResidentParamSource final : public ParamSource {
     return OkStatus();
   }
 
-  double TakeGatherWaitSeconds() override { return std::exchange(comm_wait_s_, 0.0); }
+  double TakeGatherWaitSeconds() override {
+    return std::exchange(comm_wait_s_, 0.0) + stalls_.Take();
+  }
   double TakeOptimizerWaitSeconds() override { return optimizer_->TakeWaitSeconds(); }
   int64_t TakeGatherCount() override { return 0; }
   int64_t host_state_bytes() const override { return 0; }
@@ -383,6 +402,7 @@ class ResidentParamSource final : public ParamSource {
   std::unique_ptr<ResidentOptimizer> optimizer_;
   eps::AdamWParams hp_{};
   double comm_wait_s_ = 0;
+  StallMeter stalls_;
 };
 
 }  // namespace

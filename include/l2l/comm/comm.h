@@ -44,7 +44,7 @@ class Comm {
   virtual Status Broadcast(void* buf, size_t count, CommDType dtype, int root) = 0;
   virtual Status Barrier() = 0;
 
-  // Stream-ordered forms of AllGather and ReduceScatter for the EPS's
+  // Stream-ordered forms of AllGather, ReduceScatter and AllReduce for
   // overlapped transfers (same arguments and in-place rules). A communicator
   // bound to a device stream (NcclComm: the device's kD2H stream) enqueues
   // the collective there after the work already on that stream and returns;
@@ -58,6 +58,10 @@ class Comm {
   virtual Status ReduceScatterEnqueue(const void* send, void* recv, size_t count_per_rank,
                                       CommDType dtype, ReduceOp op) {
     return ReduceScatter(send, recv, count_per_rank, dtype, op);
+  }
+  virtual Status AllReduceEnqueue(const void* send, void* recv, size_t count, CommDType dtype,
+                                  ReduceOp op) {
+    return AllReduce(send, recv, count, dtype, op);
   }
 
   // Ranks agree before they fail (DESIGN §7): every rank passes its local

@@ -98,8 +98,8 @@ class NcclComm final : public Comm {
   // submitted to its device's three streams before it is complete.
   Status Barrier() override;
 
-  // Enqueue forms for the EPS (Comm contract): AllGatherAsync /
-  // ReduceScatterAsync on the device's kD2H stream, device buffers only.
+  // Enqueue forms (Comm contract): the *Async calls on the device's kD2H
+  // stream, device buffers only.
   Status AllGatherEnqueue(const void* send, void* recv, size_t count_per_rank,
                           CommDType dtype) override {
     return AllGatherAsync(send, recv, count_per_rank, dtype, device_.stream(StreamKind::kD2H));
@@ -108,6 +108,10 @@ class NcclComm final : public Comm {
                               ReduceOp op) override {
     return ReduceScatterAsync(send, recv, count_per_rank, dtype, op,
                               device_.stream(StreamKind::kD2H));
+  }
+  Status AllReduceEnqueue(const void* send, void* recv, size_t count, CommDType dtype,
+                          ReduceOp op) override {
+    return AllReduceAsync(send, recv, count, dtype, op, device_.stream(StreamKind::kD2H));
   }
 
   // Enqueue only, on `stream` (a stream of this GPU). Device buffers only.
