@@ -151,9 +151,38 @@ NcclComm::NcclComm(CudaDevice& device, ncclComm_t comm, DeviceWord barrier_word,
       barrier_word_(std::move(barrier_word)),
       rank_(rank),
       size_(size),
-      options_(options) {}
+      options_(options),
+      watch_(std::make_shared<WatchState>()) {
+  watch_->comm = comm;
+  // Host waits on the device (the relay's loss read, the optimizer threads'
+  // waits for gradient shards) then notice an asynchronous NCCL error or a
+  // stuck peer instead of blocking forever.
+  auto watchdog = std::make_shared<CudaWaitWatchdog>();
+  const std::string where = " on rank " + std::to_string(rank) + " of " + std::to_string(size);
+  watchdog->check = [state = watch_, where]() -> Status {
+    std::lock_guard<std::mutex> lock(state->mu);
+    if (!state->broken.ok()) return state->broken;
+    if (state->comm == nullptr) return OkStatus();
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(state->comm, &async) == ncclSuccess && async != ncclSuccess &&
+        async != ncclInProgress) {
+      return Internal("asynchronous NCCL error" + where + ": " + ncclGetErrorString(async));
+    }
+    return OkStatus();
+  };
+  // No time limit here: a host wait can legitimately span a whole step (at
+  // hundreds of layers and a large batch, many minutes), unlike the blocking
+  // collectives that options.timeout_ms bounds.
+  watchdog->timeout_ms = 0;
+  device_.SetWaitWatchdog(std::move(watchdog));
+}
 
 NcclComm::~NcclComm() {
+  device_.SetWaitWatchdog(nullptr);
+  {
+    std::lock_guard<std::mutex> lock(watch_->mu);
+    watch_->comm = nullptr;
+  }
   if (comm_ == nullptr) return;
   CudaDeviceGuard guard(device_.ordinal());
   // Collectives still in flight must finish (or fail, which aborts) first.
@@ -172,13 +201,16 @@ std::string NcclComm::Describe(const std::string& call, const std::string& detai
 
 Status NcclComm::Fail(StatusCode code, const std::string& call, const std::string& detail) {
   std::string message = Describe(call, detail);
+  std::lock_guard<std::mutex> lock(watch_->mu);  // the watchdog must not look meanwhile
   if (comm_ != nullptr) {
     ncclCommAbort(comm_);
     comm_ = nullptr;
+    watch_->comm = nullptr;
     message += "; the NCCL communicator was aborted";
   }
   Status st(code, std::move(message));
   if (broken_.ok()) broken_ = st;
+  if (watch_->broken.ok()) watch_->broken = st;
   return st;
 }
 

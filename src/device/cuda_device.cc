@@ -3,11 +3,13 @@
 // (which memory, which stream, when the host waits) is in cuda_device.h.
 #include "l2l/device/cuda_device.h"
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include "l2l/core/check.h"
 #include "l2l/core/log.h"
@@ -161,8 +163,47 @@ StatusOr<CudaStreamPtr> CreateCudaStream(int priority) {
   return CudaStreamPtr(s);
 }
 
+namespace {
+
+// Polls `query` (cudaStreamQuery / cudaEventQuery) until the work is done,
+// calling the watchdog's check every period and enforcing its timeout.
+template <typename Query>
+void WatchedWait(const CudaWaitWatchdog& w, Query query, const std::string& what) {
+  const auto start = std::chrono::steady_clock::now();
+  auto next_check = start + CudaDevice::kWatchdogPeriod;
+  for (int polls = 0;; ++polls) {
+    const cudaError_t q = query();
+    if (q == cudaSuccess) return;
+    L2L_CUDA_CHECK(q == cudaErrorNotReady ? cudaSuccess : q) << "waiting for " << what;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_check) {
+      next_check = now + CudaDevice::kWatchdogPeriod;
+      if (w.check) {
+        const Status s = w.check();
+        L2L_CHECK(s.ok()) << "while waiting for " << what << ": " << s.message();
+      }
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - start);
+      L2L_CHECK(w.timeout_ms <= 0 || waited.count() <= w.timeout_ms)
+          << what << " not complete after " << waited.count()
+          << " ms (the communicator's timeout); a peer rank may have failed or stopped";
+    }
+    if (polls < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+}
+
+}  // namespace
+
 void CudaEvent::HostWait() {
   CudaDeviceGuard guard(ordinal_);
+  if (watchdog_) {
+    WatchedWait(
+        *watchdog_, [&] { return cudaEventQuery(event_.get()); }, "a CUDA event");
+    return;
+  }
   L2L_CUDA_CHECK(cudaEventSynchronize(event_.get()));
 }
 
@@ -370,23 +411,23 @@ void CudaDevice::Memset(void* dst, int value, size_t bytes, StreamKind stream) {
 }
 
 namespace {
-std::unique_ptr<Event> Record(int ordinal, cudaStream_t stream, const char* stream_name,
-                              bool timed) {
+std::unique_ptr<Event> Record(int ordinal, cudaStream_t stream, const char* stream_name, bool timed,
+                              std::shared_ptr<const CudaWaitWatchdog> watchdog) {
   CudaDeviceGuard guard(ordinal);
   cudaEvent_t e = nullptr;
   L2L_CUDA_CHECK(cudaEventCreateWithFlags(&e, timed ? cudaEventDefault : cudaEventDisableTiming));
   CudaEventPtr owned(e);
   L2L_CUDA_CHECK(cudaEventRecord(e, stream)) << "on the " << stream_name;
-  return std::make_unique<CudaEvent>(ordinal, std::move(owned), timed);
+  return std::make_unique<CudaEvent>(ordinal, std::move(owned), timed, std::move(watchdog));
 }
 }  // namespace
 
 std::unique_ptr<Event> CudaDevice::RecordEvent(StreamKind stream) {
-  return Record(ordinal_, this->stream(stream), StreamName(stream), false);
+  return Record(ordinal_, this->stream(stream), StreamName(stream), false, watchdog());
 }
 
 std::unique_ptr<Event> CudaDevice::RecordTimedEvent(StreamKind stream) {
-  return Record(ordinal_, this->stream(stream), StreamName(stream), true);
+  return Record(ordinal_, this->stream(stream), StreamName(stream), true, watchdog());
 }
 
 void CudaDevice::StreamWaitEvent(StreamKind stream, Event& event) {
@@ -401,7 +442,23 @@ void CudaDevice::StreamWaitEvent(StreamKind stream, Event& event) {
 
 void CudaDevice::SynchronizeStream(StreamKind stream) {
   CudaDeviceGuard guard(ordinal_);
+  if (const auto w = watchdog()) {
+    cudaStream_t s = this->stream(stream);
+    WatchedWait(
+        *w, [s] { return cudaStreamQuery(s); }, std::string("the ") + StreamName(stream));
+    return;
+  }
   L2L_CUDA_CHECK(cudaStreamSynchronize(this->stream(stream))) << "on the " << StreamName(stream);
+}
+
+void CudaDevice::SetWaitWatchdog(std::shared_ptr<const CudaWaitWatchdog> watchdog) {
+  std::lock_guard<std::mutex> lock(watchdog_mu_);
+  watchdog_ = std::move(watchdog);
+}
+
+std::shared_ptr<const CudaWaitWatchdog> CudaDevice::watchdog() const {
+  std::lock_guard<std::mutex> lock(watchdog_mu_);
+  return watchdog_;
 }
 
 }  // namespace l2l

@@ -239,6 +239,44 @@ TEST_F(CudaDeviceTest, TimedEventsMeasureAStreamStall) {
   EXPECT_LT(after2->SecondsSince(*before2), 0.1 * stall);
 }
 
+// The wait watchdog: a failing check ends a host wait that would otherwise
+// block (here on a host function that sleeps on the stream) with a message;
+// a passing one lets the wait finish normally.
+void SleepOnStream(void* ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(*static_cast<int*>(ms)));
+}
+
+TEST_F(CudaDeviceTest, WaitWatchdogPassesOrAbortsTheWait) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  static int sleep_ms = 400;
+  {
+    auto dev = MakeDevice(0);
+    ASSERT_TRUE(dev.ok()) << dev.status().message();
+    auto ok = std::make_shared<CudaWaitWatchdog>();
+    int checks = 0;
+    ok->check = [&checks] {
+      ++checks;
+      return OkStatus();
+    };
+    (*dev)->SetWaitWatchdog(ok);
+    ASSERT_EQ(cudaLaunchHostFunc((*dev)->stream(StreamKind::kCompute), SleepOnStream, &sleep_ms),
+              cudaSuccess);
+    (*dev)->SynchronizeStream(StreamKind::kCompute);
+    EXPECT_GE(checks, 2);  // about every 100 ms of a 400 ms wait
+    (*dev)->SetWaitWatchdog(nullptr);
+  }
+  EXPECT_DEATH(
+      {
+        auto dev = MakeDevice(0);
+        auto bad = std::make_shared<CudaWaitWatchdog>();
+        bad->check = [] { return Internal("asynchronous NCCL error (test)"); };
+        (*dev)->SetWaitWatchdog(bad);
+        cudaLaunchHostFunc((*dev)->stream(StreamKind::kCompute), SleepOnStream, &sleep_ms);
+        (*dev)->SynchronizeStream(StreamKind::kCompute);
+      },
+      "while waiting for the .*asynchronous NCCL error \\(test\\)");
+}
+
 TEST_F(CudaDeviceTest, ReleasedMemoryIsNotReusedUnderQueuedWork) {
   auto dev = MakeDevice(0);
   ASSERT_TRUE(dev.ok()) << dev.status().message();

@@ -25,8 +25,8 @@ class CudaLayerExec final : public internal::TypedLayerExec<kernels::CudaOps<T>>
  public:
   // The base is built first, from pointers into `res`, which is then kept.
   CudaLayerExec(const ModelDims& dims, DType dtype, std::unique_ptr<CudaExecResources> res,
-                cudaStream_t stream)
-      : Base(dims, dtype, kernels::CudaOps<T>(&res->handles, stream, &res->slots),
+                CudaDevice* device)
+      : Base(dims, dtype, kernels::CudaOps<T>(&res->handles, device, &res->slots),
              static_cast<int64_t>(res->device_slots.size_bytes())),
         res_(std::move(res)) {}
 
@@ -55,13 +55,12 @@ StatusOr<std::unique_ptr<LayerExec>> CreateCudaLayerExec(Device* device, const M
   res->slots.device = res->device_slots.as<kernels::cuda::CrossEntropyStats>();
   res->slots.host = res->host_slots.as<kernels::cuda::CrossEntropyStats>();
   res->slots.capacity = slots;
-  const cudaStream_t stream = cuda->stream(StreamKind::kCompute);
   if (options.dtype == DType::kBF16) {
     return std::unique_ptr<LayerExec>(std::make_unique<CudaLayerExec<kernels::cuda::bf16>>(
-        dims, DType::kBF16, std::move(res), stream));
+        dims, DType::kBF16, std::move(res), cuda));
   }
   return std::unique_ptr<LayerExec>(
-      std::make_unique<CudaLayerExec<float>>(dims, DType::kF32, std::move(res), stream));
+      std::make_unique<CudaLayerExec<float>>(dims, DType::kF32, std::move(res), cuda));
 }
 
 }  // namespace l2l::model

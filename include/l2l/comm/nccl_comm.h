@@ -51,6 +51,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "l2l/comm/comm.h"
@@ -196,6 +197,17 @@ class NcclComm final : public Comm {
   const int size_;
   const NcclCommOptions options_;
   Status broken_;  // the first failure; OK while the communicator is healthy
+
+  // What the device's wait watchdog (CudaDevice::SetWaitWatchdog) looks at
+  // from other threads: the communicator for ncclCommGetAsyncError, null once
+  // aborted or destroyed. Shared so that events outliving this object stay
+  // safe; every change of comm_ and every look happen under `mu`.
+  struct WatchState {
+    std::mutex mu;
+    ncclComm_t comm = nullptr;
+    Status broken;
+  };
+  std::shared_ptr<WatchState> watch_;
 };
 
 }  // namespace l2l

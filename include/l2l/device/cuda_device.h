@@ -56,6 +56,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -106,11 +108,23 @@ using CudaMemPoolPtr = std::unique_ptr<std::remove_pointer_t<cudaMemPool_t>, Cud
 // own (tests, a kernel library). `priority` 0 is the default priority.
 StatusOr<CudaStreamPtr> CreateCudaStream(int priority);
 
-// An event recorded on one of a CudaDevice's streams. Timing disabled.
+// What the host checks while it waits on a device (CudaDevice::
+// SetWaitWatchdog): `check` every kWatchdogPeriod, and a limit on one wait.
+struct CudaWaitWatchdog {
+  std::function<Status()> check;  // a non-OK status aborts the process
+  int64_t timeout_ms = 0;         // 0 = wait forever
+};
+
+// An event recorded on one of a CudaDevice's streams. Timing disabled unless
+// made by RecordTimedEvent.
 class CudaEvent final : public Event {
  public:
-  CudaEvent(int ordinal, CudaEventPtr event, bool timed = false)
-      : ordinal_(ordinal), event_(std::move(event)), timed_(timed) {}
+  CudaEvent(int ordinal, CudaEventPtr event, bool timed = false,
+            std::shared_ptr<const CudaWaitWatchdog> watchdog = nullptr)
+      : ordinal_(ordinal),
+        event_(std::move(event)),
+        timed_(timed),
+        watchdog_(std::move(watchdog)) {}
   // Blocks until the work before the event is done (cudaEventSynchronize).
   void HostWait() override;
   // cudaEventElapsedTime; both events must be timed, of this GPU and complete
@@ -123,6 +137,7 @@ class CudaEvent final : public Event {
   int ordinal_;
   CudaEventPtr event_;
   bool timed_;
+  std::shared_ptr<const CudaWaitWatchdog> watchdog_;  // of the device at record time
 };
 
 class CudaDevice final : public Device {
@@ -164,6 +179,18 @@ class CudaDevice final : public Device {
   void StreamWaitEvent(StreamKind stream, Event& event) override;
   void SynchronizeStream(StreamKind stream) override;
 
+  // While the host waits on this device's work (SynchronizeStream,
+  // CudaEvent::HostWait of events recorded after this call), it polls and,
+  // every kWatchdogPeriod, calls watchdog.check; a failure, or one wait longer
+  // than watchdog.timeout_ms, aborts the process with a message naming the
+  // wait. Why abort: the waits that can hang are on collectives, and a failed
+  // collective leaves the ranks out of step; the launcher then ends the job
+  // instead of every rank waiting forever. NcclComm installs its async-error
+  // check here; nullptr (the default) restores plain blocking waits. `check`
+  // may run on any thread that waits (optimizer threads included).
+  void SetWaitWatchdog(std::shared_ptr<const CudaWaitWatchdog> watchdog);
+  static constexpr std::chrono::milliseconds kWatchdogPeriod{100};
+
   // CUDA-specific accessors for kernels and NcclComm. The streams belong to
   // this device and live as long as it does.
   int ordinal() const { return ordinal_; }
@@ -189,6 +216,10 @@ class CudaDevice final : public Device {
   // Recorded on each device stream at every release; guarded by free_mu_.
   std::mutex free_mu_;
   CudaEventPtr free_fences_[kNumStreams];
+  // Guarded by watchdog_mu_; events keep the one current when they were made.
+  mutable std::mutex watchdog_mu_;
+  std::shared_ptr<const CudaWaitWatchdog> watchdog_;
+  std::shared_ptr<const CudaWaitWatchdog> watchdog() const;
 };
 
 }  // namespace l2l

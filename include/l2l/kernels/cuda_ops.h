@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "l2l/core/check.h"
+#include "l2l/device/cuda_device.h"
 #include "l2l/kernels/cpu_ops.h"
 #include "l2l/kernels/cuda.h"
 
@@ -51,10 +52,11 @@ class CudaOps {
   using G = float;
   using S = float;
 
-  // `handles` and `slots` outlive the ops object; `stream` is where every op
-  // runs (the handles are bound to it before each GEMM).
-  CudaOps(const cuda::CublasHandles* handles, cudaStream_t stream, CudaLossSlots* slots)
-      : h_(handles), s_(stream), slots_(slots) {}
+  // `handles`, `device` and `slots` outlive the ops object. Every op runs on
+  // the device's compute stream (the handles are bound to it before each
+  // GEMM); TakeLoss waits through the device, so its wait watchdog applies.
+  CudaOps(const cuda::CublasHandles* handles, CudaDevice* device, CudaLossSlots* slots)
+      : h_(handles), device_(device), s_(device->stream(StreamKind::kCompute)), slots_(slots) {}
 
   static int64_t ColumnSumScratchElems(int64_t n, int64_t c) {
     return cuda::ColumnSumScratchElems(n, c);
@@ -164,7 +166,7 @@ class CudaOps {
                                 used * sizeof(cuda::CrossEntropyStats), cudaMemcpyDeviceToHost, s_),
                 "CudaOps::TakeLoss copy");
     }
-    CheckCuda(cudaStreamSynchronize(s_), "CudaOps::TakeLoss synchronize");
+    device_->SynchronizeStream(StreamKind::kCompute);
     if (used == 0) return t;
     for (int i = 0; i < slots_->used; ++i) {
       L2L_CHECK_EQ(slots_->host[i].bad_targets, 0) << "cross-entropy target outside the vocab";
@@ -180,6 +182,7 @@ class CudaOps {
   static void CheckCuda(cudaError_t e, const char* what) { cuda_ops_internal::CheckCuda(e, what); }
 
   const cuda::CublasHandles* h_;
+  CudaDevice* device_;
   cudaStream_t s_;
   CudaLossSlots* slots_;
 };
