@@ -61,7 +61,7 @@ class L2LParamSource final : public ParamSource {
                        device_->Allocate(elems * DTypeSizeBytes(eps_->compute_dtype()),
                                          "gathered layer buffer " + std::to_string(i)));
     }
-    grads_.resize(L2LGradBuffers(device_->type()));
+    grads_.resize(L2LGradBuffers(device_->asynchronous()));
     for (size_t i = 0; i < grads_.size(); ++i) {
       ASSIGN_OR_RETURN(
           grads_[i].buffer,
@@ -408,9 +408,10 @@ class ResidentParamSource final : public ParamSource {
 }  // namespace
 
 int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype,
-                                  DeviceType device) {
+                                  bool asynchronous_device) {
   return (prefetch_depth + 1) * max_padded_elems * static_cast<int64_t>(DTypeSizeBytes(dtype)) +
-         L2LGradBuffers(device) * max_padded_elems * static_cast<int64_t>(sizeof(float));
+         L2LGradBuffers(asynchronous_device) * max_padded_elems *
+             static_cast<int64_t>(sizeof(float));
 }
 
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,

@@ -158,7 +158,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   // The memory plan, checked against the cap before the model is allocated.
   const int64_t params_bytes =
       l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth, ro.dtype,
-                                             device_->type())
+                                             device_->asynchronous())
           : sched::ResidentParamSourceDeviceBytes(padded, ro.dtype, device_->type());
   plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes, *exec);
   if (rank == 0) {

@@ -154,6 +154,7 @@ class CudaDevice final : public Device {
   CudaDevice& operator=(const CudaDevice&) = delete;
 
   DeviceType type() const override { return DeviceType::kCuda; }
+  bool asynchronous() const override { return true; }
   // "cuda:<ordinal> <device name>", e.g. "cuda:0 NVIDIA H100 80GB HBM3".
   std::string name() const override { return name_; }
 

@@ -124,6 +124,9 @@ class Device {
 
   virtual DeviceType type() const = 0;
   virtual std::string name() const = 0;
+  // Whether stream work runs asynchronously to the host (the GPU), so that
+  // overlapping transfers with compute pays off. The CPU backend: false.
+  virtual bool asynchronous() const { return false; }
 
   // Arena memory (contract above). `what` names the buffer in OOM messages.
   virtual StatusOr<DeviceBuffer> Allocate(size_t bytes, std::string_view what) = 0;

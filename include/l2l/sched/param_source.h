@@ -92,11 +92,11 @@ class ParamSource {
   virtual int64_t host_state_bytes() const = 0;
 };
 
-// Gradient buffers of the l2l source. On the GPU two: the reduce-scatter of
-// layer l reads one while the backward of layer l-1 fills the other. On the
-// CPU one (DESIGN §5): nothing overlaps there, a second buffer would only
-// cost memory.
-inline int L2LGradBuffers(DeviceType type) { return type == DeviceType::kCuda ? 2 : 1; }
+// Gradient buffers of the l2l source. On an asynchronous device (the GPU)
+// two: the reduce-scatter of layer l reads one while the backward of layer
+// l-1 fills the other. On the CPU one (DESIGN §5): nothing overlaps there, a
+// second buffer would only cost memory.
+inline int L2LGradBuffers(bool asynchronous_device) { return asynchronous_device ? 2 : 1; }
 
 // Device bytes each implementation allocates up front (the memory plan):
 // l2l: (prefetch_depth + 1) gathered layers in the compute dtype plus
@@ -104,7 +104,7 @@ inline int L2LGradBuffers(DeviceType type) { return type == DeviceType::kCuda ? 
 // weights, gradient and both moments of every layer, plus a bf16 copy of the
 // weights when computing in bf16.
 int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype,
-                                  DeviceType device);
+                                  bool asynchronous_device);
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,
                                        DeviceType device);
 
