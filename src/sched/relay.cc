@@ -45,13 +45,21 @@ model::LayerExecOptions LayerExecOptionsFor(const model::ModelDims& dims,
   return o;
 }
 
+// Device buffers per boundary role: two where host-stash copies overlap
+// compute (the next micro-batch loads while this one computes).
+int BuffersPerRole(const RelayOptions& options, bool asynchronous_device) {
+  return asynchronous_device && options.stash == Stash::kHost ? 2 : 1;
+}
+
 DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptions& options,
-                                  int64_t params_bytes, const model::LayerExec& exec) {
+                                  int64_t params_bytes, const model::LayerExec& exec,
+                                  bool asynchronous_device) {
   DeviceMemoryPlan p;
   const int64_t elem = static_cast<int64_t>(exec.elem_bytes());
   p.params_bytes = params_bytes;
   p.workspace_bytes = exec.WorkspaceBytes(options.micro_batch);
-  p.boundary_bytes = 4 * BoundaryElems(dims, options.micro_batch) * elem +
+  p.boundary_bytes = 3 * BuffersPerRole(options, asynchronous_device) *
+                         BoundaryElems(dims, options.micro_batch) * elem +
                      options.n_micro * InputBytes(dims, options.micro_batch) + exec.device_bytes();
   p.stash_bytes = options.stash == Stash::kDevice ? StashElems(dims, options) * elem : 0;
   return p;
@@ -80,10 +88,17 @@ StatusOr<std::unique_ptr<Relay>> Relay::Create(Device* device, const model::Mode
 Status Relay::Allocate() {
   ASSIGN_OR_RETURN(workspace_, device_->Allocate(exec_->WorkspaceBytes(options_.micro_batch),
                                                  "layer workspace"));
-  ASSIGN_OR_RETURN(x_in_, device_->Allocate(boundary_bytes_, "boundary buffer x_in"));
-  ASSIGN_OR_RETURN(x_out_, device_->Allocate(boundary_bytes_, "boundary buffer x_out"));
-  ASSIGN_OR_RETURN(dy_, device_->Allocate(boundary_bytes_, "boundary buffer dy"));
-  ASSIGN_OR_RETURN(dx_, device_->Allocate(boundary_bytes_, "boundary buffer dx"));
+  overlap_copies_ = device_->asynchronous() && options_.stash == Stash::kHost;
+  const int per_role = BuffersPerRole(options_, device_->asynchronous());
+  for (auto [role, name] : {std::pair{&in_, "input"}, {&dy_, "gradient"}, {&out_, "output"}}) {
+    role->resize(per_role);
+    for (int i = 0; i < per_role; ++i) {
+      ASSIGN_OR_RETURN((*role)[i].buf,
+                       device_->Allocate(boundary_bytes_, std::string("boundary buffer ") + name +
+                                                              " " + std::to_string(i)));
+    }
+  }
+  stored_.resize(options_.n_micro);
   const size_t inputs = static_cast<size_t>(options_.n_micro) * input_bytes_;
   ASSIGN_OR_RETURN(inputs_, device_->Allocate(inputs, "micro-batch inputs"));
   ASSIGN_OR_RETURN(staged_inputs_, device_->AllocatePinned(inputs, "micro-batch inputs (host)"));
@@ -108,20 +123,51 @@ char* Relay::DStashSlot(int micro) {
   return stash_base_ + ((dims_.num_blocks + 1) * options_.n_micro + micro) * boundary_bytes_;
 }
 
-void Relay::LoadBoundary(void* device_dst, const void* stash_src) {
-  if (options_.stash == Stash::kDevice) {
-    device_->CopyD2D(device_dst, stash_src, boundary_bytes_, StreamKind::kCompute);
-  } else {
-    device_->CopyH2D(device_dst, stash_src, boundary_bytes_, StreamKind::kCompute);
+void Relay::Load(Boundary& b, const char* src, int m) {
+  if (!overlap_copies_) {
+    if (options_.stash == Stash::kDevice) {
+      device_->CopyD2D(b.buf.data(), src, boundary_bytes_, StreamKind::kCompute);
+    } else {
+      device_->CopyH2D(b.buf.data(), src, boundary_bytes_, StreamKind::kCompute);
+    }
+    return;
   }
+  if (b.idle) device_->StreamWaitEvent(StreamKind::kH2D, *b.idle);
+  if (stored_[m]) device_->StreamWaitEvent(StreamKind::kH2D, *stored_[m]);
+  device_->CopyH2D(b.buf.data(), src, boundary_bytes_, StreamKind::kH2D);
+  b.loaded = device_->RecordEvent(StreamKind::kH2D);
 }
 
-void Relay::StoreBoundary(void* stash_dst, const void* device_src) {
-  if (options_.stash == Stash::kDevice) {
-    device_->CopyD2D(stash_dst, device_src, boundary_bytes_, StreamKind::kCompute);
-  } else {
-    device_->CopyD2H(stash_dst, device_src, boundary_bytes_, StreamKind::kCompute);
+void* Relay::In(Boundary& b) {
+  if (b.loaded) device_->StreamWaitEvent(StreamKind::kCompute, *b.loaded);
+  b.loaded.reset();
+  return b.buf.data();
+}
+
+void* Relay::Out(Boundary& b) {
+  if (b.idle) device_->StreamWaitEvent(StreamKind::kCompute, *b.idle);
+  b.idle.reset();
+  return b.buf.data();
+}
+
+void Relay::Done(Boundary& b) {
+  if (overlap_copies_) b.idle = device_->RecordEvent(StreamKind::kCompute);
+}
+
+void Relay::Store(Boundary& b, char* dst, int m) {
+  if (!overlap_copies_) {
+    if (options_.stash == Stash::kDevice) {
+      device_->CopyD2D(dst, b.buf.data(), boundary_bytes_, StreamKind::kCompute);
+    } else {
+      device_->CopyD2H(dst, b.buf.data(), boundary_bytes_, StreamKind::kCompute);
+    }
+    return;
   }
+  std::unique_ptr<Event> written = device_->RecordEvent(StreamKind::kCompute);
+  device_->StreamWaitEvent(StreamKind::kD2H, *written);
+  device_->CopyD2H(dst, b.buf.data(), boundary_bytes_, StreamKind::kD2H);
+  b.idle = device_->RecordEvent(StreamKind::kD2H);
+  stored_[m] = device_->RecordEvent(StreamKind::kD2H);
 }
 
 Relay::InputView Relay::ViewAt(void* base, int micro) const {
@@ -176,18 +222,21 @@ Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches)
   void* ws = workspace_.data();
   for (int l = 0; l <= dims_.num_blocks; ++l) {
     ASSIGN_OR_RETURN(const void* params, AcquireAt(l));
+    if (l > 0) Load(At(in_, 0), StashSlot(l, 0), 0);
     for (int m = 0; m < n_batches; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
       const model::StepContext ctx{seed, step, l, training, in.keys};
+      Boundary& y = At(out_, m);
       if (l == 0) {
-        exec_->EmbeddingForward(ctx, params, in.tokens, in.types, options_.micro_batch,
-                                x_out_.data(), ws);
+        exec_->EmbeddingForward(ctx, params, in.tokens, in.types, options_.micro_batch, Out(y), ws);
       } else {
-        LoadBoundary(x_in_.data(), StashSlot(l, m));
-        exec_->BlockForward(ctx, params, x_in_.data(), in.mask, options_.micro_batch, x_out_.data(),
-                            ws);
+        Boundary& x = At(in_, m);
+        exec_->BlockForward(ctx, params, In(x), in.mask, options_.micro_batch, Out(y), ws);
+        Done(x);
+        // The next micro-batch's input loads while this one computes.
+        if (m + 1 < n_batches) Load(At(in_, m + 1), StashSlot(l, m + 1), m + 1);
       }
-      StoreBoundary(StashSlot(l + 1, m), x_out_.data());
+      Store(y, StashSlot(l + 1, m), m);
     }
     source_->Release(l);
   }
@@ -210,13 +259,17 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   {
     ASSIGN_OR_RETURN(const void* params, AcquireAt(head));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(head));
+    Load(At(in_, 0), StashSlot(head, 0), 0);
     for (int m = 0; m < n; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
-      LoadBoundary(x_in_.data(), StashSlot(head, m));
       const model::StepContext ctx{seed, step, head, true, in.keys};
-      exec_->HeadForwardBackward(ctx, params, x_in_.data(), TargetsOf(m), options_.micro_batch,
-                                 grad_scale, dx_.data(), grad, ws);
-      StoreBoundary(DStashSlot(m), dx_.data());
+      Boundary& x = At(in_, m);
+      Boundary& dx = At(out_, m);
+      exec_->HeadForwardBackward(ctx, params, In(x), TargetsOf(m), options_.micro_batch, grad_scale,
+                                 Out(dx), grad, ws);
+      Done(x);
+      if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
+      Store(dx, DStashSlot(m), m);
     }
     source_->Release(head);
     RETURN_IF_ERROR(source_->SubmitGrad(head));
@@ -228,18 +281,31 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
     const size_t visit = static_cast<size_t>(2 * head - l);
     ASSIGN_OR_RETURN(const void* params, AcquireAt(visit));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(l));
+    // Inputs of micro-batch m: its gradient boundary and (blocks) its stashed
+    // layer input; m+1's load while m computes.
+    auto load = [&](int m) {
+      Load(At(dy_, m), DStashSlot(m), m);
+      if (l > 0) Load(At(in_, m), StashSlot(l, m), m);
+    };
+    load(0);
     for (int m = 0; m < n; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
-      LoadBoundary(dy_.data(), DStashSlot(m));
       const model::StepContext ctx{seed, step, l, true, in.keys};
+      Boundary& dy = At(dy_, m);
       if (l == 0) {
-        exec_->EmbeddingBackward(ctx, params, in.tokens, in.types, options_.micro_batch, dy_.data(),
+        exec_->EmbeddingBackward(ctx, params, in.tokens, in.types, options_.micro_batch, In(dy),
                                  grad, ws);
+        Done(dy);
+        if (m + 1 < n) load(m + 1);
       } else {
-        LoadBoundary(x_in_.data(), StashSlot(l, m));
-        exec_->BlockBackward(ctx, params, x_in_.data(), in.mask, options_.micro_batch, dy_.data(),
-                             dx_.data(), grad, ws);
-        StoreBoundary(DStashSlot(m), dx_.data());
+        Boundary& x = At(in_, m);
+        Boundary& dx = At(out_, m);
+        exec_->BlockBackward(ctx, params, In(x), in.mask, options_.micro_batch, In(dy), Out(dx),
+                             grad, ws);
+        Done(x);
+        Done(dy);
+        if (m + 1 < n) load(m + 1);
+        Store(dx, DStashSlot(m), m);  // the gradient boundary of m, in place
       }
     }
     source_->Release(l);
@@ -266,12 +332,15 @@ StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches
   RETURN_IF_ERROR(Forward(0, 0, /*training=*/false, n));
   const int head = dims_.num_blocks + 1;
   ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
+  Load(At(in_, 0), StashSlot(head, 0), 0);
   for (int m = 0; m < n; ++m) {
     const InputView in = ViewAt(inputs_.data(), m);
-    LoadBoundary(x_in_.data(), StashSlot(head, m));
     const model::StepContext ctx{0, 0, head, false, in.keys};
-    exec_->HeadForwardBackward(ctx, params, x_in_.data(), TargetsOf(m), options_.micro_batch, 0.0,
-                               nullptr, nullptr, workspace_.data());
+    Boundary& x = At(in_, m);
+    exec_->HeadForwardBackward(ctx, params, In(x), TargetsOf(m), options_.micro_batch, 0.0, nullptr,
+                               nullptr, workspace_.data());
+    Done(x);
+    if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
   }
   source_->Release(head);
   const model::HeadResult loss = exec_->TakeLoss();

@@ -160,7 +160,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
       l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth, ro.dtype,
                                              device_->asynchronous())
           : sched::ResidentParamSourceDeviceBytes(padded, ro.dtype, device_->type());
-  plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes, *exec);
+  plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes, *exec, device_->asynchronous());
   if (rank == 0) {
     std::printf(
         "l2l: mode %s on %s (%s), %d ranks x %d micro-batches of %d, device memory plan %s "

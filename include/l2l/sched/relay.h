@@ -12,11 +12,18 @@
 // the stash are in the layer executor's compute dtype (bf16 on the GPU in
 // bf16 mode), parameter gradients in fp32.
 //
-// Ordering: layer work, boundary copies and input uploads run on the
-// device's compute stream; parameter traffic is the ParamSource's (H2D and
-// communication streams, ordered by events). The relay thread blocks only
-// where the host needs a result: the loss at the end of a step (TakeLoss),
-// a gather that must wait for a layer's update, and the gradient norm.
+// Ordering: layer work and input uploads run on the device's compute stream;
+// parameter traffic is the ParamSource's (H2D and communication streams,
+// ordered by events). With stash=host on an asynchronous device (the GPU) the
+// boundary copies overlap compute too: the relay keeps two device buffers per
+// role (layer input, incoming gradient, layer output), loads micro-batch m+1
+// on the H2D stream while m computes and stores m's output on the D2H stream,
+// all ordered by events (DESIGN §5: the stash traffic is about as large as the
+// compute at BERT-large shape, so it must not sit on the compute stream).
+// Elsewhere one buffer per role and the copies are in stream order. The relay
+// thread blocks only where the host needs a result: the loss at the end of a
+// step (TakeLoss), a gather that must wait for a layer's update, and the
+// gradient norm.
 #pragma once
 
 #include <cstdint>
@@ -66,14 +73,16 @@ struct StepOutput {
 struct DeviceMemoryPlan {
   int64_t params_bytes = 0;     // gather ring + gradient (l2l) or full model state (resident)
   int64_t workspace_bytes = 0;  // one layer, one micro-batch
-  int64_t boundary_bytes = 0;   // x_in, x_out, dy, dx, the step's inputs, loss slots
+  int64_t boundary_bytes = 0;   // boundary buffers, the step's inputs, loss slots
   int64_t stash_bytes = 0;      // device stash (0 with stash=host)
   int64_t total() const { return params_bytes + workspace_bytes + boundary_bytes + stash_bytes; }
 };
 
-// `exec` decides the workspace size and the element size of activations.
+// `exec` decides the workspace size and the element size of activations;
+// an asynchronous device with stash=host gets double boundary buffers.
 DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptions& options,
-                                  int64_t params_bytes, const model::LayerExec& exec);
+                                  int64_t params_bytes, const model::LayerExec& exec,
+                                  bool asynchronous_device);
 
 // Options for CreateLayerExec that fit a relay of these options.
 model::LayerExecOptions LayerExecOptionsFor(const model::ModelDims& dims,
@@ -122,8 +131,26 @@ class Relay {
   Status Forward(int64_t step, uint64_t seed, bool training, int n_batches);
   char* StashSlot(int layer_input, int micro);  // input of layer 1..L+1
   char* DStashSlot(int micro);
-  void LoadBoundary(void* device_dst, const void* stash_src);
-  void StoreBoundary(void* stash_dst, const void* device_src);
+
+  // One device boundary buffer and the events that order it.
+  struct Boundary {
+    DeviceBuffer buf;
+    std::unique_ptr<Event> loaded;  // the copy into buf is done (compute waits)
+    std::unique_ptr<Event> idle;    // its last user is done (a new load or output waits)
+  };
+  // Buffer of `role` for micro-batch m (role: in_, dy_ or out_).
+  Boundary& At(std::vector<Boundary>& role, int m) { return role[m % role.size()]; }
+  // Copies stash slot `src` of micro-batch m into b (H2D stream for a host
+  // stash, after b's last use and after the last store into m's slots).
+  void Load(Boundary& b, const char* src, int m);
+  // b as a compute input / output: the compute stream waits for its load /
+  // for its previous store. After the compute: Done(b) for inputs.
+  void* In(Boundary& b);
+  void* Out(Boundary& b);
+  void Done(Boundary& b);
+  // Copies output b of micro-batch m to stash slot `dst` (D2H stream for a
+  // host stash, after the compute that wrote it).
+  void Store(Boundary& b, char* dst, int m);
   // Visits layer `visit` of the schedule: prefetches the next ones.
   StatusOr<const void*> AcquireAt(size_t visit);
 
@@ -136,7 +163,11 @@ class Relay {
   int64_t boundary_bytes_ = 0;  // micro_batch * seq_len * hidden elements of the dtype
   int64_t input_bytes_ = 0;     // one micro-batch's staged inputs (aligned)
 
-  DeviceBuffer workspace_, x_in_, x_out_, dy_, dx_, inputs_;
+  DeviceBuffer workspace_, inputs_;
+  std::vector<Boundary> in_, dy_, out_;  // layer input, incoming gradient, output
+  bool overlap_copies_ = false;          // host stash on an asynchronous device
+  // Per micro-batch: the last store into its stash slots (loads wait for it).
+  std::vector<std::unique_ptr<Event>> stored_;
   HostBuffer staged_inputs_;
   std::vector<int64_t> target_counts_;  // per micro-batch of the step
   DeviceBuffer device_stash_;           // stash=device: stash and dstash
