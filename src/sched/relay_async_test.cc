@@ -35,7 +35,7 @@ model::ModelDims Dims() {
   return d;
 }
 
-// Two micro-batches of two sequences, fixed per step.
+// n_micro micro-batches of `rows` sequences, fixed per step.
 struct Batches {
   std::vector<std::vector<int32_t>> tokens, types, targets;
   std::vector<std::vector<uint8_t>> mask;
@@ -82,7 +82,7 @@ Result Train(Device* device, Comm* host_comm, Comm* device_comm, bool resident, 
              int prefetch_depth) {
   const model::ModelDims d = Dims();
   RelayOptions ro;
-  ro.n_micro = 2;
+  ro.n_micro = 4;  // more than the two buffers per role: buffers are reused within a layer
   ro.micro_batch = 2;
   ro.stash = Stash::kHost;
   ro.prefetch_depth = prefetch_depth;
