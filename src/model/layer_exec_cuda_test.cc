@@ -129,7 +129,9 @@ std::vector<float> Download(Device& dev, const DeviceBuffer& b, size_t n, DType 
   return out;
 }
 
-DeviceBuffer Zeros(Device& dev, size_t n) { return Upload(dev, std::vector<float>(n, 0.0f), DType::kF32); }
+DeviceBuffer Zeros(Device& dev, size_t n) {
+  return Upload(dev, std::vector<float>(n, 0.0f), DType::kF32);
+}
 
 Outputs RunLayers(Device& dev, const Inputs& in, DType dtype) {
   const ModelDims& d = in.d;
@@ -160,11 +162,11 @@ Outputs RunLayers(Device& dev, const Inputs& in, DType dtype) {
 
   Outputs o;
   StepContext ctx{3, 5, 0, true, keys.as<uint64_t>()};
-  e.EmbeddingForward(ctx, ep.data(), tokens.as<int32_t>(), types.as<int32_t>(), in.rows,
-                     out.data(), ws->data());
+  e.EmbeddingForward(ctx, ep.data(), tokens.as<int32_t>(), types.as<int32_t>(), in.rows, out.data(),
+                     ws->data());
   o.emb_out = Download(dev, out, n, dtype);
-  e.EmbeddingBackward(ctx, ep.data(), tokens.as<int32_t>(), types.as<int32_t>(), in.rows,
-                      dy.data(), eg.as<float>(), ws->data());
+  e.EmbeddingBackward(ctx, ep.data(), tokens.as<int32_t>(), types.as<int32_t>(), in.rows, dy.data(),
+                      eg.as<float>(), ws->data());
   o.emb_grad = Download(dev, eg, in.emb_params.size(), DType::kF32);
 
   ctx.layer = 1;

@@ -58,8 +58,8 @@ void ExpectGpuFp32MatchesCpu(config::ModelKind kind, const char* tag) {
   ASSERT_EQ(got.history.size(), 3u);
   for (size_t s = 0; s < 3; ++s) {
     const double a = got.history[s].loss, b = want.history[s].loss;
-    EXPECT_LE(std::abs(a - b), 1e-4 * std::abs(b)) << tag << " step " << s << ": gpu " << a
-                                                     << " cpu " << b;
+    EXPECT_LE(std::abs(a - b), 1e-4 * std::abs(b))
+        << tag << " step " << s << ": gpu " << a << " cpu " << b;
     std::printf("%s step %zu: cpu loss %.9f, gpu fp32 loss %.9f\n", tag, s, b, a);
   }
   std::printf("%s: final weights, gpu fp32 vs cpu, relative norm %.3g\n", tag,

@@ -45,7 +45,6 @@ using testing::RunResult;
 
 RunResult RunOn(int world, const config::Config& cfg) { return testing::RunOn(world, cfg, g_size); }
 
-
 // l2l (EPS, eager CPU optimizer, relay) against resident (all on device,
 // all-reduce, then AdamW): same world size, dropout on, 3 steps. Clipping on
 // and off. Resident is the straightforward reference for the eager queue:
