@@ -210,18 +210,17 @@ Status Relay::UploadInputs(const std::vector<MicroBatchInput>& batches) {
   return OkStatus();
 }
 
-StatusOr<const void*> Relay::AcquireAt(size_t visit) {
-  ASSIGN_OR_RETURN(const void* params, source_->Acquire(schedule_[visit]));
+Status Relay::PrefetchAfter(size_t visit) {
   for (size_t i = visit + 1; i <= visit + options_.prefetch_depth && i < schedule_.size(); ++i) {
     RETURN_IF_ERROR(source_->Prefetch(schedule_[i]));
   }
-  return params;
+  return OkStatus();
 }
 
 Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches) {
   void* ws = workspace_.data();
   for (int l = 0; l <= dims_.num_blocks; ++l) {
-    ASSIGN_OR_RETURN(const void* params, AcquireAt(l));
+    ASSIGN_OR_RETURN(const void* params, source_->Acquire(l));
     if (l > 0) Load(At(in_, 0), StashSlot(l, 0), 0);
     for (int m = 0; m < n_batches; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
@@ -238,6 +237,7 @@ Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches)
       }
       Store(y, StashSlot(l + 1, m), m);
     }
+    RETURN_IF_ERROR(PrefetchAfter(l));
     source_->Release(l);
   }
   return OkStatus();
@@ -257,7 +257,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
 
   // Head: forward, loss and backward back to back, one gather.
   {
-    ASSIGN_OR_RETURN(const void* params, AcquireAt(head));
+    ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(head));
     Load(At(in_, 0), StashSlot(head, 0), 0);
     for (int m = 0; m < n; ++m) {
@@ -271,6 +271,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
       if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
       Store(dx, DStashSlot(m), m);
     }
+    RETURN_IF_ERROR(PrefetchAfter(head));
     source_->Release(head);
     RETURN_IF_ERROR(source_->SubmitGrad(head));
   }
@@ -279,7 +280,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   // the embedding. The gradient boundary of micro-batch m is updated in place.
   for (int l = dims_.num_blocks; l >= 0; --l) {
     const size_t visit = static_cast<size_t>(2 * head - l);
-    ASSIGN_OR_RETURN(const void* params, AcquireAt(visit));
+    ASSIGN_OR_RETURN(const void* params, source_->Acquire(l));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(l));
     // Inputs of micro-batch m: its gradient boundary and (blocks) its stashed
     // layer input; m+1's load while m computes.
@@ -308,6 +309,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
         Store(dx, DStashSlot(m), m);  // the gradient boundary of m, in place
       }
     }
+    RETURN_IF_ERROR(PrefetchAfter(visit));
     source_->Release(l);
     RETURN_IF_ERROR(source_->SubmitGrad(l));
   }

@@ -151,8 +151,11 @@ class Relay {
   // Copies output b of micro-batch m to stash slot `dst` (D2H stream for a
   // host stash, after the compute that wrote it).
   void Store(Boundary& b, char* dst, int m);
-  // Visits layer `visit` of the schedule: prefetches the next ones.
-  StatusOr<const void*> AcquireAt(size_t visit);
+  // Starts the gathers of the prefetch_depth layers after `visit` in the
+  // schedule. Called once the visit's work is enqueued: a gather may block
+  // the host on that layer's pending update, and the device should already
+  // have the current layer's work by then.
+  Status PrefetchAfter(size_t visit);
 
   Device* device_;
   model::ModelDims dims_;
