@@ -159,9 +159,11 @@ NcclComm::NcclComm(CudaDevice& device, ncclComm_t comm, DeviceWord barrier_word,
   // stuck peer instead of blocking forever.
   auto watchdog = std::make_shared<CudaWaitWatchdog>();
   const std::string where = " on rank " + std::to_string(rank) + " of " + std::to_string(size);
+  // Only asynchronous NCCL errors: a failure returned as a Status (bad
+  // arguments, a blocking call's timeout) is the caller's to agree on, and
+  // the communicator it aborted no longer has kernels to wait for.
   watchdog->check = [state = watch_, where]() -> Status {
     std::lock_guard<std::mutex> lock(state->mu);
-    if (!state->broken.ok()) return state->broken;
     if (state->comm == nullptr) return OkStatus();
     ncclResult_t async = ncclSuccess;
     if (ncclCommGetAsyncError(state->comm, &async) == ncclSuccess && async != ncclSuccess &&
@@ -174,11 +176,12 @@ NcclComm::NcclComm(CudaDevice& device, ncclComm_t comm, DeviceWord barrier_word,
   // hundreds of layers and a large batch, many minutes), unlike the blocking
   // collectives that options.timeout_ms bounds.
   watchdog->timeout_ms = 0;
-  device_.SetWaitWatchdog(std::move(watchdog));
+  watchdog_ = watchdog;
+  previous_watchdog_ = device_.SetWaitWatchdog(std::move(watchdog));
 }
 
 NcclComm::~NcclComm() {
-  device_.SetWaitWatchdog(nullptr);
+  device_.RestoreWaitWatchdog(watchdog_.get(), std::move(previous_watchdog_));
   {
     std::lock_guard<std::mutex> lock(watch_->mu);
     watch_->comm = nullptr;
@@ -210,7 +213,6 @@ Status NcclComm::Fail(StatusCode code, const std::string& call, const std::strin
   }
   Status st(code, std::move(message));
   if (broken_.ok()) broken_ = st;
-  if (watch_->broken.ok()) watch_->broken = st;
   return st;
 }
 

@@ -175,6 +175,9 @@ void WatchedWait(const CudaWaitWatchdog& w, Query query, const std::string& what
     const cudaError_t q = query();
     if (q == cudaSuccess) return;
     L2L_CUDA_CHECK(q == cudaErrorNotReady ? cudaSuccess : q) << "waiting for " << what;
+    // "Not ready" is not an error; keep it out of the thread's last-error
+    // slot, where a later launch check would find it.
+    cudaGetLastError();
     const auto now = std::chrono::steady_clock::now();
     if (now >= next_check) {
       next_check = now + CudaDevice::kWatchdogPeriod;
@@ -451,9 +454,16 @@ void CudaDevice::SynchronizeStream(StreamKind stream) {
   L2L_CUDA_CHECK(cudaStreamSynchronize(this->stream(stream))) << "on the " << StreamName(stream);
 }
 
-void CudaDevice::SetWaitWatchdog(std::shared_ptr<const CudaWaitWatchdog> watchdog) {
+std::shared_ptr<const CudaWaitWatchdog> CudaDevice::SetWaitWatchdog(
+    std::shared_ptr<const CudaWaitWatchdog> watchdog) {
   std::lock_guard<std::mutex> lock(watchdog_mu_);
-  watchdog_ = std::move(watchdog);
+  return std::exchange(watchdog_, std::move(watchdog));
+}
+
+void CudaDevice::RestoreWaitWatchdog(const CudaWaitWatchdog* mine,
+                                     std::shared_ptr<const CudaWaitWatchdog> previous) {
+  std::lock_guard<std::mutex> lock(watchdog_mu_);
+  if (watchdog_.get() == mine) watchdog_ = std::move(previous);
 }
 
 std::shared_ptr<const CudaWaitWatchdog> CudaDevice::watchdog() const {

@@ -79,6 +79,11 @@ void OptimizerQueue::WaitLayer(int layer) {
   wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+bool OptimizerQueue::Pending(int layer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pending_[layer] > 0;
+}
+
 void OptimizerQueue::WaitAll() {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mu_);

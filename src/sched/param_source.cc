@@ -82,16 +82,18 @@ class L2LParamSource final : public ParamSource {
     }
   }
 
-  Status Prefetch(int layer) override {
+  StatusOr<bool> Prefetch(int layer, bool may_block) override {
     // A hit counts as a use: otherwise least-recently-used eviction would
     // drop a layer prefetched for soon in favour of one just released.
     if (const int hit = Find(layer); hit >= 0) {
       slots_[hit].last_use = ++clock_;
-      return OkStatus();
+      return true;
     }
+    if (!may_block && eps_->UpdatePending(layer)) return false;
     const int slot = FreeSlot();
-    if (slot < 0) return OkStatus();  // no room: Acquire will gather
-    return Fill(slot, layer);
+    if (slot < 0) return true;  // no room: Acquire will gather
+    RETURN_IF_ERROR(Fill(slot, layer));
+    return true;
   }
 
   StatusOr<const void*> Acquire(int layer) override {
@@ -276,7 +278,7 @@ class ResidentParamSource final : public ParamSource {
     hp_ = eps::MakeAdamWParams(settings_, lr, step_one_based);
   }
   void InvalidateGathered() override {}
-  Status Prefetch(int) override { return OkStatus(); }
+  StatusOr<bool> Prefetch(int, bool) override { return true; }
   StatusOr<const void*> Acquire(int layer) override {
     const Layer& L = layers_[layer];
     return dtype_ == DType::kBF16 ? L.compute.data() : L.params.data();
@@ -287,25 +289,27 @@ class ResidentParamSource final : public ParamSource {
     device_->Memset(L.grad.data(), 0, L.grad.size_bytes(), StreamKind::kCompute);
     return L.grad.as<float>();
   }
+  // The gradient is all-reduced on the communication stream; the norm of
+  // layer l (on the compute stream, after the all-reduce) is enqueued only at
+  // the next SubmitGrad or at FinishStep, so the all-reduce of layer l runs
+  // while layer l-1 computes its backward. The host never waits here.
   Status SubmitGrad(int layer) override {
     Layer& L = layers_[layer];
     const auto t0 = Clock::now();
+    FlushPendingNorm();
     if (device_comm_->size() > 1) {
-      // On the communication stream after the gradient, and the norm (on the
-      // compute stream) after the all-reduce: the host never waits here.
       std::unique_ptr<Event> ready = device_->RecordEvent(StreamKind::kCompute);
       device_->StreamWaitEvent(StreamKind::kD2H, *ready);
       RETURN_IF_ERROR(device_comm_->AllReduceEnqueue(L.grad.data(), L.grad.data(), L.padded_elems,
                                                      CommDType::kF32, ReduceOp::kSum));
-      std::unique_ptr<Event> reduced = device_->RecordEvent(StreamKind::kD2H);
-      stalls_.ComputeWaits(device_, *reduced);
+      pending_reduced_ = device_->RecordEvent(StreamKind::kD2H);
     }
-    const eps::Shard own = eps::ShardOf(L.padded_elems, host_comm_->size(), host_comm_->rank());
-    optimizer_->SumSquares(layer, L.grad.as<float>() + own.offset_elems, own.size_elems);
+    pending_layer_ = layer;
     comm_wait_s_ += SecondsSince(t0);
     return OkStatus();
   }
   StatusOr<double> FinishStep() override {
+    FlushPendingNorm();
     const std::vector<double> sq = optimizer_->TakeSumSquares();
     ASSIGN_OR_RETURN(double norm, eps::GlobalGradNorm(sq, *host_comm_));
     eps::AdamWParams hp = hp_;
@@ -379,6 +383,17 @@ class ResidentParamSource final : public ParamSource {
     HostBuffer staged[3];  // checkpoint staging: master, m, v
   };
 
+  // Enqueues the norm of the last submitted layer, after its all-reduce.
+  void FlushPendingNorm() {
+    if (pending_layer_ < 0) return;
+    Layer& L = layers_[pending_layer_];
+    if (pending_reduced_) stalls_.ComputeWaits(device_, *pending_reduced_);
+    const eps::Shard own = eps::ShardOf(L.padded_elems, host_comm_->size(), host_comm_->rank());
+    optimizer_->SumSquares(pending_layer_, L.grad.as<float>() + own.offset_elems, own.size_elems);
+    pending_layer_ = -1;
+    pending_reduced_.reset();
+  }
+
   void RefreshCompute(Layer& L) {
     if (dtype_ == DType::kBF16) {
       optimizer_->ToBF16(L.params.as<float>(), L.padded_elems, L.compute.data());
@@ -403,6 +418,8 @@ class ResidentParamSource final : public ParamSource {
   eps::AdamWParams hp_{};
   double comm_wait_s_ = 0;
   StallMeter stalls_;
+  int pending_layer_ = -1;                  // submitted, norm not yet enqueued
+  std::unique_ptr<Event> pending_reduced_;  // its all-reduce (multi-rank)
 };
 
 }  // namespace

@@ -210,9 +210,10 @@ Status Relay::UploadInputs(const std::vector<MicroBatchInput>& batches) {
   return OkStatus();
 }
 
-Status Relay::PrefetchAfter(size_t visit) {
+Status Relay::Prefetch(size_t visit, bool may_block) {
   for (size_t i = visit + 1; i <= visit + options_.prefetch_depth && i < schedule_.size(); ++i) {
-    RETURN_IF_ERROR(source_->Prefetch(schedule_[i]));
+    ASSIGN_OR_RETURN(const bool started, source_->Prefetch(schedule_[i], may_block));
+    if (!started) break;  // the rest after this one, in order, once the work is enqueued
   }
   return OkStatus();
 }
@@ -221,6 +222,7 @@ Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches)
   void* ws = workspace_.data();
   for (int l = 0; l <= dims_.num_blocks; ++l) {
     ASSIGN_OR_RETURN(const void* params, source_->Acquire(l));
+    RETURN_IF_ERROR(Prefetch(l, /*may_block=*/false));
     if (l > 0) Load(At(in_, 0), StashSlot(l, 0), 0);
     for (int m = 0; m < n_batches; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
@@ -237,8 +239,9 @@ Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches)
       }
       Store(y, StashSlot(l + 1, m), m);
     }
-    RETURN_IF_ERROR(PrefetchAfter(l));
+    RETURN_IF_ERROR(Prefetch(l, /*may_block=*/true));
     source_->Release(l);
+    visit_base_ += n_batches;
   }
   return OkStatus();
 }
@@ -258,6 +261,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   // Head: forward, loss and backward back to back, one gather.
   {
     ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
+    RETURN_IF_ERROR(Prefetch(head, /*may_block=*/false));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(head));
     Load(At(in_, 0), StashSlot(head, 0), 0);
     for (int m = 0; m < n; ++m) {
@@ -271,8 +275,9 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
       if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
       Store(dx, DStashSlot(m), m);
     }
-    RETURN_IF_ERROR(PrefetchAfter(head));
+    RETURN_IF_ERROR(Prefetch(head, /*may_block=*/true));
     source_->Release(head);
+    visit_base_ += n;
     RETURN_IF_ERROR(source_->SubmitGrad(head));
   }
 
@@ -281,6 +286,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   for (int l = dims_.num_blocks; l >= 0; --l) {
     const size_t visit = static_cast<size_t>(2 * head - l);
     ASSIGN_OR_RETURN(const void* params, source_->Acquire(l));
+    RETURN_IF_ERROR(Prefetch(visit, /*may_block=*/false));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(l));
     // Inputs of micro-batch m: its gradient boundary and (blocks) its stashed
     // layer input; m+1's load while m computes.
@@ -309,8 +315,9 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
         Store(dx, DStashSlot(m), m);  // the gradient boundary of m, in place
       }
     }
-    RETURN_IF_ERROR(PrefetchAfter(visit));
+    RETURN_IF_ERROR(Prefetch(visit, /*may_block=*/true));
     source_->Release(l);
+    visit_base_ += n;
     RETURN_IF_ERROR(source_->SubmitGrad(l));
   }
 
@@ -345,6 +352,7 @@ StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches
     if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
   }
   source_->Release(head);
+  visit_base_ += n;
   const model::HeadResult loss = exec_->TakeLoss();
   out.loss_sum = loss.loss_sum;
   out.targets = loss.count;

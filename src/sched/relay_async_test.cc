@@ -72,17 +72,18 @@ Batches MakeBatches(const model::ModelDims& d, int step, int n_micro, int rows) 
 }
 
 struct Result {
-  std::vector<double> losses, norms;
+  std::vector<double> losses;  // per step, and the evaluation after step 1
+  std::vector<double> norms;
   std::vector<std::vector<float>> weights;
   int64_t gathers = 0;
 };
 
 // Trains 3 steps on `device`; `device_comm` does the device collectives.
 Result Train(Device* device, Comm* host_comm, Comm* device_comm, bool resident, double clip,
-             int prefetch_depth) {
+             int prefetch_depth, int n_micro) {
   const model::ModelDims d = Dims();
   RelayOptions ro;
-  ro.n_micro = 4;  // more than the two buffers per role: buffers are reused within a layer
+  ro.n_micro = n_micro;
   ro.micro_batch = 2;
   ro.stash = Stash::kHost;
   ro.prefetch_depth = prefetch_depth;
@@ -122,6 +123,11 @@ Result Train(Device* device, Comm* host_comm, Comm* device_comm, bool resident, 
     r.losses.push_back(out->loss_sum);
     r.norms.push_back(out->grad_norm);
     r.gathers += out->gathers;
+    if (step == 1) {  // an evaluation between steps: forward and head only
+      auto eval = (*relay)->Evaluate(b.inputs);
+      L2L_CHECK(eval.ok()) << eval.status().message();
+      r.losses.push_back(eval->loss_sum);
+    }
   }
   for (int l = 0; l < model::NumLayers(d); ++l) {
     r.weights.emplace_back(source->padded_elems(l));
@@ -131,16 +137,19 @@ Result Train(Device* device, Comm* host_comm, Comm* device_comm, bool resident, 
   return r;
 }
 
-void ExpectSameAsSynchronous(bool resident, double clip, int depth) {
+void ExpectSameAsSynchronous(bool resident, double clip, int depth, int n_micro = 4) {
   MpiComm mpi;
   ASSERT_EQ(mpi.size(), 1) << "run on one rank";
   CpuDevice cpu(0);
-  const Result want = Train(&cpu, &mpi, &mpi, resident, clip, depth);
+  const Result want = Train(&cpu, &mpi, &mpi, resident, clip, depth, n_micro);
   testing::AsyncCpuDevice async;
   testing::StreamComm stream_comm(&async, &mpi);
-  const Result got = Train(&async, &mpi, &stream_comm, resident, clip, depth);
-  for (size_t s = 0; s < want.losses.size(); ++s) {
-    EXPECT_EQ(got.losses[s], want.losses[s]) << "step " << s;
+  const Result got = Train(&async, &mpi, &stream_comm, resident, clip, depth, n_micro);
+  ASSERT_EQ(got.losses.size(), want.losses.size());
+  for (size_t i = 0; i < want.losses.size(); ++i) {
+    EXPECT_EQ(got.losses[i], want.losses[i]) << "loss " << i << " (3 steps and an evaluation)";
+  }
+  for (size_t s = 0; s < want.norms.size(); ++s) {
     EXPECT_EQ(got.norms[s], want.norms[s]) << "step " << s;
   }
   for (size_t l = 0; l < want.weights.size(); ++l) {
@@ -152,7 +161,12 @@ void ExpectSameAsSynchronous(bool resident, double clip, int depth) {
   EXPECT_EQ(got.gathers, want.gathers);
 }
 
+// Four micro-batches: more than the two buffers per role, so buffers are
+// reused within a layer; three: odd, so a visit's last micro-batch and the
+// next visit's first use different buffers; one: every boundary round-trips.
 TEST(AsyncOrdering, L2LEagerUpdates) { ExpectSameAsSynchronous(false, 0.0, 1); }
+TEST(AsyncOrdering, L2LOddMicroBatches) { ExpectSameAsSynchronous(false, 0.5, 1, 3); }
+TEST(AsyncOrdering, L2LOneMicroBatch) { ExpectSameAsSynchronous(false, 0.0, 2, 1); }
 TEST(AsyncOrdering, L2LClippedUpdates) { ExpectSameAsSynchronous(false, 0.5, 1); }
 TEST(AsyncOrdering, L2LNoPrefetch) { ExpectSameAsSynchronous(false, 0.0, 0); }
 TEST(AsyncOrdering, L2LDeepPrefetch) { ExpectSameAsSynchronous(false, 0.5, 3); }

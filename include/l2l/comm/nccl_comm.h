@@ -205,9 +205,10 @@ class NcclComm final : public Comm {
   struct WatchState {
     std::mutex mu;
     ncclComm_t comm = nullptr;
-    Status broken;
   };
   std::shared_ptr<WatchState> watch_;
+  // The watchdog installed on the device, and the one it replaced.
+  std::shared_ptr<const CudaWaitWatchdog> watchdog_, previous_watchdog_;
 };
 
 }  // namespace l2l

@@ -189,7 +189,13 @@ class CudaDevice final : public Device {
   // instead of every rank waiting forever. NcclComm installs its async-error
   // check here; nullptr (the default) restores plain blocking waits. `check`
   // may run on any thread that waits (optimizer threads included).
-  void SetWaitWatchdog(std::shared_ptr<const CudaWaitWatchdog> watchdog);
+  // Returns the watchdog it replaces. RestoreWaitWatchdog(mine, previous)
+  // puts `previous` back only if `mine` is still the one installed, so
+  // communicators created and destroyed in any order leave the right one.
+  std::shared_ptr<const CudaWaitWatchdog> SetWaitWatchdog(
+      std::shared_ptr<const CudaWaitWatchdog> watchdog);
+  void RestoreWaitWatchdog(const CudaWaitWatchdog* mine,
+                           std::shared_ptr<const CudaWaitWatchdog> previous);
   static constexpr std::chrono::milliseconds kWatchdogPeriod{100};
 
   // CUDA-specific accessors for kernels and NcclComm. The streams belong to

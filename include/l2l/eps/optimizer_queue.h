@@ -41,6 +41,8 @@ class OptimizerQueue {
   // Runs fn() once as a single task for `layer`.
   void SubmitTask(int layer, std::function<void()> fn);
   void WaitLayer(int layer);
+  // Whether `layer` has unfinished work now (does not wait).
+  bool Pending(int layer);
   void WaitAll();
 
   // Seconds the relay thread spent blocked in WaitLayer/WaitAll since the

@@ -118,6 +118,9 @@ class EagerParameterServer {
   // `grad_device` may be reused.
   StatusOr<std::shared_ptr<Event>> ReduceScatter(int layer, float* grad_device, Event& grad_ready);
 
+  // Whether Gather(layer) would now block on a pending update.
+  bool UpdatePending(int layer) { return queue_.Pending(layer); }
+
   // Rewrites layer l's compute-dtype copy from its master shard (after a
   // checkpoint load wrote the master directly). No-op for fp32.
   void RefreshComputeCopy(int layer);

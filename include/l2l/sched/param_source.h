@@ -53,7 +53,12 @@ class ParamSource {
   // BeginStep implies it.
   virtual void InvalidateGathered() = 0;
   // Starts making `layer` available ahead of use, if a buffer is free.
-  virtual Status Prefetch(int layer) = 0;
+  // With may_block false it does nothing and returns false when starting the
+  // gather would block the host (the layer's update is still running); the
+  // caller then prefetches again, allowing it to block, once it has enqueued
+  // its work. Otherwise true. Gathers are collectives: callers stop at the
+  // first false so that every rank starts them in the same order.
+  virtual StatusOr<bool> Prefetch(int layer, bool may_block) = 0;
   // Device pointer to the layer's full flat parameters in the compute dtype,
   // valid until Release(layer); work enqueued on the compute stream after
   // this call sees them.

@@ -138,8 +138,13 @@ class Relay {
     std::unique_ptr<Event> loaded;  // the copy into buf is done (compute waits)
     std::unique_ptr<Event> idle;    // its last user is done (a new load or output waits)
   };
-  // Buffer of `role` for micro-batch m (role: in_, dy_ or out_).
-  Boundary& At(std::vector<Boundary>& role, int m) { return role[m % role.size()]; }
+  // Buffer of `role` for micro-batch m of the current visit (role: in_, dy_
+  // or out_). The index keeps counting across visits, so with two buffers the
+  // next visit's first micro-batch does not reuse the buffer the last one of
+  // this visit still needs (odd micro-batch counts).
+  Boundary& At(std::vector<Boundary>& role, int m) {
+    return role[static_cast<size_t>(visit_base_ + m) % role.size()];
+  }
   // Copies stash slot `src` of micro-batch m into b (H2D stream for a host
   // stash, after b's last use and after the last store into m's slots).
   void Load(Boundary& b, const char* src, int m);
@@ -152,10 +157,12 @@ class Relay {
   // host stash, after the compute that wrote it).
   void Store(Boundary& b, char* dst, int m);
   // Starts the gathers of the prefetch_depth layers after `visit` in the
-  // schedule. Called once the visit's work is enqueued: a gather may block
-  // the host on that layer's pending update, and the device should already
-  // have the current layer's work by then.
-  Status PrefetchAfter(size_t visit);
+  // schedule, in order. Called twice per visit: before its work with
+  // may_block false (so the gathers queue ahead of this visit's stash copies
+  // on the copy streams), stopping at the first layer whose update is still
+  // running; then after the work is enqueued with may_block true, so a host
+  // wait for an update never keeps the device from the current layer.
+  Status Prefetch(size_t visit, bool may_block);
 
   Device* device_;
   model::ModelDims dims_;
@@ -169,6 +176,7 @@ class Relay {
   DeviceBuffer workspace_, inputs_;
   std::vector<Boundary> in_, dy_, out_;  // layer input, incoming gradient, output
   bool overlap_copies_ = false;          // host stash on an asynchronous device
+  int64_t visit_base_ = 0;               // micro-batches of earlier visits (At)
   // Per micro-batch: the last store into its stash slots (loads wait for it).
   std::vector<std::unique_ptr<Event>> stored_;
   HostBuffer staged_inputs_;
