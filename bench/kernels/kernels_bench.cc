@@ -140,7 +140,7 @@ void BenchGemm(int threads, const std::vector<int64_t>& token_counts) {
 
 void BenchBlock(int threads, int rows, int seq) {
   l2l::model::ModelDims d;
-  d.causal = false;
+  d.arch = l2l::model::Arch::kBert;
   d.num_blocks = 12;
   d.hidden = 768;
   d.heads = 12;
@@ -148,7 +148,8 @@ void BenchBlock(int threads, int rows, int seq) {
   d.vocab = 30522;
   d.seq_len = seq;
   d.dropout = 0.1;
-  d.norm = l2l::model::Norm::kPost;
+  d.norm_eps = 1e-12;
+  d.gelu = l2l::kernels::Gelu::kErf;
   const int64_t N = int64_t{rows} * seq, H = d.hidden;
   const int64_t P = l2l::model::LayoutFor(d, l2l::model::LayerKind::kBlock).size_elems();
   std::vector<float> params(P), dparams(P, 0.f);

@@ -39,7 +39,8 @@ constexpr const char* kFixtureYaml =
 
 model::ModelDims Dims() {
   model::ModelDims d;
-  d.causal = false;
+  d.arch = model::Arch::kBert;  // as kFixtureYaml: BERT's defaults (tied decoder)
+  d.tie_embeddings = true;
   d.num_blocks = 2;
   d.hidden = 24;
   d.heads = 4;

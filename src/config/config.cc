@@ -15,12 +15,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <map>
 #include <set>
 #include <system_error>
 #include <tuple>
+#include <type_traits>
 
 namespace l2l::config {
 namespace {
@@ -28,9 +30,12 @@ namespace {
 // ---------------------------------------------------------------------------
 // Enum spellings, indexed by the enum's value (declaration order).
 
-constexpr const char* kModelKindNames[] = {"bert", "gpt"};
-constexpr const char* kNormNames[] = {"pre", "post"};
+constexpr const char* kModelKindNames[] = {"bert", "gpt", "llama"};
+constexpr const char* kActivationNames[] = {"gelu", "gelu_tanh"};
+constexpr const char* kInitNames[] = {"normal", "gpt2"};
+constexpr const char* kRopeScalingNames[] = {"none", "llama3"};
 constexpr const char* kScheduleNames[] = {"cosine", "linear", "constant"};
+constexpr const char* kWeightDecayOnNames[] = {"all", "matrices"};
 constexpr const char* kExecModeNames[] = {"l2l", "resident"};
 constexpr const char* kDeviceNames[] = {"cpu", "cuda"};
 constexpr const char* kPrecisionNames[] = {"fp32", "bf16"};
@@ -43,36 +48,13 @@ const char* EnumName(E v, const char* const (&names)[N]) {
   return names[i];
 }
 
-// ---------------------------------------------------------------------------
-// The schema: every section and its keys, in the order ToYaml writes them.
-
+// The schema (sections and their keys, in ToYaml order) is derived from the
+// field table below (Fields()); FindSection / HasKey read it.
 struct Section {
   std::string_view name;
   std::vector<std::string_view> keys;
 };
-
-const std::vector<Section>& Schema() {
-  static const std::vector<Section> schema = {
-      {"model",
-       {"kind", "layers", "hidden", "heads", "ffn", "vocab", "seq_len", "dropout", "norm"}},
-      {"data", {"path", "mask_prob", "eval_fraction"}},
-      {"train",
-       {"steps", "seed", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "betas",
-        "eps", "grad_clip", "global_batch", "micro_batch", "eval_every_steps", "eval_batches"}},
-      {"exec",
-       {"mode", "device", "precision", "prefetch_depth", "stash", "device_memory_limit",
-        "optimizer_threads"}},
-      {"checkpoint", {"dir", "every_steps", "keep_last", "at_end"}},
-      {"log", {"dir", "every_steps"}},
-  };
-  return schema;
-}
-
-// Keys without a default: absent -> NotFound.
-constexpr std::string_view kRequiredKeys[] = {
-    "model.kind",  "model.layers",       "model.hidden",     "model.heads",
-    "model.ffn",   "model.vocab",        "model.seq_len",    "data.path",
-    "train.steps", "train.global_batch", "train.micro_batch"};
+const std::vector<Section>& Schema();
 
 const Section* FindSection(std::string_view name) {
   for (const Section& s : Schema()) {
@@ -358,24 +340,16 @@ DoubleRange Open(double lo, double hi) {
 }
 DoubleRange Closed(double lo, double hi) { return {.lo = lo, .hi = hi}; }
 
-// Reads fields out of the entries. Each Read* leaves *out untouched when the
-// key is absent, so the struct's default stands; required keys are checked
-// up front by CheckRequired.
+// Reads fields out of the entries. Each read leaves *out untouched when the
+// key is absent, so the default stands; required keys are checked up front
+// against the field table.
 class Decoder {
  public:
   Decoder(const Entries& entries, std::string source)
       : entries_(entries), source_(std::move(source)) {}
 
-  Status CheckRequired() const {
-    for (std::string_view key : kRequiredKeys) {
-      if (entries_.find(key) == entries_.end()) {
-        return NotFound(source_ + ": missing required key '" + std::string(key) + "'");
-      }
-    }
-    return OkStatus();
-  }
-
   bool Has(std::string_view key) const { return entries_.find(key) != entries_.end(); }
+  const std::string& source() const { return source_; }
 
   // Where a key's value came from: the --set text if overridden, else the file.
   const std::string& Origin(std::string_view key) const {
@@ -388,68 +362,185 @@ class Decoder {
     return InvalidArgument(Origin(key) + ": " + std::string(key) + ": " + what);
   }
 
-  // Integers: int, int64_t or uint64_t, at least `min`, at most T's maximum.
+  // Integers: int, int64_t or uint64_t in [min, max].
   template <typename T>
-  Status Int(std::string_view key, T min, T* out) const {
-    const auto it = entries_.find(key);
-    if (it == entries_.end()) return OkStatus();
-    const YAML::Node& node = it->second.node;
-    const std::string expected = min == 1   ? "a positive integer"
-                                 : min == 0 ? "a non-negative integer"
-                                            : "an integer";
-    if (!node.IsScalar()) return Error(key, "expected " + expected + ", got " + Describe(node));
-    const std::string& text = node.Scalar();
-    T v{};
-    const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (r.ec == std::errc::result_out_of_range) {
-      return Error(
-          key, "must be " +
-                   (text.starts_with('-') ? ">= " + std::to_string(min)
-                                          : "<= " + std::to_string(std::numeric_limits<T>::max())) +
-                   ", got " + Quote(text));
-    }
-    if (r.ec != std::errc() || r.ptr != text.data() + text.size()) {
-      return Error(key, "expected " + expected + ", got " + Quote(text));
-    }
-    if (v < min) return Error(key, "must be >= " + std::to_string(min) + ", got " + text);
-    *out = v;
-    return OkStatus();
+  Status Int(std::string_view key, T min, T max, T* out) const {
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    return CheckInt(key, *node, min, max, out, Origin(key));
   }
 
   Status Double(std::string_view key, const DoubleRange& range, double* out) const {
-    const auto it = entries_.find(key);
-    if (it == entries_.end()) return OkStatus();
-    return CheckDouble(key, it->second.node, range, out);
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    return CheckDouble(key, *node, range, out, Origin(key));
   }
 
   // true / false (YAML 1.2 core spellings only: no yes/no/on/off).
   Status Bool(std::string_view key, bool* out) const {
-    const auto it = entries_.find(key);
-    if (it == entries_.end()) return OkStatus();
-    const YAML::Node& node = it->second.node;
-    if (node.IsScalar() && (node.Scalar() == "true" || node.Scalar() == "false")) {
-      *out = node.Scalar() == "true";
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    if (node->IsScalar() && (node->Scalar() == "true" || node->Scalar() == "false")) {
+      *out = node->Scalar() == "true";
       return OkStatus();
     }
-    return Error(key, "expected true or false, got " + Describe(node));
+    return Error(key, "expected true or false, got " + Describe(*node));
   }
 
   // A non-empty string. Numbers are fine ("path: 123" is the path "123").
   Status String(std::string_view key, std::string* out) const {
-    const auto it = entries_.find(key);
-    if (it == entries_.end()) return OkStatus();
-    const YAML::Node& node = it->second.node;
-    if (!node.IsScalar()) return Error(key, "expected a string, got " + Describe(node));
-    if (node.Scalar().empty()) return Error(key, "must not be empty");
-    *out = node.Scalar();
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    if (!node->IsScalar()) return Error(key, "expected a string, got " + Describe(*node));
+    if (node->Scalar().empty()) return Error(key, "must not be empty");
+    *out = node->Scalar();
     return OkStatus();
   }
 
   template <typename E, size_t N>
   Status Enum(std::string_view key, const char* const (&names)[N], E* out) const {
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    return CheckEnum(key, *node, names, out, Origin(key));
+  }
+
+  // train.betas: a two-element sequence [beta1, beta2].
+  Status Betas(std::string_view key, const DoubleRange& range, double* b1, double* b2) const {
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    if (!node->IsSequence() || node->size() != 2) {
+      return Error(key, "expected a sequence of two numbers like [0.9, 0.999], got " +
+                            (node->IsSequence() ? "a sequence of " + std::to_string(node->size())
+                                                : Describe(*node)));
+    }
+    const std::string k(key);
+    RETURN_IF_ERROR(CheckDouble(k + "[0]", (*node)[0], range, b1, Origin(key)));
+    return CheckDouble(k + "[1]", (*node)[1], range, b2, Origin(key));
+  }
+
+  // model.rope_scaling: `none`, or a mapping with transformers' config.json
+  // keys {rope_type: llama3, factor, low_freq_factor, high_freq_factor,
+  // original_max_position_embeddings}; rope_type is required, the others
+  // default to Llama-3.1's values.
+  Status RopeScaling(std::string_view key, RopeScalingConfig* out) const {
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    const std::string& origin = Origin(key);
+    if (node->IsScalar() && node->Scalar() == "none") {
+      *out = RopeScalingConfig{};
+      return OkStatus();
+    }
+    if (!node->IsMap()) {
+      return Error(key, "expected none or a mapping like {rope_type: llama3, factor: 8.0}, got " +
+                            Describe(*node));
+    }
+    RopeScalingConfig r;
+    bool has_type = false;
+    const std::string k(key);
+    for (const auto& it : *node) {
+      const std::string name = it.first.IsScalar() ? it.first.Scalar() : std::string();
+      const std::string sub = k + "." + name;
+      if (name == "rope_type") {
+        RETURN_IF_ERROR(CheckEnum(sub, it.second, kRopeScalingNames, &r.type, origin));
+        has_type = true;
+      } else if (name == "factor") {
+        RETURN_IF_ERROR(CheckDouble(sub, it.second, Above(0), &r.factor, origin));
+      } else if (name == "low_freq_factor") {
+        RETURN_IF_ERROR(CheckDouble(sub, it.second, Above(0), &r.low_freq_factor, origin));
+      } else if (name == "high_freq_factor") {
+        RETURN_IF_ERROR(CheckDouble(sub, it.second, Above(0), &r.high_freq_factor, origin));
+      } else if (name == "original_max_position_embeddings") {
+        RETURN_IF_ERROR(CheckInt(sub, it.second, 1, kMaxSize, &r.original_max_positions, origin));
+      } else {
+        return Error(key, "unknown key " + Quote(name) +
+                              " (expected rope_type, factor, low_freq_factor, high_freq_factor, "
+                              "original_max_position_embeddings)");
+      }
+    }
+    if (!has_type) return Error(key, "missing rope_type (e.g. rope_type: llama3)");
+    if (r.type == RopeScalingType::kLlama3 && !(r.high_freq_factor > r.low_freq_factor)) {
+      return Error(key, "high_freq_factor (" + FormatDouble(r.high_freq_factor) +
+                            ") must exceed low_freq_factor (" + FormatDouble(r.low_freq_factor) +
+                            ")");
+    }
+    *out = r;
+    return OkStatus();
+  }
+
+  // A byte size (see ParseByteSize) or "unlimited" (stored as 0).
+  Status ByteSize(std::string_view key, int64_t* out) const {
+    const YAML::Node* node = Find(key);
+    if (node == nullptr) return OkStatus();
+    if (!node->IsScalar()) {
+      return Error(key, "expected a byte size like 2GiB or 'unlimited', got " + Describe(*node));
+    }
+    if (node->Scalar() == "unlimited") {
+      *out = 0;
+      return OkStatus();
+    }
+    StatusOr<int64_t> bytes = ParseByteSize(node->Scalar());
+    if (!bytes.ok()) return Error(key, bytes.status().message());
+    *out = *bytes;
+    return OkStatus();
+  }
+
+  // The largest model size key (layers, widths, vocab, positions): sizes are
+  // multiplied together in 64-bit arithmetic downstream.
+  static constexpr int kMaxSize = 1 << 24;
+
+ private:
+  const YAML::Node* Find(std::string_view key) const {
     const auto it = entries_.find(key);
-    if (it == entries_.end()) return OkStatus();
-    const YAML::Node& node = it->second.node;
+    return it == entries_.end() ? nullptr : &it->second.node;
+  }
+
+  static Status Fail(const std::string& origin, std::string_view key, const std::string& what) {
+    return InvalidArgument(origin + ": " + std::string(key) + ": " + what);
+  }
+
+  template <typename T>
+  static Status CheckInt(std::string_view key, const YAML::Node& node, T min, T max, T* out,
+                         const std::string& origin) {
+    const std::string expected = min == 1   ? "a positive integer"
+                                 : min == 0 ? "a non-negative integer"
+                                            : "an integer";
+    if (!node.IsScalar())
+      return Fail(origin, key, "expected " + expected + ", got " + Describe(node));
+    const std::string& text = node.Scalar();
+    T v{};
+    const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (r.ec == std::errc::result_out_of_range) {
+      return Fail(
+          origin, key,
+          "must be " +
+              (text.starts_with('-') ? ">= " + std::to_string(min) : "<= " + std::to_string(max)) +
+              ", got " + Quote(text));
+    }
+    if (r.ec != std::errc() || r.ptr != text.data() + text.size()) {
+      return Fail(origin, key, "expected " + expected + ", got " + Quote(text));
+    }
+    if (v < min) return Fail(origin, key, "must be >= " + std::to_string(min) + ", got " + text);
+    if (v > max) return Fail(origin, key, "must be <= " + std::to_string(max) + ", got " + text);
+    *out = v;
+    return OkStatus();
+  }
+
+  static Status CheckDouble(std::string_view key, const YAML::Node& node, const DoubleRange& range,
+                            double* out, const std::string& origin) {
+    double v = 0;
+    if (!node.IsScalar() || !ParseDouble(node.Scalar(), &v)) {
+      return Fail(origin, key, "expected a number, got " + Describe(node));
+    }
+    if (!range.Contains(v)) {
+      return Fail(origin, key, "must be " + range.Describe() + ", got " + node.Scalar());
+    }
+    *out = v;
+    return OkStatus();
+  }
+
+  template <typename E, size_t N>
+  static Status CheckEnum(std::string_view key, const YAML::Node& node,
+                          const char* const (&names)[N], E* out, const std::string& origin) {
     if (node.IsScalar()) {
       for (size_t i = 0; i < N; ++i) {
         if (node.Scalar() == names[i]) {
@@ -460,118 +551,291 @@ class Decoder {
     }
     std::string allowed;
     for (size_t i = 0; i < N; ++i) allowed += (i ? ", " : "") + std::string(names[i]);
-    return Error(key, "expected one of " + allowed + ", got " + Describe(node));
-  }
-
-  // train.betas: a two-element sequence [beta1, beta2].
-  Status Betas(std::string_view key, const DoubleRange& range, double* b1, double* b2) const {
-    const auto it = entries_.find(key);
-    if (it == entries_.end()) return OkStatus();
-    const YAML::Node& node = it->second.node;
-    if (!node.IsSequence() || node.size() != 2) {
-      return Error(key, "expected a sequence of two numbers like [0.9, 0.999], got " +
-                            (node.IsSequence() ? "a sequence of " + std::to_string(node.size())
-                                               : Describe(node)));
-    }
-    const std::string k(key);
-    RETURN_IF_ERROR(CheckDouble(k + "[0]", node[0], range, b1, Origin(key)));
-    return CheckDouble(k + "[1]", node[1], range, b2, Origin(key));
-  }
-
-  // A byte size (see ParseByteSize) or "unlimited" (stored as 0).
-  Status ByteSize(std::string_view key, int64_t* out) const {
-    const auto it = entries_.find(key);
-    if (it == entries_.end()) return OkStatus();
-    const YAML::Node& node = it->second.node;
-    if (!node.IsScalar()) {
-      return Error(key, "expected a byte size like 2GiB or 'unlimited', got " + Describe(node));
-    }
-    if (node.Scalar() == "unlimited") {
-      *out = 0;
-      return OkStatus();
-    }
-    StatusOr<int64_t> bytes = ParseByteSize(node.Scalar());
-    if (!bytes.ok()) return Error(key, bytes.status().message());
-    *out = *bytes;
-    return OkStatus();
-  }
-
- private:
-  Status CheckDouble(std::string_view key, const YAML::Node& node, const DoubleRange& range,
-                     double* out, const std::string& origin_override = "") const {
-    const std::string& origin = origin_override.empty() ? Origin(key) : origin_override;
-    const auto fail = [&](const std::string& what) {
-      return InvalidArgument(origin + ": " + std::string(key) + ": " + what);
-    };
-    double v = 0;
-    if (!node.IsScalar() || !ParseDouble(node.Scalar(), &v)) {
-      return fail("expected a number, got " + Describe(node));
-    }
-    if (!range.Contains(v)) return fail("must be " + range.Describe() + ", got " + node.Scalar());
-    *out = v;
-    return OkStatus();
+    return Fail(origin, key, "expected one of " + allowed + ", got " + Describe(node));
   }
 
   const Entries& entries_;
   std::string source_;
 };
 
-Status DecodeModel(const Decoder& d, ModelConfig* m) {
-  RETURN_IF_ERROR(d.Enum("model.kind", kModelKindNames, &m->kind));
-  RETURN_IF_ERROR(d.Int("model.layers", 1, &m->layers));
-  RETURN_IF_ERROR(d.Int("model.hidden", 1, &m->hidden));
-  RETURN_IF_ERROR(d.Int("model.heads", 1, &m->heads));
-  RETURN_IF_ERROR(d.Int("model.ffn", 1, &m->ffn));
-  RETURN_IF_ERROR(d.Int("model.vocab", 2, &m->vocab));
-  RETURN_IF_ERROR(d.Int("model.seq_len", 1, &m->seq_len));
-  RETURN_IF_ERROR(d.Double("model.dropout", HalfOpen(0, 1), &m->dropout));
-  m->norm = m->kind == ModelKind::kGpt ? NormPlacement::kPre : NormPlacement::kPost;
-  return d.Enum("model.norm", kNormNames, &m->norm);
+// ---------------------------------------------------------------------------
+// The field table: every key once, with how it is read, defaulted and
+// written. The schema, the required keys, decoding and ToYaml all come from
+// it, in this order (a field's default may depend on the fields before it).
+
+// ToYaml helpers.
+
+// A double as YAML text that reads back exactly and is a float to every YAML
+// reader: a decimal point in the mantissa ("1.0", "1.0e-08"; YAML 1.1 readers
+// such as PyYAML read "1e-08" as a string).
+std::string YamlDouble(double v) {
+  std::string s = FormatDouble(v);
+  const size_t e = s.find('e');
+  const std::string mantissa = s.substr(0, e);
+  if (mantissa.find('.') == std::string::npos) s.insert(mantissa.size(), ".0");
+  return s;
 }
 
-Status DecodeData(const Decoder& d, DataConfig* data) {
-  RETURN_IF_ERROR(d.String("data.path", &data->path));
-  RETURN_IF_ERROR(d.Double("data.mask_prob", Open(0, 1), &data->mask_prob));
-  return d.Double("data.eval_fraction", HalfOpen(0, 1), &data->eval_fraction);
+// exec.device_memory_limit as written: "unlimited", an exact binary unit, or bytes.
+std::string YamlByteSize(int64_t bytes) {
+  if (bytes == 0) return "unlimited";
+  constexpr std::pair<int64_t, const char*> kUnits[] = {{int64_t{1} << 40, "TiB"},
+                                                        {int64_t{1} << 30, "GiB"},
+                                                        {int64_t{1} << 20, "MiB"},
+                                                        {int64_t{1} << 10, "KiB"}};
+  for (const auto& [size, unit] : kUnits) {
+    if (bytes % size == 0) return std::to_string(bytes / size) + unit;
+  }
+  return std::to_string(bytes);
 }
 
-Status DecodeTrain(const Decoder& d, TrainConfig* t) {
-  RETURN_IF_ERROR(d.Int<int64_t>("train.steps", 1, &t->steps));
-  RETURN_IF_ERROR(d.Int<uint64_t>("train.seed", 0, &t->seed));
-  RETURN_IF_ERROR(d.Double("train.lr", Above(0), &t->lr));
-  RETURN_IF_ERROR(d.Int<int64_t>("train.warmup_steps", 0, &t->warmup_steps));
-  RETURN_IF_ERROR(d.Enum("train.schedule", kScheduleNames, &t->schedule));
-  RETURN_IF_ERROR(d.Double("train.min_lr_ratio", Closed(0, 1), &t->min_lr_ratio));
-  RETURN_IF_ERROR(d.Double("train.weight_decay", AtLeast(0), &t->weight_decay));
-  RETURN_IF_ERROR(d.Betas("train.betas", HalfOpen(0, 1), &t->beta1, &t->beta2));
-  RETURN_IF_ERROR(d.Double("train.eps", Above(0), &t->eps));
-  RETURN_IF_ERROR(d.Double("train.grad_clip", AtLeast(0), &t->grad_clip));
-  RETURN_IF_ERROR(d.Int("train.global_batch", 1, &t->global_batch));
-  RETURN_IF_ERROR(d.Int("train.micro_batch", 1, &t->micro_batch));
-  RETURN_IF_ERROR(d.Int<int64_t>("train.eval_every_steps", 0, &t->eval_every_steps));
-  return d.Int("train.eval_batches", 1, &t->eval_batches);
+enum class Need { kOptional, kRequired };
+
+struct Field {
+  std::string_view path;  // "section.key"
+  Need need = Need::kOptional;
+  // Which configs the key applies to (null: all), judged on the fields
+  // decoded before it; `applies_to` names them for the error when a key is
+  // given where it does not apply. ToYaml leaves such keys out.
+  std::function<bool(const Config&)> applies;
+  std::string_view applies_to;
+  // Sets the default when the key is absent (null: the struct's initialiser).
+  std::function<void(Config&)> set_default;
+  std::function<Status(const Decoder&, Config&)> decode;
+  std::function<void(YAML::Emitter&, const Config&)> encode;
+
+  std::string_view section() const { return path.substr(0, path.find('.')); }
+  std::string_view key() const { return path.substr(path.find('.') + 1); }
+};
+
+// Field builders. `acc` is a generic lambda returning a reference to the
+// field's member for a const or non-const Config.
+template <typename T, typename Acc>
+Field IntField(std::string_view path, Acc acc, T min, T max = std::numeric_limits<T>::max(),
+               Need need = Need::kOptional) {
+  Field f;
+  f.path = path;
+  f.need = need;
+  f.decode = [path, acc, min, max](const Decoder& d, Config& c) {
+    return d.Int<T>(path, min, max, &acc(c));
+  };
+  f.encode = [acc](YAML::Emitter& out, const Config& c) {
+    if constexpr (std::is_same_v<T, uint64_t>) {
+      out << std::to_string(acc(c));  // yaml-cpp has no uint64 overload on every version
+    } else {
+      out << acc(c);
+    }
+  };
+  return f;
 }
 
-Status DecodeExec(const Decoder& d, ExecConfig* e) {
-  RETURN_IF_ERROR(d.Enum("exec.mode", kExecModeNames, &e->mode));
-  RETURN_IF_ERROR(d.Enum("exec.device", kDeviceNames, &e->device));
-  RETURN_IF_ERROR(d.Enum("exec.precision", kPrecisionNames, &e->precision));
-  RETURN_IF_ERROR(d.Int("exec.prefetch_depth", 0, &e->prefetch_depth));
-  RETURN_IF_ERROR(d.Enum("exec.stash", kStashNames, &e->stash));
-  RETURN_IF_ERROR(d.ByteSize("exec.device_memory_limit", &e->device_memory_limit_bytes));
-  return d.Int("exec.optimizer_threads", 0, &e->optimizer_threads);
+template <typename Acc>
+Field SizeField(std::string_view path, Acc acc, int min, Need need = Need::kOptional) {
+  return IntField<int>(path, acc, min, Decoder::kMaxSize, need);
 }
 
-Status DecodeCheckpoint(const Decoder& d, CheckpointConfig* c) {
-  RETURN_IF_ERROR(d.String("checkpoint.dir", &c->dir));
-  RETURN_IF_ERROR(d.Int<int64_t>("checkpoint.every_steps", 0, &c->every_steps));
-  RETURN_IF_ERROR(d.Int("checkpoint.keep_last", 1, &c->keep_last));
-  return d.Bool("checkpoint.at_end", &c->at_end);
+template <typename Acc>
+Field DoubleField(std::string_view path, Acc acc, DoubleRange range) {
+  Field f;
+  f.path = path;
+  f.decode = [path, acc, range](const Decoder& d, Config& c) {
+    return d.Double(path, range, &acc(c));
+  };
+  f.encode = [acc](YAML::Emitter& out, const Config& c) { out << YamlDouble(acc(c)); };
+  return f;
 }
 
-Status DecodeLog(const Decoder& d, LogConfig* l) {
-  RETURN_IF_ERROR(d.String("log.dir", &l->dir));
-  return d.Int<int64_t>("log.every_steps", 1, &l->every_steps);
+template <typename Acc, size_t N>
+Field EnumField(std::string_view path, Acc acc, const char* const (&names)[N],
+                Need need = Need::kOptional) {
+  Field f;
+  f.path = path;
+  f.need = need;
+  f.decode = [path, acc, &names](const Decoder& d, Config& c) {
+    return d.Enum(path, names, &acc(c));
+  };
+  f.encode = [acc, &names](YAML::Emitter& out, const Config& c) { out << EnumName(acc(c), names); };
+  return f;
+}
+
+template <typename Acc>
+Field BoolField(std::string_view path, Acc acc) {
+  Field f;
+  f.path = path;
+  f.decode = [path, acc](const Decoder& d, Config& c) { return d.Bool(path, &acc(c)); };
+  f.encode = [acc](YAML::Emitter& out, const Config& c) { out << acc(c); };
+  return f;
+}
+
+template <typename Acc>
+Field StringField(std::string_view path, Acc acc, Need need = Need::kOptional) {
+  Field f;
+  f.path = path;
+  f.need = need;
+  f.decode = [path, acc](const Decoder& d, Config& c) { return d.String(path, &acc(c)); };
+  f.encode = [acc](YAML::Emitter& out, const Config& c) { out << YAML::DoubleQuoted << acc(c); };
+  return f;
+}
+
+// Chainable modifiers.
+Field WithDefault(Field f, std::function<void(Config&)> set_default) {
+  f.set_default = std::move(set_default);
+  return f;
+}
+Field OnlyFor(Field f, std::string_view applies_to, std::function<bool(const Config&)> applies) {
+  f.applies = std::move(applies);
+  f.applies_to = applies_to;
+  return f;
+}
+
+bool IsBert(const Config& c) { return c.model.kind == ModelKind::kBert; }
+bool IsLlama(const Config& c) { return c.model.kind == ModelKind::kLlama; }
+bool NotLlama(const Config& c) { return !IsLlama(c); }
+
+const std::vector<Field>& Fields() {
+  // clang-format off
+#define L2L_ACC(member) [](auto& c) -> auto& { return c.member; }
+  static const std::vector<Field> fields = [] {
+    std::vector<Field> f;
+    constexpr Need kReq = Need::kRequired;
+    // model
+    f.push_back(EnumField("model.kind", L2L_ACC(model.kind), kModelKindNames, kReq));
+    f.push_back(SizeField("model.layers", L2L_ACC(model.layers), 1, kReq));
+    f.push_back(SizeField("model.hidden", L2L_ACC(model.hidden), 1, kReq));
+    f.push_back(SizeField("model.heads", L2L_ACC(model.heads), 1, kReq));
+    f.push_back(OnlyFor(WithDefault(SizeField("model.kv_heads", L2L_ACC(model.kv_heads), 1),
+                                    [](Config& c) { c.model.kv_heads = c.model.heads; }),
+                        "kind llama", IsLlama));
+    f.push_back(SizeField("model.ffn", L2L_ACC(model.ffn), 1, kReq));
+    f.push_back(SizeField("model.vocab", L2L_ACC(model.vocab), 2, kReq));
+    f.push_back(SizeField("model.seq_len", L2L_ACC(model.seq_len), 1, kReq));
+    f.push_back(WithDefault(SizeField("model.max_positions", L2L_ACC(model.max_positions), 1),
+                            [](Config& c) { c.model.max_positions = c.model.seq_len; }));
+    f.push_back(OnlyFor(SizeField("model.type_vocab", L2L_ACC(model.type_vocab), 1),
+                        "kind bert", IsBert));
+    f.push_back(WithDefault(DoubleField("model.dropout", L2L_ACC(model.dropout), HalfOpen(0, 1)),
+                            [](Config& c) { c.model.dropout = IsLlama(c) ? 0.0 : 0.1; }));
+    f.push_back(OnlyFor(
+        WithDefault(EnumField("model.activation", L2L_ACC(model.activation), kActivationNames),
+                    [](Config& c) {
+                      c.model.activation = IsBert(c) ? Activation::kGelu : Activation::kGeluTanh;
+                    }),
+        "kinds bert and gpt (llama's MLP is SwiGLU)", NotLlama));
+    f.push_back(WithDefault(DoubleField("model.norm_eps", L2L_ACC(model.norm_eps), Above(0)),
+                            [](Config& c) { c.model.norm_eps = IsBert(c) ? 1e-12 : 1e-5; }));
+    f.push_back(WithDefault(BoolField("model.tie_embeddings", L2L_ACC(model.tie_embeddings)),
+                            [](Config& c) { c.model.tie_embeddings = NotLlama(c); }));
+    f.push_back(OnlyFor(BoolField("model.attention_bias", L2L_ACC(model.attention_bias)),
+                        "kind llama", IsLlama));
+    f.push_back(OnlyFor(DoubleField("model.rope_theta", L2L_ACC(model.rope_theta), Above(0)),
+                        "kind llama", IsLlama));
+    {
+      Field r;
+      r.path = "model.rope_scaling";
+      r.decode = [](const Decoder& d, Config& c) {
+        return d.RopeScaling("model.rope_scaling", &c.model.rope_scaling);
+      };
+      r.encode = [](YAML::Emitter& out, const Config& c) {
+        const RopeScalingConfig& s = c.model.rope_scaling;
+        if (s.type == RopeScalingType::kNone) {
+          out << "none";
+          return;
+        }
+        out << YAML::Flow << YAML::BeginMap;
+        out << YAML::Key << "rope_type" << YAML::Value << EnumName(s.type, kRopeScalingNames);
+        out << YAML::Key << "factor" << YAML::Value << YamlDouble(s.factor);
+        out << YAML::Key << "low_freq_factor" << YAML::Value << YamlDouble(s.low_freq_factor);
+        out << YAML::Key << "high_freq_factor" << YAML::Value << YamlDouble(s.high_freq_factor);
+        out << YAML::Key << "original_max_position_embeddings" << YAML::Value
+            << s.original_max_positions;
+        out << YAML::EndMap;
+      };
+      f.push_back(OnlyFor(std::move(r), "kind llama", IsLlama));
+    }
+    f.push_back(WithDefault(EnumField("model.init", L2L_ACC(model.init), kInitNames),
+                            [](Config& c) {
+                              c.model.init = c.model.kind == ModelKind::kGpt ? InitScheme::kGpt2
+                                                                            : InitScheme::kNormal;
+                            }));
+    f.push_back(DoubleField("model.init_std", L2L_ACC(model.init_std), Above(0)));
+    // data
+    f.push_back(StringField("data.path", L2L_ACC(data.path), kReq));
+    f.push_back(DoubleField("data.mask_prob", L2L_ACC(data.mask_prob), Open(0, 1)));
+    f.push_back(DoubleField("data.eval_fraction", L2L_ACC(data.eval_fraction), HalfOpen(0, 1)));
+    // train
+    f.push_back(IntField<int64_t>("train.steps", L2L_ACC(train.steps), 1,
+                                  std::numeric_limits<int64_t>::max(), kReq));
+    f.push_back(IntField<uint64_t>("train.seed", L2L_ACC(train.seed), 0));
+    f.push_back(DoubleField("train.lr", L2L_ACC(train.lr), Above(0)));
+    f.push_back(IntField<int64_t>("train.warmup_steps", L2L_ACC(train.warmup_steps), 0));
+    f.push_back(EnumField("train.schedule", L2L_ACC(train.schedule), kScheduleNames));
+    f.push_back(DoubleField("train.min_lr_ratio", L2L_ACC(train.min_lr_ratio), Closed(0, 1)));
+    f.push_back(DoubleField("train.weight_decay", L2L_ACC(train.weight_decay), AtLeast(0)));
+    f.push_back(EnumField("train.weight_decay_on", L2L_ACC(train.weight_decay_on),
+                          kWeightDecayOnNames));
+    {
+      Field b;
+      b.path = "train.betas";
+      b.decode = [](const Decoder& d, Config& c) {
+        return d.Betas("train.betas", HalfOpen(0, 1), &c.train.beta1, &c.train.beta2);
+      };
+      b.encode = [](YAML::Emitter& out, const Config& c) {
+        out << YAML::Flow << YAML::BeginSeq << YamlDouble(c.train.beta1)
+            << YamlDouble(c.train.beta2) << YAML::EndSeq;
+      };
+      f.push_back(std::move(b));
+    }
+    f.push_back(DoubleField("train.eps", L2L_ACC(train.eps), Above(0)));
+    f.push_back(DoubleField("train.grad_clip", L2L_ACC(train.grad_clip), AtLeast(0)));
+    f.push_back(IntField<int>("train.global_batch", L2L_ACC(train.global_batch), 1,
+                              std::numeric_limits<int>::max(), kReq));
+    f.push_back(IntField<int>("train.micro_batch", L2L_ACC(train.micro_batch), 1,
+                              std::numeric_limits<int>::max(), kReq));
+    f.push_back(IntField<int64_t>("train.eval_every_steps", L2L_ACC(train.eval_every_steps), 0));
+    f.push_back(IntField<int>("train.eval_batches", L2L_ACC(train.eval_batches), 1));
+    // exec
+    f.push_back(EnumField("exec.mode", L2L_ACC(exec.mode), kExecModeNames));
+    f.push_back(EnumField("exec.device", L2L_ACC(exec.device), kDeviceNames));
+    f.push_back(EnumField("exec.precision", L2L_ACC(exec.precision), kPrecisionNames));
+    f.push_back(IntField<int>("exec.prefetch_depth", L2L_ACC(exec.prefetch_depth), 0));
+    f.push_back(EnumField("exec.stash", L2L_ACC(exec.stash), kStashNames));
+    {
+      Field m;
+      m.path = "exec.device_memory_limit";
+      m.decode = [](const Decoder& d, Config& c) {
+        return d.ByteSize("exec.device_memory_limit", &c.exec.device_memory_limit_bytes);
+      };
+      m.encode = [](YAML::Emitter& out, const Config& c) {
+        out << YamlByteSize(c.exec.device_memory_limit_bytes);
+      };
+      f.push_back(std::move(m));
+    }
+    f.push_back(IntField<int>("exec.optimizer_threads", L2L_ACC(exec.optimizer_threads), 0));
+    // checkpoint
+    f.push_back(StringField("checkpoint.dir", L2L_ACC(checkpoint.dir)));
+    f.push_back(IntField<int64_t>("checkpoint.every_steps", L2L_ACC(checkpoint.every_steps), 0));
+    f.push_back(IntField<int>("checkpoint.keep_last", L2L_ACC(checkpoint.keep_last), 1));
+    f.push_back(BoolField("checkpoint.at_end", L2L_ACC(checkpoint.at_end)));
+    // log
+    f.push_back(StringField("log.dir", L2L_ACC(log.dir)));
+    f.push_back(IntField<int64_t>("log.every_steps", L2L_ACC(log.every_steps), 1));
+    return f;
+  }();
+#undef L2L_ACC
+  // clang-format on
+  return fields;
+}
+
+const std::vector<Section>& Schema() {
+  static const std::vector<Section> schema = [] {
+    std::vector<Section> s;
+    for (const Field& f : Fields()) {
+      if (s.empty() || s.back().name != f.section()) s.push_back({f.section(), {}});
+      s.back().keys.push_back(f.key());
+    }
+    return s;
+  }();
+  return schema;
 }
 
 // Rules across fields, on a config whose fields each passed their own rule.
@@ -586,31 +850,47 @@ Status CheckConsistency(const Decoder& d, const Config& c) {
   const auto fail = [&](std::initializer_list<std::string_view> keys, const std::string& what) {
     return InvalidArgument(origin(keys) + ": " + what);
   };
+  const auto num = [](auto v) { return std::to_string(v); };
   const ModelConfig& m = c.model;
   const TrainConfig& t = c.train;
   if (m.hidden % m.heads != 0) {
     return fail({"model.heads", "model.hidden"},
-                "model.heads=" + std::to_string(m.heads) +
-                    " does not divide model.hidden=" + std::to_string(m.hidden));
+                "model.heads=" + num(m.heads) + " does not divide model.hidden=" + num(m.hidden));
+  }
+  if (m.heads % m.kv_heads != 0) {
+    return fail({"model.kv_heads", "model.heads"},
+                "model.kv_heads=" + num(m.kv_heads) +
+                    " does not divide model.heads=" + num(m.heads) +
+                    " (grouped-query attention shares each key/value head "
+                    "among heads / kv_heads query heads)");
+  }
+  if (m.kind == ModelKind::kLlama && (m.hidden / m.heads) % 2 != 0) {
+    return fail({"model.hidden", "model.heads"},
+                "kind llama: the head dimension model.hidden / model.heads = " +
+                    num(m.hidden / m.heads) + " must be even (rotary embeddings rotate pairs)");
+  }
+  if (m.max_positions < m.seq_len) {
+    return fail({"model.max_positions", "model.seq_len"},
+                "model.max_positions=" + num(m.max_positions) +
+                    " is less than model.seq_len=" + num(m.seq_len));
   }
   if (t.micro_batch > t.global_batch) {
     return fail({"train.micro_batch", "train.global_batch"},
-                "train.micro_batch=" + std::to_string(t.micro_batch) +
-                    " exceeds train.global_batch=" + std::to_string(t.global_batch));
+                "train.micro_batch=" + num(t.micro_batch) +
+                    " exceeds train.global_batch=" + num(t.global_batch));
   }
   if (t.global_batch % t.micro_batch != 0) {
     return fail({"train.global_batch", "train.micro_batch"},
-                "train.global_batch=" + std::to_string(t.global_batch) +
-                    " is not a multiple of train.micro_batch=" + std::to_string(t.micro_batch));
+                "train.global_batch=" + num(t.global_batch) +
+                    " is not a multiple of train.micro_batch=" + num(t.micro_batch));
   }
   if (t.warmup_steps > t.steps) {
-    return fail({"train.warmup_steps", "train.steps"},
-                "train.warmup_steps=" + std::to_string(t.warmup_steps) +
-                    " exceeds train.steps=" + std::to_string(t.steps));
+    return fail({"train.warmup_steps", "train.steps"}, "train.warmup_steps=" + num(t.warmup_steps) +
+                                                           " exceeds train.steps=" + num(t.steps));
   }
   if (t.eval_every_steps > 0 && c.data.eval_fraction == 0) {
     return fail({"train.eval_every_steps", "data.eval_fraction"},
-                "train.eval_every_steps=" + std::to_string(t.eval_every_steps) +
+                "train.eval_every_steps=" + num(t.eval_every_steps) +
                     " needs data.eval_fraction > 0 (no samples are held out)");
   }
   if (c.exec.precision == Precision::kBf16 && c.exec.device == DeviceKind::kCpu) {
@@ -635,41 +915,28 @@ StatusOr<Config> ParseConfigImpl(std::string_view yaml_text, const std::string& 
   for (const std::string& o : overrides) RETURN_IF_ERROR(ApplyOverride(o, &entries));
 
   const Decoder d(entries, source);
-  RETURN_IF_ERROR(d.CheckRequired());
+  for (const Field& f : Fields()) {
+    if (f.need == Need::kRequired && !d.Has(f.path)) {
+      return NotFound(source + ": missing required key '" + std::string(f.path) + "'");
+    }
+  }
   Config c;
   c.source = source;
-  RETURN_IF_ERROR(DecodeModel(d, &c.model));
-  RETURN_IF_ERROR(DecodeData(d, &c.data));
-  RETURN_IF_ERROR(DecodeTrain(d, &c.train));
-  RETURN_IF_ERROR(DecodeExec(d, &c.exec));
-  RETURN_IF_ERROR(DecodeCheckpoint(d, &c.checkpoint));
-  RETURN_IF_ERROR(DecodeLog(d, &c.log));
+  for (const Field& f : Fields()) {
+    // A key that does not apply keeps its canonical default (kv_heads = heads
+    // for bert), so equal configs compare equal.
+    if (f.set_default) f.set_default(c);
+    if (f.applies && !f.applies(c)) {
+      if (d.Has(f.path)) {
+        return d.Error(f.path, "applies to " + std::string(f.applies_to) + " only (model.kind is " +
+                                   Name(c.model.kind) + ")");
+      }
+      continue;
+    }
+    RETURN_IF_ERROR(f.decode(d, c));
+  }
   RETURN_IF_ERROR(CheckConsistency(d, c));
   return c;
-}
-
-// ---------------------------------------------------------------------------
-// ToYaml helpers.
-
-// A double as YAML text that reads back exactly, with a decimal point so it
-// reads as a number to humans too ("1.0", not "1").
-std::string YamlDouble(double v) {
-  std::string s = FormatDouble(v);
-  if (s.find_first_of(".e") == std::string::npos) s += ".0";
-  return s;
-}
-
-// exec.device_memory_limit as written: "unlimited", an exact binary unit, or bytes.
-std::string YamlByteSize(int64_t bytes) {
-  if (bytes == 0) return "unlimited";
-  constexpr std::pair<int64_t, const char*> kUnits[] = {{int64_t{1} << 40, "TiB"},
-                                                        {int64_t{1} << 30, "GiB"},
-                                                        {int64_t{1} << 20, "MiB"},
-                                                        {int64_t{1} << 10, "KiB"}};
-  for (const auto& [size, unit] : kUnits) {
-    if (bytes % size == 0) return std::to_string(bytes / size) + unit;
-  }
-  return std::to_string(bytes);
 }
 
 }  // namespace
@@ -678,8 +945,11 @@ std::string YamlByteSize(int64_t bytes) {
 // Public API.
 
 const char* Name(ModelKind v) { return EnumName(v, kModelKindNames); }
-const char* Name(NormPlacement v) { return EnumName(v, kNormNames); }
+const char* Name(Activation v) { return EnumName(v, kActivationNames); }
+const char* Name(InitScheme v) { return EnumName(v, kInitNames); }
+const char* Name(RopeScalingType v) { return EnumName(v, kRopeScalingNames); }
 const char* Name(Schedule v) { return EnumName(v, kScheduleNames); }
+const char* Name(WeightDecayOn v) { return EnumName(v, kWeightDecayOnNames); }
 const char* Name(ExecMode v) { return EnumName(v, kExecModeNames); }
 const char* Name(DeviceKind v) { return EnumName(v, kDeviceNames); }
 const char* Name(Precision v) { return EnumName(v, kPrecisionNames); }
@@ -688,6 +958,15 @@ const char* Name(StashPlacement v) { return EnumName(v, kStashNames); }
 bool operator==(const Config& a, const Config& b) {
   return a.model == b.model && a.data == b.data && a.train == b.train && a.exec == b.exec &&
          a.checkpoint == b.checkpoint && a.log == b.log;
+}
+
+void ApplyModelDefaults(ModelConfig* m) {
+  Config c;
+  c.model = *m;
+  for (const Field& f : Fields()) {
+    if (f.section() == "model" && f.set_default) f.set_default(c);
+  }
+  *m = c.model;
 }
 
 StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source_name,
@@ -721,73 +1000,18 @@ std::string ToYaml(const Config& c) {
   out << YAML::Comment("l2l run configuration" +
                        (c.source.empty() ? std::string() : " (from " + c.source + ")"));
   out << YAML::BeginMap;
-
-  const ModelConfig& m = c.model;
-  out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "kind" << YAML::Value << Name(m.kind);
-  out << YAML::Key << "layers" << YAML::Value << m.layers;
-  out << YAML::Key << "hidden" << YAML::Value << m.hidden;
-  out << YAML::Key << "heads" << YAML::Value << m.heads;
-  out << YAML::Key << "ffn" << YAML::Value << m.ffn;
-  out << YAML::Key << "vocab" << YAML::Value << m.vocab;
-  out << YAML::Key << "seq_len" << YAML::Value << m.seq_len;
-  out << YAML::Key << "dropout" << YAML::Value << YamlDouble(m.dropout);
-  out << YAML::Key << "norm" << YAML::Value << Name(m.norm);
-  out << YAML::EndMap;
-
-  const DataConfig& data = c.data;
-  out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << data.path;
-  out << YAML::Key << "mask_prob" << YAML::Value << YamlDouble(data.mask_prob);
-  out << YAML::Key << "eval_fraction" << YAML::Value << YamlDouble(data.eval_fraction);
-  out << YAML::EndMap;
-
-  const TrainConfig& t = c.train;
-  out << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "steps" << YAML::Value << t.steps;
-  out << YAML::Key << "seed" << YAML::Value << std::to_string(t.seed);
-  out << YAML::Key << "lr" << YAML::Value << YamlDouble(t.lr);
-  out << YAML::Key << "warmup_steps" << YAML::Value << t.warmup_steps;
-  out << YAML::Key << "schedule" << YAML::Value << Name(t.schedule);
-  out << YAML::Key << "min_lr_ratio" << YAML::Value << YamlDouble(t.min_lr_ratio);
-  out << YAML::Key << "weight_decay" << YAML::Value << YamlDouble(t.weight_decay);
-  out << YAML::Key << "betas" << YAML::Value << YAML::Flow << YAML::BeginSeq << YamlDouble(t.beta1)
-      << YamlDouble(t.beta2) << YAML::EndSeq;
-  out << YAML::Key << "eps" << YAML::Value << YamlDouble(t.eps);
-  out << YAML::Key << "grad_clip" << YAML::Value << YamlDouble(t.grad_clip);
-  out << YAML::Key << "global_batch" << YAML::Value << t.global_batch;
-  out << YAML::Key << "micro_batch" << YAML::Value << t.micro_batch;
-  out << YAML::Key << "eval_every_steps" << YAML::Value << t.eval_every_steps;
-  out << YAML::Key << "eval_batches" << YAML::Value << t.eval_batches;
-  out << YAML::EndMap;
-
-  const ExecConfig& e = c.exec;
-  out << YAML::Key << "exec" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "mode" << YAML::Value << Name(e.mode);
-  out << YAML::Key << "device" << YAML::Value << Name(e.device);
-  out << YAML::Key << "precision" << YAML::Value << Name(e.precision);
-  out << YAML::Key << "prefetch_depth" << YAML::Value << e.prefetch_depth;
-  out << YAML::Key << "stash" << YAML::Value << Name(e.stash);
-  out << YAML::Key << "device_memory_limit" << YAML::Value
-      << YamlByteSize(e.device_memory_limit_bytes);
-  out << YAML::Key << "optimizer_threads" << YAML::Value << e.optimizer_threads;
-  out << YAML::EndMap;
-
-  const CheckpointConfig& ck = c.checkpoint;
-  out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "dir" << YAML::Value << YAML::DoubleQuoted << ck.dir;
-  out << YAML::Key << "every_steps" << YAML::Value << ck.every_steps;
-  out << YAML::Key << "keep_last" << YAML::Value << ck.keep_last;
-  out << YAML::Key << "at_end" << YAML::Value << ck.at_end;
-  out << YAML::EndMap;
-
-  const LogConfig& l = c.log;
-  out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "dir" << YAML::Value << YAML::DoubleQuoted << l.dir;
-  out << YAML::Key << "every_steps" << YAML::Value << l.every_steps;
-  out << YAML::EndMap;
-
-  out << YAML::EndMap;
+  std::string_view section;
+  for (const Field& f : Fields()) {
+    if (f.section() != section) {
+      if (!section.empty()) out << YAML::EndMap;
+      section = f.section();
+      out << YAML::Key << std::string(section) << YAML::Value << YAML::BeginMap;
+    }
+    if (f.applies && !f.applies(c)) continue;
+    out << YAML::Key << std::string(f.key()) << YAML::Value;
+    f.encode(out, c);
+  }
+  out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
 

@@ -59,7 +59,13 @@ TEST(ParseConfig, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c.model.layers, 2);
   EXPECT_EQ(c.model.hidden, 64);
   EXPECT_EQ(c.model.dropout, 0.1);
-  EXPECT_EQ(c.model.norm, NormPlacement::kPost);  // bert default
+  EXPECT_EQ(c.model.activation, Activation::kGelu);  // bert defaults, as BertConfig's
+  EXPECT_EQ(c.model.norm_eps, 1e-12);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_EQ(c.model.max_positions, 32);  // = seq_len
+  EXPECT_EQ(c.model.type_vocab, 2);
+  EXPECT_EQ(c.model.init, InitScheme::kNormal);
+  EXPECT_EQ(c.train.weight_decay_on, WeightDecayOn::kMatrices);
   EXPECT_EQ(c.data.path, "data/tiny.tok");
   EXPECT_EQ(c.data.mask_prob, 0.15);
   EXPECT_EQ(c.train.seed, 1234u);
@@ -79,27 +85,87 @@ TEST(ParseConfig, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c.log.every_steps, 10);
 }
 
-TEST(ParseConfig, GptDefaultsToPreNorm) {
-  StatusOr<Config> r = ParseMinimalWith({"model.kind=gpt"});
+TEST(ParseConfig, KindDefaultsFollowTransformers) {
+  StatusOr<Config> r = ParseMinimalWith({"model.kind=gpt"});  // GPT2Config
   ASSERT_TRUE(r.ok()) << r.status().message();
-  EXPECT_EQ(r->model.norm, NormPlacement::kPre);
-  r = ParseMinimalWith({"model.kind=gpt", "model.norm=post"});
+  EXPECT_EQ(r->model.activation, Activation::kGeluTanh);
+  EXPECT_EQ(r->model.norm_eps, 1e-5);
+  EXPECT_TRUE(r->model.tie_embeddings);
+  EXPECT_EQ(r->model.init, InitScheme::kGpt2);
+  EXPECT_EQ(r->model.dropout, 0.1);
+  r = ParseMinimalWith({"model.kind=llama"});  // LlamaConfig
   ASSERT_TRUE(r.ok()) << r.status().message();
-  EXPECT_EQ(r->model.norm, NormPlacement::kPost);
+  EXPECT_EQ(r->model.kv_heads, 4);  // = heads
+  EXPECT_EQ(r->model.norm_eps, 1e-5);
+  EXPECT_FALSE(r->model.tie_embeddings);
+  EXPECT_FALSE(r->model.attention_bias);
+  EXPECT_EQ(r->model.rope_theta, 10000.0);
+  EXPECT_EQ(r->model.rope_scaling.type, RopeScalingType::kNone);
+  EXPECT_EQ(r->model.dropout, 0.0);
+  EXPECT_EQ(r->model.init, InitScheme::kNormal);
+  r = ParseMinimalWith({"model.kind=llama", "model.kv_heads=2", "model.tie_embeddings=true",
+                        "model.rope_scaling={rope_type: llama3, factor: 32.0}"});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->model.kv_heads, 2);
+  EXPECT_TRUE(r->model.tie_embeddings);
+  EXPECT_EQ(r->model.rope_scaling.type, RopeScalingType::kLlama3);
+  EXPECT_EQ(r->model.rope_scaling.factor, 32.0);
+  EXPECT_EQ(r->model.rope_scaling.high_freq_factor, 4.0);  // Llama-3.1's
+  EXPECT_EQ(r->model.rope_scaling.original_max_positions, 8192);
+}
+
+TEST(ParseConfigErrors, KeysOfAnotherKindAreRefused) {
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kv_heads=2"}),
+                        "--set model.kv_heads=2: model.kv_heads: applies to kind llama only "
+                        "(model.kind is bert)"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=gpt", "model.type_vocab=3"}),
+                        "model.type_vocab: applies to kind bert only (model.kind is gpt)"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=llama", "model.activation=gelu"}),
+                        "model.activation: applies to kinds bert and gpt"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=llama", "model.kv_heads=3"}),
+                        "model.kv_heads=3 does not divide model.heads=4"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=llama", "model.rope_scaling=linear"}),
+                        "model.rope_scaling: expected none or a mapping"));
+  EXPECT_TRUE(
+      FailsWith(ParseMinimalWith({"model.kind=llama", "model.rope_scaling={rope_type: yarn}"}),
+                "model.rope_scaling.rope_type: expected one of none, llama3, got 'yarn'"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=llama", "model.rope_scaling={factor: 8.0}"}),
+                        "model.rope_scaling: missing rope_type"));
+  EXPECT_TRUE(FailsWith(
+      ParseMinimalWith({"model.kind=llama", "model.rope_scaling={rope_type: llama3, beta: 1}"}),
+      "model.rope_scaling: unknown key 'beta'"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.max_positions=16"}),
+                        "model.max_positions=16 is less than model.seq_len=32"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=llama", "model.hidden=12", "model.heads=4"}),
+                        "the head dimension model.hidden / model.heads = 3 must be even"));
 }
 
 // Every field away from its default, every enum away from its first value.
 Config FullConfig() {
   Config c;
-  c.model = {.kind = ModelKind::kGpt,
+  c.model = {.kind = ModelKind::kLlama,
              .layers = 24,
              .hidden = 1024,
              .heads = 16,
              .ffn = 4096,
              .vocab = 50257,
              .seq_len = 512,
+             .max_positions = 2048,
+             .kv_heads = 4,
+             .type_vocab = 2,  // bert only: not written, the default comes back
              .dropout = 0.05,
-             .norm = NormPlacement::kPost};
+             .activation = Activation::kGeluTanh,  // bert and gpt only: the canonical default
+             .norm_eps = 1e-6,
+             .tie_embeddings = true,
+             .attention_bias = true,
+             .rope_theta = 500000.0,
+             .rope_scaling = {.type = RopeScalingType::kLlama3,
+                              .factor = 32.0,
+                              .low_freq_factor = 1.5,
+                              .high_freq_factor = 3.0,
+                              .original_max_positions = 4096},
+             .init = InitScheme::kGpt2,
+             .init_std = 0.015};
   c.data = {.path = "data/my corpus: \"v2\".tok", .mask_prob = 0.2, .eval_fraction = 0.0};
   c.train.steps = 100000;
   c.train.seed = 18446744073709551615u;  // uint64 max survives
@@ -108,6 +174,7 @@ Config FullConfig() {
   c.train.schedule = Schedule::kLinear;
   c.train.min_lr_ratio = 0.0;
   c.train.weight_decay = 0.1;
+  c.train.weight_decay_on = WeightDecayOn::kAll;
   c.train.beta1 = 0.8;
   c.train.beta2 = 0.95;
   c.train.eps = 1e-6;
@@ -138,6 +205,10 @@ TEST(ToYaml, RoundTripsEveryField) {
   EXPECT_EQ(r->source, "again.yaml");
   r->source = c.source;
   EXPECT_EQ(ToYaml(*r), ToYaml(c));  // a fixed point: nothing drifts on a second trip
+  // Floats carry a decimal point in the mantissa: YAML 1.1 readers (PyYAML)
+  // read "1e-06" as a string.
+  EXPECT_NE(yaml.find("eps: 1.0e-06"), std::string::npos) << yaml;
+  EXPECT_EQ(yaml.find("type_vocab"), std::string::npos) << "bert-only key written for llama";
 }
 
 TEST(ToYaml, RoundTripsDefaultsAndByteSizes) {
@@ -222,7 +293,9 @@ TEST(ParseConfigErrors, WrongType) {
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.dropout=.nan"}),
                         "model.dropout: expected a number, got '.nan'"));
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.layers=99999999999"}),
-                        "model.layers: must be <= 2147483647, got '99999999999'"));
+                        "model.layers: must be <= 16777216, got '99999999999'"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.hidden=2147483647"}),
+                        "model.hidden: must be <= 16777216, got 2147483647"));
   EXPECT_TRUE(FailsWith(Parse("model: 3\n"), "configs/x.yaml: model: expected a mapping"));
   EXPECT_TRUE(FailsWith(Parse("- a\n- b\n"), "configs/x.yaml: expected a mapping of sections"));
 }
@@ -292,8 +365,8 @@ TEST(ParseConfigErrors, InconsistentFields) {
 TEST(ParseConfigErrors, BadEnumListsAllowedValues) {
   std::string yaml = kMinimal;
   yaml.replace(yaml.find("kind: bert"), 10, "kind: bart");
-  EXPECT_TRUE(
-      FailsWith(Parse(yaml), "configs/x.yaml: model.kind: expected one of bert, gpt, got 'bart'"));
+  EXPECT_TRUE(FailsWith(
+      Parse(yaml), "configs/x.yaml: model.kind: expected one of bert, gpt, llama, got 'bart'"));
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"train.schedule=step"}),
                         "train.schedule: expected one of cosine, linear, constant, got 'step'"));
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"exec.stash=disk"}),
@@ -460,7 +533,11 @@ TEST(ValidateForWorld, GlobalBatchMustSplitOverRanks) {
 
 TEST(EnumNames, MatchYamlSpelling) {
   EXPECT_STREQ(Name(ModelKind::kGpt), "gpt");
-  EXPECT_STREQ(Name(NormPlacement::kPre), "pre");
+  EXPECT_STREQ(Name(ModelKind::kLlama), "llama");
+  EXPECT_STREQ(Name(Activation::kGeluTanh), "gelu_tanh");
+  EXPECT_STREQ(Name(InitScheme::kGpt2), "gpt2");
+  EXPECT_STREQ(Name(RopeScalingType::kLlama3), "llama3");
+  EXPECT_STREQ(Name(WeightDecayOn::kMatrices), "matrices");
   EXPECT_STREQ(Name(Schedule::kConstant), "constant");
   EXPECT_STREQ(Name(ExecMode::kL2L), "l2l");
   EXPECT_STREQ(Name(ExecMode::kResident), "resident");

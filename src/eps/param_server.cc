@@ -25,6 +25,11 @@ StatusOr<double> GlobalGradNorm(const std::vector<double>& layer_sq_norms, Comm&
   return std::sqrt(global);
 }
 
+const std::vector<Shard>& NoDecayOf(const OptimizerSettings& s, int layer) {
+  static const std::vector<Shard> kNone;
+  return layer < static_cast<int>(s.no_decay.size()) ? s.no_decay[layer] : kNone;
+}
+
 float ClipScale(double norm, double clip) {
   if (clip <= 0 || !(norm > clip)) return 1.0f;
   return static_cast<float>(clip / (norm + 1e-6));
@@ -176,16 +181,25 @@ void EagerParameterServer::QueueUpdate(int layer, float grad_scale) {
   hp.grad_scale = grad_scale;
   std::shared_ptr<Event> landed = st.landed;
   const bool bf16 = compute_dtype_ == DType::kBF16;
-  queue_.Submit(layer, st.shard.size_elems, [&st, hp, landed, bf16](int64_t b, int64_t e) {
-    if (landed) landed->HostWait();
-    if (bf16) {
-      AdamWUpdate(hp, e - b, st.master.as<float>() + b, st.grad.as<float>() + b,
-                  st.m.as<float>() + b, st.v.as<float>() + b, st.compute.as<uint16_t>() + b);
-    } else {
-      AdamWUpdateF32Copy(hp, e - b, st.master.as<float>() + b, st.grad.as<float>() + b,
-                         st.m.as<float>() + b, st.v.as<float>() + b, nullptr);
-    }
-  });
+  const std::vector<Shard>* no_decay = &NoDecayOf(settings_, layer);
+  queue_.Submit(
+      layer, st.shard.size_elems, [&st, hp, landed, bf16, no_decay](int64_t b, int64_t e) {
+        if (landed) landed->HostWait();
+        // The runs are in layer coordinates; the shard starts at st.shard.offset_elems.
+        const int64_t off = st.shard.offset_elems;
+        ForEachDecayRun(*no_decay, off + b, off + e, [&](int64_t rb, int64_t re, bool decay) {
+          AdamWParams run = hp;
+          if (!decay) run.weight_decay = 0.0f;
+          const int64_t i = rb - off;
+          if (bf16) {
+            AdamWUpdate(run, re - rb, st.master.as<float>() + i, st.grad.as<float>() + i,
+                        st.m.as<float>() + i, st.v.as<float>() + i, st.compute.as<uint16_t>() + i);
+          } else {
+            AdamWUpdateF32Copy(run, re - rb, st.master.as<float>() + i, st.grad.as<float>() + i,
+                               st.m.as<float>() + i, st.v.as<float>() + i, nullptr);
+          }
+        });
+      });
 }
 
 StatusOr<double> EagerParameterServer::FinishStep() {

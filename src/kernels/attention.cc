@@ -1,5 +1,7 @@
-// Multi-head self-attention, one (sequence, head) pair per OpenMP work item
-// and one query row at a time, so the scratch is one (head_dim, S) transposed
+// Multi-head (and grouped-query) self-attention, one (sequence, head) pair
+// per OpenMP work item in the forward, one (sequence, key/value head) group in
+// the backward (its query heads in order, so shared dk / dv sum
+// deterministically), and one query row at a time, so the scratch is one (head_dim, S) transposed
 // K or V per thread plus a seq_len vector. Every inner loop runs over a
 // contiguous axis in axpy form (keys j for scores, head_dim for outputs), so it
 // vectorises without reassociating sums; the per-pair bodies are compiled for
@@ -25,9 +27,11 @@ L2L_ALWAYS_INLINE void Axpy(T alpha, const T* x, int n, T* y) {
 // One (row, head) pair. q_i / k_j / v_j point at head_dim contiguous values.
 template <typename T>
 struct Pair {
-  const T* qkv;    // this row's (S, 3H), offset to this head's columns
-  int64_t stride;  // 3H
-  int hidden;      // H
+  const T* qkv;    // this row's (S, W), offset to this head's q columns
+  int64_t k_off;   // from q_i to this head's k columns (H + kv head * hd - h * hd)
+  int64_t v_off;   // from q_i to this head's v columns
+  int64_t stride;  // W = qkv width
+  int hidden;      // H (row stride of out / dout)
   int seq_len;     // S
   int head_dim;    // hd
   bool causal;
@@ -44,15 +48,15 @@ struct Pair {
   T* vec;               // scratch (S)
 
   const T* q(int i) const { return qkv + i * stride; }
-  const T* k(int j) const { return qkv + j * stride + hidden; }
-  const T* v(int j) const { return qkv + j * stride + 2 * hidden; }
+  const T* k(int j) const { return qkv + j * stride + k_off; }
+  const T* v(int j) const { return qkv + j * stride + v_off; }
   int end(int i) const { return causal ? i + 1 : seq_len; }  // keys j < end(i) may be attended
   T mask_scale(int i, int j) const {                         // dropout factor of probs[i, j]
     return keep == nullptr ? T(1) : (keep[i * seq_len + j] ? keep_scale : T(0));
   }
 };
 
-// (hd, S) transpose of the k (offset = H) or v (offset = 2H) columns.
+// (hd, S) transpose of the k (offset = k_off) or v (offset = v_off) columns.
 template <typename T>
 L2L_ALWAYS_INLINE void Transpose(const Pair<T>& a, int64_t offset, T* dst) {
   for (int j = 0; j < a.seq_len; ++j) {
@@ -64,7 +68,7 @@ L2L_ALWAYS_INLINE void Transpose(const Pair<T>& a, int64_t offset, T* dst) {
 template <typename T>
 L2L_ALWAYS_INLINE void ForwardBody(const Pair<T>& a) {
   const int S = a.seq_len, hd = a.head_dim;
-  Transpose(a, a.hidden, a.kvt);
+  Transpose(a, a.k_off, a.kvt);
   for (int i = 0; i < S; ++i) {
     T* p = a.probs + i * S;
     T* o = a.out + static_cast<int64_t>(i) * a.hidden;
@@ -103,18 +107,16 @@ L2L_ALWAYS_INLINE void ForwardBody(const Pair<T>& a) {
   }
 }
 
+// Accumulates into dk and dv (the caller zeroes them once per key/value
+// head); writes dq.
 template <typename T>
 L2L_ALWAYS_INLINE void BackwardBody(const Pair<T>& a) {
   const int S = a.seq_len, hd = a.head_dim;
-  Transpose(a, 2 * static_cast<int64_t>(a.hidden), a.kvt);
+  Transpose(a, a.v_off, a.kvt);
   T* dq0 = a.dqkv;
   auto dq = [&](int i) { return dq0 + i * a.stride; };
-  auto dk = [&](int j) { return dq0 + j * a.stride + a.hidden; };
-  auto dv = [&](int j) { return dq0 + j * a.stride + 2 * a.hidden; };
-  for (int j = 0; j < S; ++j) {  // dk, dv accumulate over queries below
-    std::fill(dk(j), dk(j) + hd, T(0));
-    std::fill(dv(j), dv(j) + hd, T(0));
-  }
+  auto dk = [&](int j) { return dq0 + j * a.stride + a.k_off; };
+  auto dv = [&](int j) { return dq0 + j * a.stride + a.v_off; };
   T* ds = a.vec;
   for (int i = 0; i < S; ++i) {
     const T* p = a.probs_in + i * S;
@@ -152,16 +154,17 @@ L2L_TARGET_CLONES void BackwardPair(const Pair<float>& a) { BackwardBody(a); }
 L2L_TARGET_CLONES void BackwardPair(const Pair<double>& a) { BackwardBody(a); }
 
 void CheckDims(const AttentionDims& d) {
-  L2L_CHECK(d.rows >= 0 && d.seq_len > 0 && d.heads > 0 && d.head_dim > 0)
+  L2L_CHECK(d.rows >= 0 && d.seq_len > 0 && d.heads > 0 && d.head_dim > 0 && d.kv_heads >= 0 &&
+            d.heads % d.num_kv_heads() == 0)
       << "attention dims rows=" << d.rows << " seq_len=" << d.seq_len << " heads=" << d.heads
-      << " head_dim=" << d.head_dim;
+      << " kv_heads=" << d.kv_heads << " head_dim=" << d.head_dim;
 }
 
 // The fields of Pair shared by every pair of a call.
 template <typename T>
 Pair<T> Common(const AttentionDims& d, const T* qkv, float dropout_p) {
   Pair<T> a{};
-  a.stride = 3 * static_cast<int64_t>(d.hidden());
+  a.stride = d.qkv_width();
   a.hidden = d.hidden();
   a.seq_len = d.seq_len;
   a.head_dim = d.head_dim;
@@ -169,6 +172,14 @@ Pair<T> Common(const AttentionDims& d, const T* qkv, float dropout_p) {
   a.keep_scale = DropoutScale<T>(dropout_p);
   a.scale = T(1) / std::sqrt(static_cast<T>(d.head_dim));
   return a;
+}
+
+// Offsets from query head h's columns to its key / value head's columns.
+template <typename T>
+void SetHead(const AttentionDims& d, int h, Pair<T>* a) {
+  const int64_t hd = d.head_dim, kh = h / d.group();
+  a->k_off = d.hidden() + kh * hd - h * hd;
+  a->v_off = d.hidden() + d.kv_hidden() + kh * hd - h * hd;
 }
 
 }  // namespace
@@ -187,6 +198,7 @@ void AttentionForward(const AttentionDims& d, const T* qkv, const uint8_t* pad_m
     for (int64_t pair = 0; pair < pairs; ++pair) {
       const int64_t row = pair / d.heads, h = pair % d.heads;
       Pair<T> a = common;
+      SetHead(d, h, &a);
       a.qkv = qkv + row * S * a.stride + h * hd;
       a.pad = pad_mask != nullptr ? pad_mask + row * S : nullptr;
       a.keep = prob_keep != nullptr ? prob_keep + pair * S * S : nullptr;
@@ -203,23 +215,35 @@ void AttentionBackward(const AttentionDims& d, const T* qkv, const uint8_t* prob
                        float dropout_p, const T* probs, const T* dout, T* dqkv) {
   CheckDims(d);
   const int64_t S = d.seq_len, H = d.hidden(), hd = d.head_dim;
-  const int64_t pairs = int64_t{d.rows} * d.heads;
+  const int kv = d.num_kv_heads(), group = d.group();
+  const int64_t groups = int64_t{d.rows} * kv;
   const Pair<T> common = Common(d, qkv, dropout_p);
 #pragma omp parallel
   {
     std::vector<T> vt(hd * S), vec(S);
 #pragma omp for schedule(static)
-    for (int64_t pair = 0; pair < pairs; ++pair) {
-      const int64_t row = pair / d.heads, h = pair % d.heads;
-      Pair<T> a = common;
-      a.qkv = qkv + row * S * a.stride + h * hd;
-      a.keep = prob_keep != nullptr ? prob_keep + pair * S * S : nullptr;
-      a.probs_in = probs + pair * S * S;
-      a.dout = dout + row * S * H + h * hd;
-      a.dqkv = dqkv + row * S * a.stride + h * hd;
-      a.kvt = vt.data();
-      a.vec = vec.data();
-      BackwardPair(a);
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t row = g / kv, kh = g % kv;
+      // dk, dv of this key/value head accumulate over its query heads.
+      T* row_d = dqkv + row * S * common.stride;
+      for (int64_t j = 0; j < S; ++j) {
+        T* dk = row_d + j * common.stride + H + kh * hd;
+        std::fill(dk, dk + hd, T(0));
+        std::fill(dk + d.kv_hidden(), dk + d.kv_hidden() + hd, T(0));
+      }
+      for (int t = 0; t < group; ++t) {
+        const int64_t h = kh * group + t, pair = row * d.heads + h;
+        Pair<T> a = common;
+        SetHead(d, static_cast<int>(h), &a);
+        a.qkv = qkv + row * S * a.stride + h * hd;
+        a.keep = prob_keep != nullptr ? prob_keep + pair * S * S : nullptr;
+        a.probs_in = probs + pair * S * S;
+        a.dout = dout + row * S * H + h * hd;
+        a.dqkv = row_d + h * hd;
+        a.kvt = vt.data();
+        a.vec = vec.data();
+        BackwardPair(a);
+      }
     }
   }
 }

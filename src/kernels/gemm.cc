@@ -54,26 +54,40 @@ void Gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, T alpha
 }
 
 template <typename T>
-void LinearForward(const T* x, const T* w, const T* bias, int64_t n, int64_t in, int64_t out,
-                   T* y) {
+void LinearForward(const T* x, const T* w, const T* bias, int64_t n, int64_t in, int64_t out, T* y,
+                   WeightLayout layout) {
   T beta = T(0);
   if (bias != nullptr) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n; ++r) std::copy(bias, bias + out, y + r * out);
     beta = T(1);
   }
-  Gemm<T>(Trans::kNo, Trans::kNo, n, out, in, T(1), x, in, w, out, beta, y, out);
+  if (layout == WeightLayout::kInOut) {
+    Gemm<T>(Trans::kNo, Trans::kNo, n, out, in, T(1), x, in, w, out, beta, y, out);
+  } else {
+    Gemm<T>(Trans::kNo, Trans::kYes, n, out, in, T(1), x, in, w, in, beta, y, out);
+  }
 }
 
 template <typename T>
 void LinearBackward(const T* x, const T* w, const T* dy, int64_t n, int64_t in, int64_t out, T* dx,
-                    T* dw, T* dbias, Accum dx_accum) {
+                    T* dw, T* dbias, Accum dx_accum, WeightLayout layout) {
+  const bool in_out = layout == WeightLayout::kInOut;
   if (dx != nullptr) {
+    // dx (n, in) = dy (n, out) · Wᵀ, with W (in, out) or (out, in) as stored.
     const T beta = dx_accum == Accum::kAdd ? T(1) : T(0);
-    Gemm<T>(Trans::kNo, Trans::kYes, n, in, out, T(1), dy, out, w, out, beta, dx, in);
+    if (in_out) {
+      Gemm<T>(Trans::kNo, Trans::kYes, n, in, out, T(1), dy, out, w, out, beta, dx, in);
+    } else {
+      Gemm<T>(Trans::kNo, Trans::kNo, n, in, out, T(1), dy, out, w, in, beta, dx, in);
+    }
   }
   if (dw != nullptr) {
-    Gemm<T>(Trans::kYes, Trans::kNo, in, out, n, T(1), x, in, dy, out, T(1), dw, out);
+    if (in_out) {  // dW (in, out) += xᵀ · dy
+      Gemm<T>(Trans::kYes, Trans::kNo, in, out, n, T(1), x, in, dy, out, T(1), dw, out);
+    } else {  // dW (out, in) += dyᵀ · x
+      Gemm<T>(Trans::kYes, Trans::kNo, out, in, n, T(1), dy, out, x, in, T(1), dw, in);
+    }
   }
   if (dbias != nullptr) ColumnSumAccumulate(dy, n, out, dbias);
 }
@@ -96,9 +110,10 @@ void ColumnSumAccumulate(const T* x, int64_t n, int64_t c, T* out) {
 #define L2L_INSTANTIATE(T)                                                                         \
   template void Gemm<T>(Trans, Trans, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*,   \
                         int64_t, T, T*, int64_t);                                                  \
-  template void LinearForward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);     \
+  template void LinearForward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*,      \
+                                 WeightLayout);                                                    \
   template void LinearBackward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*, T*, \
-                                  T*, Accum);                                                      \
+                                  T*, Accum, WeightLayout);                                        \
   template void ColumnSumAccumulate<T>(const T*, int64_t, int64_t, T*);
 L2L_INSTANTIATE(float)
 L2L_INSTANTIATE(double)

@@ -144,6 +144,41 @@ TEST(Linear, BackwardMatchesFiniteDifferences) {
   EXPECT_LT(RelErr(dx2, dx), 1e-14);
 }
 
+// nn.Linear's orientation: w stored (out, in), y = x · wᵀ + b.
+TEST(Linear, OutInLayoutForwardMatchesNaive) {
+  const int64_t n = 6, in = 5, out = 7;
+  auto x = Random<float>(n * in, 1), w = Random<float>(out * in, 2), b = Random<float>(out, 3);
+  std::vector<float> y(n * out);
+  LinearForward(x.data(), w.data(), b.data(), n, in, out, y.data(), WeightLayout::kOutIn);
+  std::vector<double> want(n * out);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double s = b[o];
+      for (int64_t i = 0; i < in; ++i) s += double(x[r * in + i]) * w[o * in + i];
+      want[r * out + o] = s;
+    }
+  EXPECT_LT(RelErr(y, want), kFloatTol);
+}
+
+TEST(Linear, OutInLayoutBackwardMatchesFiniteDifferences) {
+  const int64_t n = 4, in = 3, out = 5;
+  auto x = Random<double>(n * in, 1), w = Random<double>(out * in, 2);
+  auto b = Random<double>(out, 3), r = Random<double>(n * out, 4);
+  auto loss = [&] {
+    std::vector<double> y(n * out);
+    LinearForward(x.data(), w.data(), b.data(), n, in, out, y.data(), WeightLayout::kOutIn);
+    return Dot(y, r);
+  };
+  std::vector<double> dx(n * in, 0.25), dw(out * in, 0.5), db(out, 0.0);
+  LinearBackward(x.data(), w.data(), r.data(), n, in, out, dx.data(), dw.data(), db.data(),
+                 Accum::kAdd, WeightLayout::kOutIn);
+  for (auto& v : dx) v -= 0.25;
+  for (auto& v : dw) v -= 0.5;
+  ExpectGradMatches(dx, NumericGrad(&x, loss), "dx");
+  ExpectGradMatches(dw, NumericGrad(&w, loss), "dw");
+  ExpectGradMatches(db, NumericGrad(&b, loss), "db");
+}
+
 TEST(ColumnSum, IndependentOfThreadCount) {
   const int64_t n = 257, c = 300;
   auto x = Random<float>(n * c, 5);
@@ -212,6 +247,49 @@ TEST(LayerNorm, BackwardMatchesFiniteDifferences) {
   EXPECT_LT(RelErr(inplace, dx), 1e-14);
 }
 
+TEST(RmsNorm, ForwardMatchesNaive) {
+  const int64_t n = 5, c = 33;
+  const double eps = 1e-6;
+  auto x = Random<float>(n * c, 1, -2, 3), g = Random<float>(c, 2);
+  std::vector<float> y(n * c), rstd(n);
+  RmsNormForward(x.data(), g.data(), n, c, eps, y.data(), rstd.data());
+  std::vector<double> want(n * c), want_rstd(n);
+  for (int64_t r = 0; r < n; ++r) {
+    double sq = 0;
+    for (int64_t j = 0; j < c; ++j) sq += double(x[r * c + j]) * x[r * c + j];
+    const double s = 1 / std::sqrt(sq / c + eps);
+    for (int64_t j = 0; j < c; ++j) want[r * c + j] = x[r * c + j] * s * g[j];
+    want_rstd[r] = s;
+  }
+  EXPECT_LT(RelErr(y, want), kFloatTol);
+  EXPECT_LT(RelErr(rstd, want_rstd), kFloatTol);
+}
+
+TEST(RmsNorm, BackwardMatchesFiniteDifferences) {
+  const int64_t n = 4, c = 7;
+  auto x = Random<double>(n * c, 1, -2, 3), g = Random<double>(c, 2);
+  auto r = Random<double>(n * c, 4);
+  std::vector<double> y(n * c), rstd(n);
+  auto loss = [&] {
+    RmsNormForward(x.data(), g.data(), n, c, 1e-5, y.data(), rstd.data());
+    return Dot(y, r);
+  };
+  loss();
+  std::vector<double> dx(n * c), dg(c, 0.0);
+  RmsNormBackward(x.data(), g.data(), rstd.data(), r.data(), n, c, dx.data(), dg.data());
+  ExpectGradMatches(dx, NumericGrad(&x, loss), "dx");
+  ExpectGradMatches(dg, NumericGrad(&g, loss), "dgain");
+  std::vector<double> dx_add(n * c, 1.0);
+  RmsNormBackward<double>(x.data(), g.data(), rstd.data(), r.data(), n, c, dx_add.data(), nullptr,
+                          Accum::kAdd);
+  for (auto& v : dx_add) v -= 1.0;
+  EXPECT_LT(RelErr(dx_add, dx), 1e-12);
+  std::vector<double> inplace = r;
+  RmsNormBackward<double>(x.data(), g.data(), rstd.data(), inplace.data(), n, c, inplace.data(),
+                          nullptr);
+  EXPECT_LT(RelErr(inplace, dx), 1e-14);
+}
+
 // ---- Softmax ---------------------------------------------------------------
 
 TEST(Softmax, ForwardMatchesNaive) {
@@ -249,19 +327,21 @@ TEST(Softmax, BackwardMatchesFiniteDifferences) {
 void NaiveAttention(const AttentionDims& d, const std::vector<double>& qkv,
                     const std::vector<uint8_t>& pad, const std::vector<uint8_t>* keep, float p,
                     std::vector<double>* probs, std::vector<double>* out) {
-  const int S = d.seq_len, H = d.hidden(), hd = d.head_dim;
+  const int S = d.seq_len, H = d.hidden(), hd = d.head_dim, W = d.qkv_width();
+  const int KV = d.kv_hidden();
   probs->assign(int64_t{d.rows} * d.heads * S * S, 0.0);
   out->assign(int64_t{d.rows} * S * H, 0.0);
   for (int r = 0; r < d.rows; ++r)
     for (int h = 0; h < d.heads; ++h)
       for (int i = 0; i < S; ++i) {
+        const int kh = h / (d.heads / d.num_kv_heads());  // repeat_kv
         std::vector<double> sc(S, -std::numeric_limits<double>::infinity());
         double mx = -std::numeric_limits<double>::infinity();
         for (int j = 0; j < S; ++j) {
           if (!pad[r * S + j] || (d.mask == AttnMask::kCausal && j > i)) continue;
           double s = 0;
           for (int e = 0; e < hd; ++e)
-            s += qkv[(r * S + i) * 3 * H + h * hd + e] * qkv[(r * S + j) * 3 * H + H + h * hd + e];
+            s += qkv[(r * S + i) * W + h * hd + e] * qkv[(r * S + j) * W + H + kh * hd + e];
           sc[j] = s / std::sqrt(double(hd));
           mx = std::max(mx, sc[j]);
         }
@@ -275,8 +355,7 @@ void NaiveAttention(const AttentionDims& d, const std::vector<double>& qkv,
           if (keep)
             w = (*keep)[int64_t(r) * d.heads * S * S + (h * S + i) * S + j] ? w / (1 - p) : 0;
           for (int e = 0; e < hd; ++e)
-            (*out)[(r * S + i) * H + h * hd + e] +=
-                w * qkv[(r * S + j) * 3 * H + 2 * H + h * hd + e];
+            (*out)[(r * S + i) * H + h * hd + e] += w * qkv[(r * S + j) * W + H + KV + kh * hd + e];
         }
       }
 }
@@ -284,6 +363,7 @@ void NaiveAttention(const AttentionDims& d, const std::vector<double>& qkv,
 struct AttnCase {
   AttnMask mask;
   bool dropout;
+  int kv_heads = 0;  // 0 = heads; 1 or 2 of 4 heads = grouped-query
 };
 
 class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
@@ -306,9 +386,9 @@ std::vector<uint64_t> SampleKeys(int rows) {
 
 TEST_P(AttentionTest, ForwardMatchesNaive) {
   const AttnCase c = GetParam();
-  const AttentionDims d{3, 6, 2, 4, c.mask};
+  const AttentionDims d{3, 6, 4, 4, c.mask, c.kv_heads};
   const int S = d.seq_len, H = d.hidden();
-  auto qkv = Random<float>(int64_t{d.rows} * S * 3 * H, 1, -2, 2);
+  auto qkv = Random<float>(int64_t{d.rows} * S * d.qkv_width(), 1, -2, 2);
   auto pad = PadMask(d.rows, S);
   const auto keys = SampleKeys(d.rows);
   const float p = 0.3f;
@@ -327,9 +407,9 @@ TEST_P(AttentionTest, ForwardMatchesNaive) {
 
 TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
   const AttnCase c = GetParam();
-  const AttentionDims d{3, 5, 2, 3, c.mask};
+  const AttentionDims d{3, 5, 4, 3, c.mask, c.kv_heads};
   const int S = d.seq_len, H = d.hidden();
-  auto qkv = Random<double>(int64_t{d.rows} * S * 3 * H, 1, -1.5, 1.5);
+  auto qkv = Random<double>(int64_t{d.rows} * S * d.qkv_width(), 1, -1.5, 1.5);
   auto pad = PadMask(d.rows, S);
   const auto keys = SampleKeys(d.rows);
   const float p = 0.3f;
@@ -351,11 +431,107 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(
     Masks, AttentionTest,
     ::testing::Values(AttnCase{AttnMask::kPaddingOnly, false}, AttnCase{AttnMask::kCausal, false},
-                      AttnCase{AttnMask::kPaddingOnly, true}, AttnCase{AttnMask::kCausal, true}),
+                      AttnCase{AttnMask::kPaddingOnly, true}, AttnCase{AttnMask::kCausal, true},
+                      AttnCase{AttnMask::kCausal, false, 2}, AttnCase{AttnMask::kCausal, true, 1},
+                      AttnCase{AttnMask::kPaddingOnly, true, 2}),
     [](const ::testing::TestParamInfo<AttnCase>& info) {
       return std::string(info.param.mask == AttnMask::kCausal ? "Causal" : "Padding") +
-             (info.param.dropout ? "Dropout" : "NoDropout");
+             (info.param.dropout ? "Dropout" : "NoDropout") +
+             (info.param.kv_heads > 0 ? "Kv" + std::to_string(info.param.kv_heads) : "");
     });
+
+// ---- Rotary embeddings -------------------------------------------------------
+
+RopeParams Llama3Rope() {
+  RopeParams p;
+  p.theta = 500000.0;
+  p.scaling = RopeScaling::kLlama3;
+  p.factor = 8.0;
+  p.low_freq_factor = 1.0;
+  p.high_freq_factor = 4.0;
+  p.original_max_positions = 64;  // small, so that a head_dim of 16 has all three bands
+  return p;
+}
+
+TEST(Rope, InvFreqIsTransformersFormula) {
+  RopeParams plain;
+  plain.theta = 10000.0;
+  const int hd = 16;
+  for (int i = 0; i < hd / 2; ++i) {
+    EXPECT_NEAR(RopeInvFreq(plain, i, hd), 1.0 / std::pow(10000.0, 2.0 * i / hd), 1e-7) << i;
+  }
+  // llama3: short wavelengths unchanged, long ones divided by factor, a blend between.
+  const RopeParams p = Llama3Rope();
+  int high = 0, low = 0, mid = 0;
+  for (int i = 0; i < hd / 2; ++i) {
+    const double inv = 1.0 / std::pow(p.theta, 2.0 * i / hd);
+    const double wavelen = 2 * M_PI / inv;
+    const double got = RopeInvFreq(p, i, hd);
+    if (wavelen < 64.0 / 4.0) {
+      ++high;
+      EXPECT_NEAR(got, inv, 1e-6 * inv) << i;
+    } else if (wavelen > 64.0) {
+      ++low;
+      EXPECT_NEAR(got, inv / 8.0, 1e-6 * inv) << i;
+    } else {
+      ++mid;
+      const double smooth = (64.0 / wavelen - 1.0) / (4.0 - 1.0);
+      EXPECT_NEAR(got, (1 - smooth) * inv / 8.0 + smooth * inv, 1e-6 * inv) << i;
+    }
+  }
+  EXPECT_GT(high, 0);
+  EXPECT_GT(low, 0);
+  EXPECT_GT(mid, 0);
+}
+
+TEST(Rope, ForwardMatchesRotateHalf) {
+  const AttentionDims d{2, 5, 4, 6, AttnMask::kCausal, 2};
+  const RopeParams p = Llama3Rope();
+  const int64_t W = d.qkv_width(), tokens = int64_t{d.rows} * d.seq_len;
+  auto x = Random<float>(tokens * W, 1, -2, 2);
+  std::vector<int32_t> pos(tokens);
+  for (int64_t t = 0; t < tokens; ++t) pos[t] = static_cast<int32_t>(3 * t + 1);
+  for (const int32_t* positions :
+       {static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(pos.data())}) {
+    std::vector<float> y = x;
+    RopeForward(d, p, positions, y.data());
+    std::vector<double> want(x.begin(), x.end());
+    const int half = d.head_dim / 2;
+    for (int64_t t = 0; t < tokens; ++t) {
+      const double ps = positions ? positions[t] : t % d.seq_len;
+      for (int h = 0; h < d.heads + d.num_kv_heads(); ++h) {  // q heads, then k heads
+        const int64_t base = t * W + int64_t{h} * d.head_dim;
+        for (int i = 0; i < d.head_dim; ++i) {
+          // q * cos + rotate_half(q) * sin, rotate_half(q) = [-q2, q1]
+          const int f = i % half;
+          const double ang = ps * RopeInvFreq(p, f, d.head_dim);
+          const double rot = i < half ? -x[base + i + half] : x[base + i - half];
+          want[base + i] = x[base + i] * std::cos(ang) + rot * std::sin(ang);
+        }
+      }
+    }
+    EXPECT_LT(RelErr(y, want), kFloatTol);
+    // v is untouched.
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t j = d.hidden() + d.kv_hidden(); j < W; ++j)
+        ASSERT_EQ(y[t * W + j], x[t * W + j]);
+  }
+}
+
+TEST(Rope, BackwardMatchesFiniteDifferences) {
+  const AttentionDims d{2, 4, 2, 4, AttnMask::kCausal, 1};
+  const RopeParams p = Llama3Rope();
+  const int64_t n = int64_t{d.rows} * d.seq_len * d.qkv_width();
+  auto x = Random<double>(n, 1), r = Random<double>(n, 2);
+  auto loss = [&] {
+    std::vector<double> y = x;
+    RopeForward(d, p, nullptr, y.data());
+    return Dot(y, r);
+  };
+  std::vector<double> dx = r;
+  RopeBackward(d, p, nullptr, dx.data());
+  ExpectGradMatches(dx, NumericGrad(&x, loss), "dqkv");
+}
 
 // ---- Pointwise -------------------------------------------------------------
 
@@ -381,6 +557,55 @@ TEST(Gelu, BackwardMatchesFiniteDifferences) {
   std::vector<double> dx(x.size());
   GeluBackward(x.data(), r.data(), int64_t(x.size()), dx.data());
   ExpectGradMatches(dx, NumericGrad(&x, loss), "dx");
+}
+
+TEST(Gelu, ErfFormMatchesNaive) {
+  auto x = Random<float>(101, 1, -4, 4);
+  std::vector<float> y(x.size());
+  GeluForward(x.data(), int64_t(x.size()), y.data(), Gelu::kErf);
+  std::vector<double> want(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    want[i] = 0.5 * x[i] * (1 + std::erf(x[i] / std::sqrt(2.0)));
+  EXPECT_LT(RelErr(y, want), kFloatTol);
+}
+
+TEST(Gelu, ErfFormBackwardMatchesFiniteDifferences) {
+  auto x = Random<double>(57, 1, -4, 4), r = Random<double>(57, 2);
+  std::vector<double> y(x.size());
+  auto loss = [&] {
+    GeluForward(x.data(), int64_t(x.size()), y.data(), Gelu::kErf);
+    return Dot(y, r);
+  };
+  std::vector<double> dx(x.size());
+  GeluBackward(x.data(), r.data(), int64_t(x.size()), dx.data(), Gelu::kErf);
+  ExpectGradMatches(dx, NumericGrad(&x, loss), "dx");
+}
+
+TEST(Swiglu, ForwardMatchesNaive) {
+  const int64_t n = 5, f = 9;
+  auto gu = Random<float>(n * 2 * f, 1, -4, 4);
+  std::vector<float> y(n * f);
+  SwigluForward(gu.data(), n, f, y.data());
+  std::vector<double> want(n * f);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t j = 0; j < f; ++j) {
+      const double g = gu[r * 2 * f + j], u = gu[r * 2 * f + f + j];
+      want[r * f + j] = g / (1 + std::exp(-g)) * u;
+    }
+  EXPECT_LT(RelErr(y, want), kFloatTol);
+}
+
+TEST(Swiglu, BackwardMatchesFiniteDifferences) {
+  const int64_t n = 3, f = 4;
+  auto gu = Random<double>(n * 2 * f, 1, -3, 3), r = Random<double>(n * f, 2);
+  auto loss = [&] {
+    std::vector<double> y(n * f);
+    SwigluForward(gu.data(), n, f, y.data());
+    return Dot(y, r);
+  };
+  std::vector<double> dgu(gu.size(), 7.0);  // written
+  SwigluBackward(gu.data(), r.data(), n, f, dgu.data());
+  ExpectGradMatches(dgu, NumericGrad(&gu, loss), "dgate_up");
 }
 
 TEST(Dropout, MaskIsTheKeyedHash) {

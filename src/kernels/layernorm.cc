@@ -1,5 +1,6 @@
-// Layernorm forward / backward (per row over the last axis), after llm.c's
-// layernorm_forward/backward, with deterministic gain and bias gradients.
+// Layernorm and RMSNorm forward / backward (per row over the last axis),
+// after llm.c's layernorm_forward/backward, with deterministic gain and bias
+// gradients.
 #include <algorithm>
 #include <cmath>
 
@@ -95,11 +96,72 @@ void LayerNormBackward(const T* x, const T* gain, const T* mean, const T* rstd, 
   }
 }
 
-#define L2L_INSTANTIATE(T)                                                                      \
-  template void LayerNormForward<T>(const T*, const T*, const T*, int64_t, int64_t, double, T*, \
-                                    T*, T*);                                                    \
-  template void LayerNormBackward<T>(const T*, const T*, const T*, const T*, const T*, int64_t, \
-                                     int64_t, T*, T*, T*, Accum);
+template <typename T>
+void RmsNormForward(const T* x, const T* gain, int64_t n, int64_t c, double eps, T* y, T* rstd) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* xr = x + r * c;
+    T* yr = y + r * c;
+    T sq = 0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t j = 0; j < c; ++j) sq += xr[j] * xr[j];
+    const T s = T(1) / std::sqrt(sq / static_cast<T>(c) + static_cast<T>(eps));
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) yr[j] = gain[j] * (xr[j] * s);
+    if (rstd != nullptr) rstd[r] = s;
+  }
+}
+
+template <typename T>
+void RmsNormBackward(const T* x, const T* gain, const T* rstd, const T* dy, int64_t n, int64_t c,
+                     T* dx, T* dgain, Accum dx_accum) {
+  // The gain gradient first (dx may alias dy): column blocks, rows in order.
+  if (dgain != nullptr) {
+    const int64_t blocks = (c + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t c0 = b * kColumnBlock;
+      const int64_t c1 = std::min(c, c0 + kColumnBlock);
+      for (int64_t r = 0; r < n; ++r) {
+        const T* xr = x + r * c;
+        const T* dyr = dy + r * c;
+        const T s = rstd[r];
+#pragma omp simd
+        for (int64_t j = c0; j < c1; ++j) dgain[j] += dyr[j] * (xr[j] * s);
+      }
+    }
+  }
+  if (dx == nullptr) return;
+  const bool add = dx_accum == Accum::kAdd;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* xr = x + r * c;
+    const T* dyr = dy + r * c;
+    T* dxr = dx + r * c;
+    const T s = rstd[r];
+    // xhat = x * s; dxhat = dy * gain; dx = s * (dxhat - xhat * mean(dxhat * xhat))
+    T dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < c; ++j) dot += dyr[j] * gain[j] * (xr[j] * s);
+    dot /= static_cast<T>(c);
+    if (add) {
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) dxr[j] += (dyr[j] * gain[j] - xr[j] * s * dot) * s;
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) dxr[j] = (dyr[j] * gain[j] - xr[j] * s * dot) * s;
+    }
+  }
+}
+
+#define L2L_INSTANTIATE(T)                                                                       \
+  template void LayerNormForward<T>(const T*, const T*, const T*, int64_t, int64_t, double, T*,  \
+                                    T*, T*);                                                     \
+  template void LayerNormBackward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,  \
+                                     int64_t, T*, T*, T*, Accum);                                \
+  template void RmsNormForward<T>(const T*, const T*, int64_t, int64_t, double, T*, T*);         \
+  template void RmsNormBackward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, T*, \
+                                   T*, Accum);
 L2L_INSTANTIATE(float)
 L2L_INSTANTIATE(double)
 #undef L2L_INSTANTIATE

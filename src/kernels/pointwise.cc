@@ -1,4 +1,5 @@
-// Row softmax and elementwise ops: GELU (tanh form), keyed dropout, add.
+// Row softmax and elementwise ops: GELU (tanh and erf forms), SwiGLU, keyed
+// dropout, add.
 // GELU and the dropout mask are the expensive ones (transcendentals, a
 // 13-round integer hash per element): they run in cloned, vectorised chunks.
 #include <algorithm>
@@ -14,6 +15,8 @@ constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluCubic = 0.044715;
 constexpr float kSqrt2OverPiF = static_cast<float>(kSqrt2OverPi);
 constexpr float kGeluCubicF = static_cast<float>(kGeluCubic);
+constexpr double kInvSqrt2 = 0.7071067811865476;    // 1 / sqrt(2)
+constexpr double kInvSqrt2Pi = 0.3989422804014327;  // 1 / sqrt(2 pi)
 }  // namespace
 
 template <typename T>
@@ -127,10 +130,26 @@ L2L_TARGET_CLONES void MaskChunk(const RowKeys& k, int64_t e0, int64_t e1, uint8
 
 constexpr int64_t kChunk = 4096;  // elements per OpenMP work item
 
+// The exact GELU, 0.5 x (1 + erf(x / sqrt(2))), and its derivative, in T.
+template <typename T>
+T GeluErf(T v) {
+  return T(0.5) * v * (T(1) + std::erf(v * static_cast<T>(kInvSqrt2)));
+}
+template <typename T>
+T GeluErfGrad(T v) {
+  return T(0.5) * (T(1) + std::erf(v * static_cast<T>(kInvSqrt2))) +
+         v * std::exp(T(-0.5) * v * v) * static_cast<T>(kInvSqrt2Pi);
+}
+
 }  // namespace
 
 template <typename T>
-void GeluForward(const T* x, int64_t n, T* y) {
+void GeluForward(const T* x, int64_t n, T* y, Gelu kind) {
+  if (kind == Gelu::kErf) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) y[i] = GeluErf(x[i]);
+    return;
+  }
   const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
@@ -140,12 +159,49 @@ void GeluForward(const T* x, int64_t n, T* y) {
 }
 
 template <typename T>
-void GeluBackward(const T* x, const T* dy, int64_t n, T* dx) {
+void GeluBackward(const T* x, const T* dy, int64_t n, T* dx, Gelu kind) {
+  if (kind == Gelu::kErf) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * GeluErfGrad(x[i]);
+    return;
+  }
   const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t i0 = c * kChunk;
     GeluBackwardChunk(x + i0, dy + i0, std::min(kChunk, n - i0), dx + i0);
+  }
+}
+
+template <typename T>
+void SwigluForward(const T* gu, int64_t n, int64_t f, T* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* g = gu + r * 2 * f;
+    const T* u = g + f;
+    T* yr = y + r * f;
+    for (int64_t j = 0; j < f; ++j) {
+      const T s = T(1) / (T(1) + std::exp(-g[j]));
+      yr[j] = g[j] * s * u[j];
+    }
+  }
+}
+
+template <typename T>
+void SwigluBackward(const T* gu, const T* dy, int64_t n, int64_t f, T* dgu) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* g = gu + r * 2 * f;
+    const T* u = g + f;
+    const T* dyr = dy + r * f;
+    T* dg = dgu + r * 2 * f;
+    T* du = dg + f;
+    for (int64_t j = 0; j < f; ++j) {
+      const T gj = g[j], uj = u[j];  // read both first: dgu may alias gu
+      const T s = T(1) / (T(1) + std::exp(-gj));
+      du[j] = dyr[j] * (gj * s);
+      dg[j] = dyr[j] * uj * (s + gj * s * (T(1) - s));
+    }
   }
 }
 
@@ -192,8 +248,10 @@ void Add(const T* a, const T* b, int64_t n, T* y) {
 #define L2L_INSTANTIATE(T)                                                        \
   template void SoftmaxForward<T>(const T*, int64_t, int64_t, T*);                \
   template void SoftmaxBackward<T>(const T*, const T*, int64_t, int64_t, T*);     \
-  template void GeluForward<T>(const T*, int64_t, T*);                            \
-  template void GeluBackward<T>(const T*, const T*, int64_t, T*);                 \
+  template void GeluForward<T>(const T*, int64_t, T*, Gelu);                      \
+  template void GeluBackward<T>(const T*, const T*, int64_t, T*, Gelu);           \
+  template void SwigluForward<T>(const T*, int64_t, int64_t, T*);                 \
+  template void SwigluBackward<T>(const T*, const T*, int64_t, int64_t, T*);      \
   template void DropoutForward<T>(const T*, const uint8_t*, int64_t, float, T*);  \
   template void DropoutBackward<T>(const T*, const uint8_t*, int64_t, float, T*); \
   template void Add<T>(const T*, const T*, int64_t, T*);

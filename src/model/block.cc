@@ -1,12 +1,15 @@
-// Layers 1..num_blocks: one transformer block, post-norm (BERT) or pre-norm
-// (GPT-2). The forward saves what the backward needs in the workspace; the
-// backward recomputes that forward from x (same dropout masks, they are keyed)
-// and then back-propagates, so nothing but the layer input crosses layers.
+// Layers 1..num_blocks: one transformer block. The forward saves what the
+// backward needs in the workspace; the backward recomputes that forward from
+// x (same dropout masks, they are keyed) and then back-propagates, so nothing
+// but the layer input crosses layers.
 //
-//   post-norm: x1 = LN1(x + Drop1(Attn(x)·Wo + bo));   y = LN2(x1 + Drop2(MLP(x1)))
-//   pre-norm:  x1 = x + Drop1(Attn(LN1(x))·Wo + bo);   y = x1 + Drop2(MLP(LN2(x1)))
+//   bert (post-norm):  x1 = LN1(x + Drop(Attn(x)));    y = LN2(x1 + Drop(MLP(x1)))
+//   gpt2 (pre-norm):   x1 = x + Drop(Attn(LN1(x)));    y = x1 + Drop(MLP(LN2(x1)))
+//   llama (pre-norm):  x1 = x + Attn(RMS1(x));         y = x1 + SwiGLU(RMS2(x1))
 //   Attn(u) = softmax(q·kᵀ/sqrt(hd), masked) with DropP on the probabilities, · v,
-//             where [q|k|v] = u·Wqkv + bqkv;  MLP(u) = GELU(u·W1 + b1)·W2 + b2.
+//             then ·Wo (+ bo), where [q|k|v] = u·Wqkv (+ bqkv), llama: q and k
+//             rotated (RoPE) and k, v with kv_heads heads shared by groups of q heads;
+//   MLP(u) = GELU(u·W1 + b1)·W2 + b2;  SwiGLU(u) = (silu(u·Wg) ⊙ u·Wu)·Wd.
 #include "block_impl.h"
 #include "l2l/kernels/cpu_ops.h"
 #include "l2l/model/model.h"

@@ -7,27 +7,28 @@
 
 namespace l2l::model::internal {
 
-// The layer's tensors inside a flat buffer; P is const T* (params) or G* (grads).
+// The layer's tensors inside a flat buffer; P is const T* (params) or G*
+// (grads). Tensors the architecture lacks are nullptr.
 template <typename P>
 struct EmbeddingTensors {
   P tok;      // (V, H)
-  P pos;      // (S, H)
-  P type;     // (type_vocab, H), BERT only, else nullptr
-  P ln_gain;  // (H)
-  P ln_bias;  // (H)
+  P pos;      // (P, H), bert and gpt2
+  P type;     // (type_vocab, H), bert
+  P ln_gain;  // (H), bert
+  P ln_bias;  // (H), bert
 };
 
 template <typename P>
 EmbeddingTensors<P> BindEmbedding(const ModelDims& d, P base) {
   const ParamLayout l = LayoutFor(d, LayerKind::kEmbedding);
-  return {base + l.OffsetOf("tok_emb"), base + l.OffsetOf("pos_emb"),
-          d.causal ? nullptr : base + l.OffsetOf("type_emb"), base + l.OffsetOf("ln.gain"),
-          base + l.OffsetOf("ln.bias")};
+  return {TensorOrNull(l, base, "tok_emb"), TensorOrNull(l, base, "pos_emb"),
+          TensorOrNull(l, base, "type_emb"), TensorOrNull(l, base, "ln.gain"),
+          TensorOrNull(l, base, "ln.bias")};
 }
 
 template <class Ops>
 struct EmbeddingBuffers {
-  typename Ops::T* sum;       // (N, H) embedding sum before the layernorm
+  typename Ops::T* sum;       // (N, H) embedding sum before the layernorm (bert)
   typename Ops::T* out;       // (N, H) scratch for the recomputed output / its gradient
   typename Ops::S* mean;      // (N)
   typename Ops::S* rstd;      // (N)
@@ -40,12 +41,13 @@ EmbeddingBuffers<Ops> CarveEmbedding(const ModelDims& d, int rows, void* ws, int
   const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
   Carver c(ws);
   EmbeddingBuffers<Ops> b;
-  b.sum = c.Take<typename Ops::T>(N * H);
+  const bool bert = d.arch == Arch::kBert;
+  b.sum = bert ? c.Take<typename Ops::T>(N * H) : nullptr;
   b.out = c.Take<typename Ops::T>(N * H);
-  b.mean = c.Take<typename Ops::S>(N);
-  b.rstd = c.Take<typename Ops::S>(N);
-  b.keep = c.Take<uint8_t>(N * H);
-  b.gscratch = c.Take<typename Ops::G>(Ops::LayerNormBackwardScratchElems(N, H));
+  b.mean = bert ? c.Take<typename Ops::S>(N) : nullptr;
+  b.rstd = bert ? c.Take<typename Ops::S>(N) : nullptr;
+  b.keep = d.arch != Arch::kLlama ? c.Take<uint8_t>(N * H) : nullptr;
+  b.gscratch = bert ? c.Take<typename Ops::G>(Ops::LayerNormBackwardScratchElems(N, H)) : nullptr;
   *used = c.used_bytes();
   return b;
 }
@@ -66,18 +68,20 @@ void EmbeddingForwardPass(Ops& k, const ModelDims& d, const StepContext& ctx,
                           const EmbeddingBuffers<Ops>& b) {
   using kernels::Accum;
   const int64_t S = d.seq_len, H = d.hidden, N = rows * S;
-  k.EmbeddingForward(p.tok, d.vocab, H, tokens, N, b.sum);
-  k.PositionEmbeddingForward(p.pos, rows, S, H, b.sum, Accum::kAdd);
-  if (!d.causal) {
+  // bert sums into b.sum and normalises into out; the others sum into out.
+  const bool norm = d.arch == Arch::kBert;
+  typename Ops::T* sum = norm ? b.sum : out;
+  k.EmbeddingForward(p.tok, d.vocab, H, tokens, N, sum);
+  if (HasPositionTable(d)) k.PositionEmbeddingForward(p.pos, rows, S, H, sum, Accum::kAdd);
+  if (HasTokenTypes(d)) {
     if (token_types != nullptr) {
-      k.EmbeddingForward(p.type, d.type_vocab, H, token_types, N, b.sum, Accum::kAdd);
+      k.EmbeddingForward(p.type, d.type_vocab, H, token_types, N, sum, Accum::kAdd);
     } else {  // all type 0: type_emb[0] broadcast to every token
-      k.PositionEmbeddingForward(p.type, N, 1, H, b.sum, Accum::kAdd);
+      k.PositionEmbeddingForward(p.type, N, 1, H, sum, Accum::kAdd);
     }
   }
-  k.LayerNormForward(b.sum, p.ln_gain, p.ln_bias, N, H, kernels::kLayerNormEps, out, b.mean,
-                     b.rstd);
-  if (DropoutOn(d, ctx)) {
+  if (norm) k.LayerNormForward(sum, p.ln_gain, p.ln_bias, N, H, d.norm_eps, out, b.mean, b.rstd);
+  if (DropoutOn(d, ctx) && d.arch != Arch::kLlama) {
     const auto keys = KeysFor(d, ctx, kEmbeddingDropoutSite);
     k.DropoutMask(keys, rows, S * H, b.keep);
     k.DropoutForward(out, b.keep, N * H, keys.p, out);
@@ -107,18 +111,24 @@ void EmbeddingBackwardImpl(Ops& k, const ModelDims& d, const StepContext& ctx,
   const auto p = BindEmbedding(d, params);
   L2L_CHECK(dparams != nullptr);
   const auto g = BindEmbedding(d, dparams);
-  EmbeddingForwardPass(k, d, ctx, p, tokens, token_types, rows, b.out, b);  // recompute: same masks
-  // b.out := dL/d(layernorm output), then dL/d(sum) in place.
-  if (DropoutOn(d, ctx)) {
+  const bool drop = DropoutOn(d, ctx) && d.arch != Arch::kLlama;
+  if (d.arch == Arch::kBert || drop) {
+    // Recompute for the layernorm statistics and the dropout mask (keyed: the same).
+    EmbeddingForwardPass(k, d, ctx, p, tokens, token_types, rows, b.out, b);
+  }
+  // b.out := dL/d(layer output before dropout), then (bert) dL/d(sum) in place.
+  if (drop) {
     k.DropoutBackward(dout, b.keep, N * H, static_cast<float>(d.dropout), b.out);
   } else {
     k.Copy(dout, N * H, b.out);
   }
-  k.LayerNormBackward(b.sum, p.ln_gain, b.mean, b.rstd, b.out, N, H, b.out, g.ln_gain, g.ln_bias,
-                      b.gscratch);
+  if (d.arch == Arch::kBert) {
+    k.LayerNormBackward(b.sum, p.ln_gain, b.mean, b.rstd, b.out, N, H, b.out, g.ln_gain, g.ln_bias,
+                        b.gscratch);
+  }
   k.EmbeddingBackward(tokens, N, b.out, d.vocab, H, g.tok);
-  k.PositionEmbeddingBackward(b.out, rows, S, H, g.pos);
-  if (!d.causal) {
+  if (HasPositionTable(d)) k.PositionEmbeddingBackward(b.out, rows, S, H, g.pos);
+  if (HasTokenTypes(d)) {
     if (token_types != nullptr) {
       k.EmbeddingBackward(token_types, N, b.out, d.type_vocab, H, g.type);
     } else {

@@ -1,4 +1,5 @@
-// Layer 0: token + position (+ token-type) embeddings, layernorm, dropout.
+// Layer 0: token embeddings (+ positions for bert and gpt2, token types and
+// a layernorm for bert), dropout (bert, gpt2).
 // The layer itself is in embedding_impl.h, written against the kernel table.
 #include "embedding_impl.h"
 #include "l2l/kernels/cpu_ops.h"

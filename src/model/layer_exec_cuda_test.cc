@@ -1,6 +1,8 @@
-// The CUDA layer executor against the CPU one (issue: CUDA backend), layer by
-// layer: embedding, block and head, forward and backward, BERT (post-norm,
-// padding mask) and GPT (pre-norm, causal), dropout on. Both run through the
+// The CUDA layer executor against the CPU one, layer by layer: embedding,
+// block and head, forward and backward, for BERT (post-norm, padding mask,
+// tied decoder), GPT-2 (pre-norm, causal, tied) and Llama (RMSNorm, rotary
+// embeddings with llama3 scaling, grouped-query attention with q/k/v biases,
+// SwiGLU; untied and tied), dropout on. Both run through the
 // same code below, which talks only to the Device and LayerExec interfaces.
 // Tolerances (relative L2 norm of the difference, per tensor): fp32 1e-4
 // (true fp32 GEMMs, no TF32; the sums differ only in order); bf16 4e-2
@@ -33,23 +35,40 @@ struct Inputs {
 
 struct Outputs {
   std::vector<float> emb_out, emb_grad, block_y, block_dx, block_grad, head_dx, head_grad;
+  std::vector<float> tied_grad;  // layer 0's gradient after the head added its decoder's
   double loss_sum = 0;
   int64_t count = 0;
 };
 
-ModelDims Dims(bool causal) {
+ModelDims Dims(Arch arch, bool tied) {
   ModelDims d;
-  d.causal = causal;
+  d.arch = arch;
+  d.tie_embeddings = tied;
   d.num_blocks = 1;
   d.hidden = 64;
   d.heads = 4;
   d.ffn = 128;
   d.vocab = 50;
   d.seq_len = 32;
+  d.max_positions = 40;
   d.dropout = 0.1;
-  d.norm = causal ? Norm::kPre : Norm::kPost;
+  d.norm_eps = arch == Arch::kBert ? 1e-12 : 1e-5;
+  d.gelu = arch == Arch::kBert ? kernels::Gelu::kErf : kernels::Gelu::kTanh;
+  if (arch == Arch::kLlama) {
+    d.kv_heads = 2;
+    d.attention_bias = true;
+    d.rope.theta = 500000.0;
+    d.rope.scaling = kernels::RopeScaling::kLlama3;
+    d.rope.factor = 8.0;
+    d.rope.original_max_positions = 64;
+  }
   return d;
 }
+
+struct Case {
+  Arch arch;
+  bool tied;
+};
 
 std::vector<float> Params(const ModelDims& d, int layer, std::mt19937& rng) {
   const ParamLayout l = LayoutForLayer(d, layer);
@@ -63,11 +82,12 @@ std::vector<float> Params(const ModelDims& d, int layer, std::mt19937& rng) {
   return p;
 }
 
-Inputs MakeInputs(bool causal) {
+Inputs MakeInputs(const Case& c) {
   Inputs in;
-  in.d = Dims(causal);
+  in.d = Dims(c.arch, c.tied);
   const ModelDims& d = in.d;
-  std::mt19937 rng(causal ? 11 : 12);
+  const bool causal = IsCausal(d);
+  std::mt19937 rng(11 + static_cast<int>(c.arch));
   in.emb_params = Params(d, 0, rng);
   in.block_params = Params(d, 1, rng);
   in.head_params = Params(d, 2, rng);
@@ -178,14 +198,16 @@ Outputs RunLayers(Device& dev, const Inputs& in, DType dtype) {
   o.block_grad = Download(dev, bg, in.block_params.size(), DType::kF32);
 
   ctx.layer = 2;
-  e.HeadForwardBackward(ctx, hp.data(), x.data(),
+  e.HeadForwardBackward(ctx, hp.data(), ep.data(), x.data(),
                         TargetRows{drows.as<int32_t>(), dtargets.as<int32_t>(), *m}, in.rows,
-                        1.0 / static_cast<double>(*m), dx.data(), hg.as<float>(), ws->data());
+                        1.0 / static_cast<double>(*m), dx.data(), hg.as<float>(), eg.as<float>(),
+                        ws->data());
   const HeadResult loss = e.TakeLoss();
   o.loss_sum = loss.loss_sum;
   o.count = loss.count;
   o.head_dx = Download(dev, dx, n, dtype);
   o.head_grad = Download(dev, hg, in.head_params.size(), DType::kF32);
+  o.tied_grad = Download(dev, eg, in.emb_params.size(), DType::kF32);
   return o;
 }
 
@@ -199,9 +221,9 @@ double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
-void Compare(bool causal, DType dtype, double tol) {
+void Compare(const Case& c, DType dtype, double tol) {
   L2L_SKIP_WITHOUT_GPU();
-  const Inputs in = MakeInputs(causal);
+  const Inputs in = MakeInputs(c);
   DeviceOptions cpu_opt, gpu_opt;
   gpu_opt.type = DeviceType::kCuda;
   auto cpu = CreateDevice(cpu_opt);
@@ -209,7 +231,7 @@ void Compare(bool causal, DType dtype, double tol) {
   ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status().ToString();
   const Outputs want = RunLayers(**cpu, in, DType::kF32);
   const Outputs got = RunLayers(**gpu, in, dtype);
-  const char* what = causal ? "gpt" : "bert";
+  const std::string what = std::string(ArchName(c.arch)) + (c.tied ? " tied" : "");
   EXPECT_EQ(got.count, want.count) << what;
   EXPECT_LE(std::abs(got.loss_sum - want.loss_sum), tol * std::abs(want.loss_sum)) << what;
   const std::pair<const char*, std::pair<const std::vector<float>*, const std::vector<float>*>>
@@ -219,24 +241,29 @@ void Compare(bool causal, DType dtype, double tol) {
                  {"block dx", {&got.block_dx, &want.block_dx}},
                  {"block grad", {&got.block_grad, &want.block_grad}},
                  {"head dx", {&got.head_dx, &want.head_dx}},
-                 {"head grad", {&got.head_grad, &want.head_grad}}};
+                 {"head grad", {&got.head_grad, &want.head_grad}},
+                 {"embedding grad after the head", {&got.tied_grad, &want.tied_grad}}};
   for (const auto& [name, pair] : cases) {
     const double err = RelErr(*pair.first, *pair.second);
     EXPECT_LE(err, tol) << what << " " << name << " (" << DTypeName(dtype) << ")";
-    std::printf("%s %s %s: relative error %.3g\n", what, DTypeName(dtype), name, err);
+    std::printf("%s %s %s: relative error %.3g\n", what.c_str(), DTypeName(dtype), name, err);
   }
 }
 
-TEST(CudaLayerExec, BertFp32MatchesCpu) { Compare(false, DType::kF32, 1e-4); }
-TEST(CudaLayerExec, GptFp32MatchesCpu) { Compare(true, DType::kF32, 1e-4); }
-TEST(CudaLayerExec, BertBf16NearCpu) { Compare(false, DType::kBF16, 4e-2); }
-TEST(CudaLayerExec, GptBf16NearCpu) { Compare(true, DType::kBF16, 4e-2); }
+TEST(CudaLayerExec, BertFp32MatchesCpu) { Compare({Arch::kBert, true}, DType::kF32, 1e-4); }
+TEST(CudaLayerExec, Gpt2Fp32MatchesCpu) { Compare({Arch::kGpt2, true}, DType::kF32, 1e-4); }
+TEST(CudaLayerExec, LlamaFp32MatchesCpu) { Compare({Arch::kLlama, false}, DType::kF32, 1e-4); }
+TEST(CudaLayerExec, LlamaTiedFp32MatchesCpu) { Compare({Arch::kLlama, true}, DType::kF32, 1e-4); }
+TEST(CudaLayerExec, BertBf16NearCpu) { Compare({Arch::kBert, true}, DType::kBF16, 4e-2); }
+TEST(CudaLayerExec, Gpt2Bf16NearCpu) { Compare({Arch::kGpt2, true}, DType::kBF16, 4e-2); }
+TEST(CudaLayerExec, LlamaBf16NearCpu) { Compare({Arch::kLlama, false}, DType::kBF16, 4e-2); }
 
 // The runner above on the CPU executor against the model.h functions: pins
 // the harness itself (and the CPU executor), with or without a GPU.
 TEST(CudaLayerExec, CpuExecutorMatchesModelFunctions) {
-  for (bool causal : {false, true}) {
-    const Inputs in = MakeInputs(causal);
+  for (const Case& c :
+       {Case{Arch::kBert, true}, Case{Arch::kGpt2, false}, Case{Arch::kLlama, true}}) {
+    const Inputs in = MakeInputs(c);
     DeviceOptions cpu_opt;
     auto cpu = CreateDevice(cpu_opt);
     ASSERT_TRUE(cpu.ok());
@@ -251,9 +278,11 @@ TEST(CudaLayerExec, CpuExecutorMatchesModelFunctions) {
         g(in.head_params.size(), 0.0f);
     int64_t m = 0;
     for (int32_t t : in.targets) m += t != kNoTarget;
+    std::vector<float> eg(in.emb_params.size(), 0.0f);
     const HeadResult r = HeadForwardBackward<float>(
-        d, StepContext{3, 5, 2, true, in.keys.data()}, in.head_params.data(), in.x.data(),
-        in.targets.data(), in.rows, 1.0 / m, dx.data(), g.data(), hws.data());
+        d, StepContext{3, 5, 2, true, in.keys.data()}, in.head_params.data(), in.emb_params.data(),
+        in.x.data(), in.targets.data(), in.rows, 1.0 / m, dx.data(), g.data(), eg.data(),
+        hws.data());
     EXPECT_EQ(r.loss_sum, got.loss_sum);
     EXPECT_EQ(r.count, got.count);
     EXPECT_EQ(std::memcmp(g.data(), got.head_grad.data(), g.size() * sizeof(float)), 0);
@@ -266,7 +295,7 @@ TEST(CudaLayerExec, CpuRefusesBf16) {
   ASSERT_TRUE(cpu.ok());
   LayerExecOptions eo;
   eo.dtype = DType::kBF16;
-  auto e = CreateLayerExec(cpu->get(), Dims(false), eo);
+  auto e = CreateLayerExec(cpu->get(), Dims(Arch::kBert, true), eo);
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(e.status().message().find("exec.precision"), std::string::npos);

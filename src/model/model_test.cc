@@ -28,20 +28,36 @@ constexpr double kFdTol = 1e-8;
 constexpr double kGuard = 12345.0;  // sentinel after the workspace
 constexpr int64_t kGuardElems = 256;
 
-ModelDims TinyDims(bool causal, Norm norm) {
+// Small dimensions of each architecture; llama gets grouped-query attention
+// (2 query heads per key/value head) and Llama-3 rope scaling with a short
+// original context, so all three frequency bands occur.
+ModelDims TinyDims(Arch arch) {
   ModelDims d;
-  d.causal = causal;
+  d.arch = arch;
   d.num_blocks = 2;
   d.hidden = 8;
   d.heads = 2;
   d.ffn = 12;
   d.vocab = 11;
   d.seq_len = 5;
+  d.max_positions = 7;
   d.type_vocab = 3;
   d.dropout = 0.2;
-  d.norm = norm;
+  d.norm_eps = arch == Arch::kBert ? 1e-12 : 1e-5;
+  d.gelu = arch == Arch::kBert ? kernels::Gelu::kErf : kernels::Gelu::kTanh;
+  if (arch == Arch::kLlama) {
+    d.hidden = 16;
+    d.heads = 4;
+    d.kv_heads = 2;
+    d.rope.theta = 10000.0;
+    d.rope.scaling = kernels::RopeScaling::kLlama3;
+    d.rope.factor = 4.0;
+    d.rope.original_max_positions = 16;
+  }
   return d;
 }
+
+constexpr Arch kArchs[] = {Arch::kBert, Arch::kGpt2, Arch::kLlama};
 
 double MaxAbs(const double* v, int64_t n) {
   double m = 0;
@@ -98,8 +114,10 @@ using ::l2l::testing::kFdStep;
 using ::l2l::testing::NumericGrad;
 
 // Checks every tensor of `l` separately (so a small wrong tensor is not hidden
-// by a large right one) and that padding gets no gradient. `tensors_with_zero_grad`
-// lists tensors whose gradient is legitimately 0 (none so far).
+// by a large right one) and that padding gets no gradient. One tensor's
+// gradient is legitimately 0: BERT's separate key bias (q·(k + b) shifts every
+// score of a query alike, and softmax ignores the shift); it must then be 0
+// (to rounding) in the analytic gradient too.
 void ExpectParamGradsMatch(const ParamLayout& l, const std::vector<double>& analytic,
                            const std::vector<double>& numeric, const std::string& what) {
   std::vector<bool> in_tensor(l.size_elems(), false);
@@ -107,8 +125,14 @@ void ExpectParamGradsMatch(const ParamLayout& l, const std::vector<double>& anal
     const int64_t n = t.shape.num_elements();
     const double* a = analytic.data() + t.offset_elems;
     const double* nu = numeric.data() + t.offset_elems;
-    EXPECT_GT(MaxAbs(nu, n), 1e-4) << what << " " << t.name << ": trivially small gradient";
-    EXPECT_LT(RelErr(a, nu, n), kFdTol) << what << " " << t.name;
+    const bool zero_grad = t.name == "attn.k.bias" && what == "bert";
+    if (zero_grad) {
+      EXPECT_LT(MaxAbs(nu, n), 1e-9) << what << " " << t.name;
+      EXPECT_LT(MaxAbs(a, n), 1e-12) << what << " " << t.name;
+    } else {
+      EXPECT_GT(MaxAbs(nu, n), 1e-4) << what << " " << t.name << ": trivially small gradient";
+      EXPECT_LT(RelErr(a, nu, n), kFdTol) << what << " " << t.name;
+    }
     std::fill(in_tensor.begin() + t.offset_elems, in_tensor.begin() + t.offset_elems + n, true);
   }
   for (int64_t i = 0; i < l.size_elems(); ++i)
@@ -133,38 +157,71 @@ std::vector<uint8_t> AttnMaskFor(const ModelDims& d, int rows) {
 // ---- Layout and init ---------------------------------------------------------
 
 TEST(Layout, AlignedOrderedAndNamed) {
-  for (bool causal : {false, true}) {
-    const ModelDims d = TinyDims(causal, causal ? Norm::kPre : Norm::kPost);
-    for (LayerKind kind : {LayerKind::kEmbedding, LayerKind::kBlock, LayerKind::kHead}) {
-      const ParamLayout l = LayoutFor(d, kind);
-      EXPECT_EQ(l.size_elems() % kParamAlignElems, 0);
-      int64_t end = 0;
-      for (const TensorSpec& t : l.tensors()) {
-        EXPECT_EQ(t.offset_elems % kParamAlignElems, 0) << t.name;
-        EXPECT_GE(t.offset_elems, end) << t.name << " overlaps its predecessor";
-        end = t.offset_elems + t.shape.num_elements();
-        EXPECT_EQ(l.Find(t.name), &t);
+  for (Arch arch : kArchs) {
+    for (bool tied : {false, true}) {
+      ModelDims d = TinyDims(arch);
+      d.tie_embeddings = tied;
+      d.attention_bias = arch == Arch::kLlama;
+      for (LayerKind kind : {LayerKind::kEmbedding, LayerKind::kBlock, LayerKind::kHead}) {
+        const ParamLayout l = LayoutFor(d, kind);
+        EXPECT_EQ(l.size_elems() % kParamAlignElems, 0);
+        int64_t end = 0;
+        for (const TensorSpec& t : l.tensors()) {
+          // Aligned tensors start on a boundary; packed ones right after their predecessor.
+          EXPECT_TRUE(t.offset_elems % kParamAlignElems == 0 || t.offset_elems == end) << t.name;
+          EXPECT_GE(t.offset_elems, end) << t.name << " overlaps its predecessor";
+          end = t.offset_elems + t.shape.num_elements();
+          EXPECT_EQ(l.Find(t.name), &t);
+        }
+        EXPECT_LE(end, l.size_elems());
+        EXPECT_GT(end + kParamAlignElems, l.size_elems()) << "more padding than alignment needs";
       }
-      EXPECT_LE(end, l.size_elems());
-      EXPECT_GT(end + kParamAlignElems, l.size_elems()) << "more padding than alignment needs";
     }
   }
-  const ModelDims bert = TinyDims(false, Norm::kPost);
-  const ModelDims gpt = TinyDims(true, Norm::kPre);
+  const ModelDims bert = TinyDims(Arch::kBert), gpt = TinyDims(Arch::kGpt2);
   const int64_t H = bert.hidden, F = bert.ffn, V = bert.vocab;
-  const ParamLayout blk = LayoutFor(bert, LayerKind::kBlock);
-  ASSERT_EQ(blk.tensors().size(), 12u);
-  EXPECT_EQ(blk.Find("attn.qkv.weight")->shape, (Shape{H, 3 * H}));
-  EXPECT_EQ(blk.Find("mlp.fc1.weight")->shape, (Shape{H, F}));
-  EXPECT_EQ(blk.Find("mlp.fc2.weight")->shape, (Shape{F, H}));
-  EXPECT_EQ(blk.Find("ln2.gain")->init, Init::kOnes);
-  EXPECT_EQ(blk.Find("mlp.fc2.bias")->init, Init::kZeros);
-  EXPECT_EQ(blk.Find("nope"), nullptr);
+  // gpt2 keeps Conv1D's (in, out); bert nn.Linear's (out, in), q / k / v packed.
+  const ParamLayout gblk = LayoutFor(gpt, LayerKind::kBlock);
+  ASSERT_EQ(gblk.tensors().size(), 12u);
+  EXPECT_EQ(gblk.Find("attn.qkv.weight")->shape, (Shape{H, 3 * H}));
+  EXPECT_EQ(gblk.Find("mlp.fc1.weight")->shape, (Shape{H, F}));
+  EXPECT_EQ(gblk.Find("mlp.fc2.weight")->shape, (Shape{F, H}));
+  const ParamLayout bblk = LayoutFor(bert, LayerKind::kBlock);
+  ASSERT_EQ(bblk.tensors().size(), 16u);
+  EXPECT_EQ(bblk.Find("mlp.fc1.weight")->shape, (Shape{F, H}));
+  EXPECT_EQ(bblk.OffsetOf("attn.k.weight"), bblk.OffsetOf("attn.q.weight") + H * H);
+  EXPECT_EQ(bblk.OffsetOf("attn.v.bias"), bblk.OffsetOf("attn.k.bias") + H);
+  EXPECT_EQ(bblk.Find("ln2.gain")->init, Init::kOnes);
+  EXPECT_EQ(bblk.Find("mlp.fc2.bias")->init, Init::kZeros);
+  EXPECT_EQ(bblk.Find("nope"), nullptr);
+  // llama: grouped k / v, packed gate / up, no biases by default.
+  ModelDims llama = TinyDims(Arch::kLlama);
+  const int64_t LH = llama.hidden, KV = int64_t{KvHeads(llama)} * HeadDim(llama);
+  const ParamLayout lblk = LayoutFor(llama, LayerKind::kBlock);
+  EXPECT_EQ(lblk.tensors().size(), 9u);
+  EXPECT_EQ(lblk.Find("attn.k.weight")->shape, (Shape{KV, LH}));
+  EXPECT_EQ(lblk.OffsetOf("attn.v.weight"), lblk.OffsetOf("attn.k.weight") + KV * LH);
+  EXPECT_EQ(lblk.OffsetOf("mlp.up.weight"), lblk.OffsetOf("mlp.gate.weight") + F * LH);
+  EXPECT_EQ(lblk.Find("ln1.bias"), nullptr);
+  EXPECT_EQ(lblk.Find("attn.q.bias"), nullptr);
+  llama.attention_bias = true;
+  EXPECT_EQ(LayoutFor(llama, LayerKind::kBlock).Find("attn.k.bias")->shape, (Shape{KV}));
+  // Embeddings and heads.
   EXPECT_NE(LayoutFor(bert, LayerKind::kEmbedding).Find("type_emb"), nullptr);
   EXPECT_EQ(LayoutFor(gpt, LayerKind::kEmbedding).Find("type_emb"), nullptr);
+  EXPECT_EQ(LayoutFor(gpt, LayerKind::kEmbedding).Find("ln.gain"), nullptr);  // GPT-2 has none
+  EXPECT_EQ(LayoutFor(gpt, LayerKind::kEmbedding).Find("pos_emb")->shape, (Shape{7, H}));
+  EXPECT_EQ(LayoutFor(llama, LayerKind::kEmbedding).tensors().size(), 1u);
   EXPECT_EQ(LayoutFor(bert, LayerKind::kHead).Find("dense.weight")->shape, (Shape{H, H}));
   EXPECT_EQ(LayoutFor(gpt, LayerKind::kHead).Find("dense.weight"), nullptr);
-  EXPECT_EQ(LayoutFor(gpt, LayerKind::kHead).Find("decoder.weight")->shape, (Shape{H, V}));
+  EXPECT_EQ(LayoutFor(gpt, LayerKind::kHead).Find("decoder.weight")->shape, (Shape{V, H}));
+  EXPECT_EQ(LayoutFor(gpt, LayerKind::kHead).Find("decoder.bias"), nullptr);  // no LM-head bias
+  ModelDims tied = gpt;
+  tied.tie_embeddings = true;
+  EXPECT_EQ(LayoutFor(tied, LayerKind::kHead).Find("decoder.weight"), nullptr);
+  tied = bert;
+  tied.tie_embeddings = true;
+  EXPECT_NE(LayoutFor(tied, LayerKind::kHead).Find("decoder.bias"), nullptr);  // BERT keeps it
   EXPECT_EQ(KindOf(bert, 0), LayerKind::kEmbedding);
   EXPECT_EQ(KindOf(bert, 1), LayerKind::kBlock);
   EXPECT_EQ(KindOf(bert, bert.num_blocks), LayerKind::kBlock);
@@ -172,57 +229,72 @@ TEST(Layout, AlignedOrderedAndNamed) {
 }
 
 TEST(Layout, ValidateNamesTheBadField) {
-  ModelDims d = TinyDims(false, Norm::kPost);
+  ModelDims d = TinyDims(Arch::kBert);
   EXPECT_TRUE(ValidateModelDims(d).ok());
   d.heads = 3;
   EXPECT_NE(ValidateModelDims(d).message().find("heads"), std::string::npos);
-  d = TinyDims(false, Norm::kPost);
+  d = TinyDims(Arch::kBert);
   d.dropout = 1.0;
   EXPECT_NE(ValidateModelDims(d).message().find("dropout"), std::string::npos);
+  d = TinyDims(Arch::kLlama);
+  d.kv_heads = 3;
+  EXPECT_NE(ValidateModelDims(d).message().find("kv_heads"), std::string::npos);
+  d = TinyDims(Arch::kGpt2);
+  d.max_positions = 4;
+  EXPECT_NE(ValidateModelDims(d).message().find("max_positions"), std::string::npos);
 }
 
 TEST(Init, SubRangeEqualsSliceOfFullRange) {
-  const ModelDims d = TinyDims(false, Norm::kPost);
-  for (int layer = 0; layer < NumLayers(d); ++layer) {
-    const ParamLayout l = LayoutForLayer(d, layer);
-    const int64_t n = l.size_elems();
-    std::vector<float> full(n);
-    InitParamRange(d, layer, 77, 0, n, full.data());
-    // Shards of a few world sizes, including ones that cut tensors mid-way.
-    for (int64_t world : {1, 2, 3, 7}) {
-      const int64_t shard = (n + world - 1) / world;
-      for (int64_t r = 0; r < world; ++r) {
-        const int64_t b = std::min(n, r * shard), e = std::min(n, b + shard);
-        std::vector<float> part(e - b);
-        InitParamRange(d, layer, 77, b, e, part.data());
-        ASSERT_EQ(0, std::memcmp(part.data(), full.data() + b, part.size() * sizeof(float)))
-            << "layer " << layer << " world " << world << " rank " << r;
-      }
-    }
-    // Values by kind; padding 0.
-    std::vector<bool> in_tensor(n, false);
-    for (const TensorSpec& t : l.tensors()) {
-      double sum2 = 0;
-      for (int64_t i = 0; i < t.shape.num_elements(); ++i) {
-        const float v = full[t.offset_elems + i];
-        in_tensor[t.offset_elems + i] = true;
-        if (t.init == Init::kOnes) {
-          ASSERT_EQ(v, 1.0f) << t.name;
-        } else if (t.init == Init::kZeros) {
-          ASSERT_EQ(v, 0.0f) << t.name;
+  for (Arch arch : kArchs) {
+    ModelDims d = TinyDims(arch);
+    d.scale_residual_init = arch == Arch::kGpt2;
+    for (int layer = 0; layer < NumLayers(d); ++layer) {
+      const ParamLayout l = LayoutForLayer(d, layer);
+      const int64_t n = l.size_elems();
+      std::vector<float> full(n);
+      InitParamRange(d, layer, 77, 0, n, full.data());
+      // Shards of a few world sizes, including ones that cut tensors mid-way.
+      for (int64_t world : {1, 2, 3, 7}) {
+        const int64_t shard = (n + world - 1) / world;
+        for (int64_t r = 0; r < world; ++r) {
+          const int64_t b = std::min(n, r * shard), e = std::min(n, b + shard);
+          std::vector<float> part(e - b);
+          InitParamRange(d, layer, 77, b, e, part.data());
+          ASSERT_EQ(0, std::memcmp(part.data(), full.data() + b, part.size() * sizeof(float)))
+              << "layer " << layer << " world " << world << " rank " << r;
         }
-        sum2 += double(v) * v;
       }
-      if (t.init == Init::kNormal && t.shape.num_elements() >= 40) {
-        EXPECT_NEAR(std::sqrt(sum2 / t.shape.num_elements()), kInitStddev, 0.3 * kInitStddev)
-            << t.name;
+      // Values by kind; padding 0.
+      std::vector<bool> in_tensor(n, false);
+      for (const TensorSpec& t : l.tensors()) {
+        double sum2 = 0;
+        for (int64_t i = 0; i < t.shape.num_elements(); ++i) {
+          const float v = full[t.offset_elems + i];
+          in_tensor[t.offset_elems + i] = true;
+          if (t.init == Init::kOnes) {
+            ASSERT_EQ(v, 1.0f) << t.name;
+          } else if (t.init == Init::kZeros) {
+            ASSERT_EQ(v, 0.0f) << t.name;
+          }
+          sum2 += double(v) * v;
+        }
+        if (t.init == Init::kNormal && t.shape.num_elements() >= 40) {
+          // GPT-2's scheme: residual projections at 0.02 / sqrt(2 * blocks).
+          const bool residual = t.name == "attn.proj.weight" || t.name == "mlp.fc2.weight";
+          const double want = d.scale_residual_init && residual
+                                  ? d.init_std / std::sqrt(2.0 * d.num_blocks)
+                                  : d.init_std;
+          EXPECT_DOUBLE_EQ(t.init_std, want) << t.name;
+          EXPECT_NEAR(std::sqrt(sum2 / t.shape.num_elements()), want, 0.3 * want) << t.name;
+        }
       }
+      for (int64_t i = 0; i < n; ++i)
+        if (!in_tensor[i]) {
+          ASSERT_EQ(full[i], 0.0f) << "padding " << i;
+        }
     }
-    for (int64_t i = 0; i < n; ++i)
-      if (!in_tensor[i]) {
-        ASSERT_EQ(full[i], 0.0f) << "padding " << i;
-      }
   }
+  const ModelDims d = TinyDims(Arch::kBert);
   // Another seed or layer gives other values.
   const int64_t n = LayoutForLayer(d, 1).size_elems();
   std::vector<float> a(n), b(n), c(n);
@@ -236,7 +308,7 @@ TEST(Init, SubRangeEqualsSliceOfFullRange) {
 // ---- Embedding -----------------------------------------------------------------
 
 struct EmbeddingCase {
-  bool causal;
+  Arch arch;
   bool with_types;
 };
 
@@ -244,7 +316,7 @@ class EmbeddingGradTest : public ::testing::TestWithParam<EmbeddingCase> {};
 
 TEST_P(EmbeddingGradTest, MatchesFiniteDifferences) {
   const EmbeddingCase c = GetParam();
-  const ModelDims d = TinyDims(c.causal, c.causal ? Norm::kPre : Norm::kPost);
+  const ModelDims d = TinyDims(c.arch);
   const int rows = 2;
   const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
   const ParamLayout l = LayoutFor(d, LayerKind::kEmbedding);
@@ -265,8 +337,9 @@ TEST_P(EmbeddingGradTest, MatchesFiniteDifferences) {
     return Dot(out, r);
   };
   loss();
-  // Dropout is really on: some outputs are exactly zero.
-  EXPECT_GT(std::count(out.begin(), out.end(), 0.0), 0);
+  // Dropout is really on (not for llama, whose only dropout is on attention): some
+  // outputs are exactly zero.
+  EXPECT_EQ(std::count(out.begin(), out.end(), 0.0) > 0, c.arch != Arch::kLlama);
   std::vector<double> dparams(l.size_elems(), 0.0);
   EmbeddingBackward(d, ctx, params.data(), tokens.data(), tt, rows, r.data(), dparams.data(),
                     ws.data());
@@ -274,32 +347,44 @@ TEST_P(EmbeddingGradTest, MatchesFiniteDifferences) {
   EXPECT_TRUE(ws.GuardIntact());
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, EmbeddingGradTest,
-                         ::testing::Values(EmbeddingCase{false, true}, EmbeddingCase{false, false},
-                                           EmbeddingCase{true, false}),
-                         [](const ::testing::TestParamInfo<EmbeddingCase>& info) {
-                           return std::string(info.param.causal ? "Gpt" : "Bert") +
-                                  (info.param.with_types ? "Types" : "NoTypes");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Archs, EmbeddingGradTest,
+    ::testing::Values(EmbeddingCase{Arch::kBert, true}, EmbeddingCase{Arch::kBert, false},
+                      EmbeddingCase{Arch::kGpt2, false}, EmbeddingCase{Arch::kLlama, false}),
+    [](const ::testing::TestParamInfo<EmbeddingCase>& info) {
+      return std::string(ArchName(info.param.arch)) + (info.param.with_types ? "Types" : "NoTypes");
+    });
 
 // ---- Block ---------------------------------------------------------------------
 
 struct BlockCase {
-  Norm norm;
-  bool causal;
+  Arch arch;
   bool dropout;
+  int kv_heads = 0;             // llama: 0 = the TinyDims default (grouped), else this
+  bool attention_bias = false;  // llama (Qwen2)
+  bool plain_rope = false;      // llama without rope scaling
 };
 
 std::string BlockCaseName(const ::testing::TestParamInfo<BlockCase>& info) {
-  return std::string(info.param.norm == Norm::kPre ? "Pre" : "Post") +
-         (info.param.causal ? "Causal" : "Bidir") + (info.param.dropout ? "Dropout" : "Eval");
+  const BlockCase& c = info.param;
+  return std::string(ArchName(c.arch)) + (c.dropout ? "Dropout" : "Eval") +
+         (c.kv_heads > 0 ? "Kv" + std::to_string(c.kv_heads) : "") +
+         (c.attention_bias ? "Bias" : "") + (c.plain_rope ? "PlainRope" : "");
+}
+
+ModelDims BlockDims(const BlockCase& c) {
+  ModelDims d = TinyDims(c.arch);
+  if (c.kv_heads > 0) d.kv_heads = c.kv_heads;
+  d.attention_bias = c.attention_bias;
+  if (c.plain_rope) d.rope.scaling = kernels::RopeScaling::kNone;
+  return d;
 }
 
 class BlockGradTest : public ::testing::TestWithParam<BlockCase> {};
 
 TEST_P(BlockGradTest, MatchesFiniteDifferences) {
   const BlockCase c = GetParam();
-  const ModelDims d = TinyDims(c.causal, c.norm);
+  const ModelDims d = BlockDims(c);
   const int rows = 2;
   const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
   const ParamLayout l = LayoutFor(d, LayerKind::kBlock);
@@ -321,7 +406,7 @@ TEST_P(BlockGradTest, MatchesFiniteDifferences) {
                 dparams.data(), ws.data());
   EXPECT_TRUE(ws.GuardIntact());
   for (auto& v : dparams) v -= 0.5;
-  ExpectParamGradsMatch(l, dparams, NumericGrad(&params, loss), "block");
+  ExpectParamGradsMatch(l, dparams, NumericGrad(&params, loss), ArchName(d.arch));
   const auto ndx = NumericGrad(&x, loss);
   EXPECT_GT(MaxAbs(ndx.data(), N * H), 1e-3);
   EXPECT_LT(RelErr(dx.data(), ndx.data(), N * H), kFdTol) << "dx";
@@ -329,13 +414,15 @@ TEST_P(BlockGradTest, MatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Variants, BlockGradTest,
-    ::testing::Values(BlockCase{Norm::kPost, false, true}, BlockCase{Norm::kPost, true, true},
-                      BlockCase{Norm::kPre, false, true}, BlockCase{Norm::kPre, true, true},
-                      BlockCase{Norm::kPost, false, false}, BlockCase{Norm::kPre, true, false}),
+    ::testing::Values(BlockCase{Arch::kBert, true}, BlockCase{Arch::kBert, false},
+                      BlockCase{Arch::kGpt2, true}, BlockCase{Arch::kGpt2, false},
+                      BlockCase{Arch::kLlama, true}, BlockCase{Arch::kLlama, false},
+                      BlockCase{Arch::kLlama, true, 1, true},
+                      BlockCase{Arch::kLlama, false, 4, true, true}),
     BlockCaseName);
 
 TEST(Block, ForwardIsBitwiseDeterministicAndDropoutIsKeyed) {
-  const ModelDims d = TinyDims(false, Norm::kPost);
+  const ModelDims d = TinyDims(Arch::kBert);
   const int rows = 2;
   const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
   std::vector<float> params(LayoutFor(d, LayerKind::kBlock).size_elems());
@@ -365,15 +452,29 @@ TEST(Block, ForwardIsBitwiseDeterministicAndDropoutIsKeyed) {
 
 // ---- Heads ---------------------------------------------------------------------
 
-class HeadGradTest : public ::testing::TestWithParam<bool /*causal*/> {};
+struct HeadCase {
+  Arch arch;
+  bool tied;
+};
 
+std::string HeadCaseName(const ::testing::TestParamInfo<HeadCase>& info) {
+  return std::string(ArchName(info.param.arch)) + (info.param.tied ? "Tied" : "Untied");
+}
+
+class HeadGradTest : public ::testing::TestWithParam<HeadCase> {};
+
+// With tied embeddings the decoder's gradient lands in layer 0's tok_emb
+// (and nowhere else in layer 0).
 TEST_P(HeadGradTest, MatchesFiniteDifferences) {
-  const bool causal = GetParam();
-  const ModelDims d = TinyDims(causal, causal ? Norm::kPre : Norm::kPost);
+  const HeadCase c = GetParam();
+  ModelDims d = TinyDims(c.arch);
+  d.tie_embeddings = c.tied;
   const int rows = 2;
   const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
   const ParamLayout l = LayoutFor(d, LayerKind::kHead);
+  const ParamLayout le = LayoutFor(d, LayerKind::kEmbedding);
   auto params = RandomParams(l, 7);
+  auto emb = RandomParams(le, 17);
   auto x = RandomVec(N * H, 8, -1.5, 1.5);
   std::vector<int32_t> targets(N);
   for (int64_t i = 0; i < N; ++i) targets[i] = static_cast<int32_t>((i * 5 + 1) % d.vocab);
@@ -383,129 +484,197 @@ TEST_P(HeadGradTest, MatchesFiniteDifferences) {
   const StepContext ctx{1, 1, d.num_blocks + 1, true, keys.data()};
   Workspace ws(HeadWorkspaceElems(d, rows));
   auto loss = [&] {
-    return scale * HeadForwardBackward<double>(d, ctx, params.data(), x.data(), targets.data(),
-                                               rows, scale, nullptr, nullptr, ws.data())
+    return scale * HeadForwardBackward<double>(d, ctx, params.data(), emb.data(), x.data(),
+                                               targets.data(), rows, scale, nullptr, nullptr,
+                                               nullptr, ws.data())
                        .loss_sum;
   };
-  std::vector<double> dparams(l.size_elems(), -0.25), dx(N * H, 99.0);
-  const HeadResult res = HeadForwardBackward(d, ctx, params.data(), x.data(), targets.data(), rows,
-                                             scale, dx.data(), dparams.data(), ws.data());
+  std::vector<double> dparams(l.size_elems(), -0.25), demb(le.size_elems(), 0.75), dx(N * H, 99.0);
+  const HeadResult res =
+      HeadForwardBackward(d, ctx, params.data(), emb.data(), x.data(), targets.data(), rows, scale,
+                          dx.data(), dparams.data(), demb.data(), ws.data());
   EXPECT_TRUE(ws.GuardIntact());
   EXPECT_EQ(res.count, N - 3);
   EXPECT_NEAR(scale * res.loss_sum, loss(), 1e-12);
   EXPECT_GT(res.loss_sum / res.count, 1.0);  // roughly log(V) for a random model
   for (auto& v : dparams) v += 0.25;
-  ExpectParamGradsMatch(l, dparams, NumericGrad(&params, loss), causal ? "gpt head" : "bert head");
+  for (auto& v : demb) v -= 0.75;
+  ExpectParamGradsMatch(l, dparams, NumericGrad(&params, loss), ArchName(c.arch));
+  const auto nemb = NumericGrad(&emb, loss);
+  const TensorSpec& tok = *le.Find("tok_emb");
+  for (int64_t i = 0; i < le.size_elems(); ++i) {
+    const bool decoder =
+        c.tied && i >= tok.offset_elems && i < tok.offset_elems + tok.shape.num_elements();
+    if (!decoder) ASSERT_EQ(demb[i], 0.0) << "embedding element " << i;
+  }
+  if (c.tied) {
+    EXPECT_GT(MaxAbs(nemb.data() + tok.offset_elems, tok.shape.num_elements()), 1e-4);
+    EXPECT_LT(RelErr(demb.data() + tok.offset_elems, nemb.data() + tok.offset_elems,
+                     tok.shape.num_elements()),
+              kFdTol)
+        << "tied decoder gradient";
+  } else {
+    EXPECT_EQ(MaxAbs(nemb.data(), le.size_elems()), 0.0) << "untied head read layer 0";
+  }
   const auto ndx = NumericGrad(&x, loss);
   EXPECT_GT(MaxAbs(ndx.data(), N * H), 1e-3);
   EXPECT_LT(RelErr(dx.data(), ndx.data(), N * H), kFdTol) << "dx";
   for (int64_t j = 0; j < H; ++j) EXPECT_EQ(dx[1 * H + j], 0.0) << "row without target";
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, HeadGradTest, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& info) {
-                           return std::string(info.param ? "Gpt" : "Bert");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Archs, HeadGradTest,
+    ::testing::Values(HeadCase{Arch::kBert, true}, HeadCase{Arch::kBert, false},
+                      HeadCase{Arch::kGpt2, true}, HeadCase{Arch::kGpt2, false},
+                      HeadCase{Arch::kLlama, true}, HeadCase{Arch::kLlama, false}),
+    HeadCaseName);
+
+// HeadLogits gives the logits whose cross-entropy the loss is.
+TEST(Head, LogitsAreTheLossesLogits) {
+  for (Arch arch : kArchs) {
+    for (bool tied : {false, true}) {
+      ModelDims d = TinyDims(arch);
+      d.tie_embeddings = tied;
+      const int rows = 2;
+      const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden, V = d.vocab;
+      const auto params = RandomParams(LayoutFor(d, LayerKind::kHead), 31);
+      const auto emb = RandomParams(LayoutFor(d, LayerKind::kEmbedding), 32);
+      const auto x = RandomVec(N * H, 33);
+      std::vector<int32_t> targets(N);
+      for (int64_t i = 0; i < N; ++i) targets[i] = static_cast<int32_t>((i * 3 + 2) % V);
+      std::vector<double> ws(HeadWorkspaceElems(d, rows)), logits(N * V);
+      HeadLogits(d, params.data(), emb.data(), x.data(), rows, logits.data(), ws.data());
+      double want = 0;
+      for (int64_t i = 0; i < N; ++i) {
+        const double* z = logits.data() + i * V;
+        const double mx = *std::max_element(z, z + V);
+        double sum = 0;
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(z[v] - mx);
+        want += mx + std::log(sum) - z[targets[i]];
+      }
+      const HeadResult r = HeadForwardBackward<double>(d, StepContext{}, params.data(), emb.data(),
+                                                       x.data(), targets.data(), rows, 1.0, nullptr,
+                                                       nullptr, nullptr, ws.data());
+      EXPECT_NEAR(r.loss_sum, want, 1e-12 * want) << ArchName(arch) << (tied ? " tied" : "");
+    }
+  }
+}
 
 TEST(Head, NoTargetsGivesZeroLossAndGradients) {
-  const ModelDims d = TinyDims(false, Norm::kPost);
+  const ModelDims d = TinyDims(Arch::kBert);
   const int rows = 2;
   const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
   const ParamLayout l = LayoutFor(d, LayerKind::kHead);
   const auto params = RandomParams(l, 11);
+  const auto emb = RandomParams(LayoutFor(d, LayerKind::kEmbedding), 12);
   const auto x = RandomVec(N * H, 12);
   const std::vector<int32_t> targets(N, -1);
-  std::vector<double> ws(HeadWorkspaceElems(d, rows)), dparams(l.size_elems(), 0.0), dx(N * H, 5.0);
+  std::vector<double> ws(HeadWorkspaceElems(d, rows)), dparams(l.size_elems(), 0.0), dx(N * H, 5.0),
+      demb(emb.size(), 0.0);
   const HeadResult r =
-      HeadForwardBackward(d, StepContext{}, params.data(), x.data(), targets.data(), rows, 1.0,
-                          dx.data(), dparams.data(), ws.data());
+      HeadForwardBackward(d, StepContext{}, params.data(), emb.data(), x.data(), targets.data(),
+                          rows, 1.0, dx.data(), dparams.data(), demb.data(), ws.data());
   EXPECT_EQ(r.count, 0);
   EXPECT_EQ(r.loss_sum, 0.0);
   EXPECT_EQ(dx, std::vector<double>(N * H, 0.0));
   EXPECT_EQ(dparams, std::vector<double>(l.size_elems(), 0.0));
+  EXPECT_EQ(demb, std::vector<double>(emb.size(), 0.0));
 }
 
 // More target rows than kHeadLogitRows: the chunked decoder must give the same
 // loss and gradients as two calls that each fit in one chunk.
 TEST(Head, ChunkedLogitsMatchUnchunked) {
-  ModelDims d = TinyDims(true, Norm::kPre);
+  ModelDims d = TinyDims(Arch::kGpt2);
   d.hidden = 4;
   d.heads = 1;
   d.vocab = 5;
   d.seq_len = kHeadLogitRows / 2 + 300;
+  d.max_positions = 0;
+  d.tie_embeddings = true;
   const int rows = 2;
   const int64_t S = d.seq_len, H = d.hidden, N = rows * S;
   const ParamLayout l = LayoutFor(d, LayerKind::kHead);
+  const ParamLayout le = LayoutFor(d, LayerKind::kEmbedding);
   const auto params = RandomParams(l, 9);
+  const auto emb = RandomParams(le, 19);
   const auto x = RandomVec(N * H, 10);
   std::vector<int32_t> targets(N);
   for (int64_t i = 0; i < N; ++i) targets[i] = i % 11 == 0 ? -1 : static_cast<int32_t>(i % 5);
   const StepContext ctx{};
   std::vector<double> ws(HeadWorkspaceElems(d, rows));
-  std::vector<double> dp_all(l.size_elems(), 0.0), dx_all(N * H);
-  const HeadResult all = HeadForwardBackward(d, ctx, params.data(), x.data(), targets.data(), rows,
-                                             1.0, dx_all.data(), dp_all.data(), ws.data());
+  std::vector<double> dp_all(l.size_elems(), 0.0), de_all(le.size_elems(), 0.0), dx_all(N * H);
+  const HeadResult all =
+      HeadForwardBackward(d, ctx, params.data(), emb.data(), x.data(), targets.data(), rows, 1.0,
+                          dx_all.data(), dp_all.data(), de_all.data(), ws.data());
   ASSERT_GT(all.count, kHeadLogitRows);
-  std::vector<double> dp_split(l.size_elems(), 0.0), dx_split(N * H);
+  std::vector<double> dp_split(l.size_elems(), 0.0), de_split(le.size_elems(), 0.0),
+      dx_split(N * H);
   HeadResult split;
   for (int r = 0; r < rows; ++r) {
-    const HeadResult h =
-        HeadForwardBackward(d, ctx, params.data(), x.data() + r * S * H, targets.data() + r * S, 1,
-                            1.0, dx_split.data() + r * S * H, dp_split.data(), ws.data());
+    const HeadResult h = HeadForwardBackward(
+        d, ctx, params.data(), emb.data(), x.data() + r * S * H, targets.data() + r * S, 1, 1.0,
+        dx_split.data() + r * S * H, dp_split.data(), de_split.data(), ws.data());
     split.loss_sum += h.loss_sum;
     split.count += h.count;
   }
   EXPECT_EQ(all.count, split.count);
   EXPECT_NEAR(all.loss_sum, split.loss_sum, 1e-12 * split.loss_sum);
   EXPECT_LT(RelErr(dp_all.data(), dp_split.data(), l.size_elems()), 1e-12);
+  EXPECT_LT(RelErr(de_all.data(), de_split.data(), le.size_elems()), 1e-12);
   EXPECT_EQ(dx_all, dx_split);
 }
 
 // ---- float vs double -----------------------------------------------------------
 
 TEST(Precision, FloatForwardAgreesWithDouble) {
-  const ModelDims d = TinyDims(false, Norm::kPost);
-  const int rows = 2;
-  const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
-  const auto keys = SampleKeys(rows);
-  const auto mask = AttnMaskFor(d, rows);
-  std::vector<int32_t> tokens(N), targets(N);
-  for (int64_t i = 0; i < N; ++i) {
-    tokens[i] = static_cast<int32_t>((i * 3 + 1) % d.vocab);
-    targets[i] = i % 3 == 0 ? static_cast<int32_t>(i % d.vocab) : -1;
-  }
-  // Embedding -> block -> head, with dropout on, in both precisions.
-  auto run = [&](auto zero) {
-    using T = decltype(zero);
-    std::vector<T> out(N * H), out2(N * H);
-    const int64_t ws_elems = std::max({EmbeddingWorkspaceElems(d, rows),
-                                       BlockWorkspaceElems(d, rows), HeadWorkspaceElems(d, rows)});
-    std::vector<T> ws(ws_elems);
-    auto params_of = [&](int layer) {
-      const auto p = RandomParams(LayoutForLayer(d, layer), 100 + layer);
-      return std::vector<T>(p.begin(), p.end());
+  for (Arch arch : kArchs) {
+    ModelDims d = TinyDims(arch);
+    d.tie_embeddings = arch != Arch::kLlama;
+    const int rows = 2;
+    const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
+    const auto keys = SampleKeys(rows);
+    const auto mask = AttnMaskFor(d, rows);
+    std::vector<int32_t> tokens(N), targets(N);
+    for (int64_t i = 0; i < N; ++i) {
+      tokens[i] = static_cast<int32_t>((i * 3 + 1) % d.vocab);
+      targets[i] = i % 3 == 0 ? static_cast<int32_t>(i % d.vocab) : -1;
+    }
+    // Embedding -> block -> head, with dropout on, in both precisions.
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      std::vector<T> out(N * H), out2(N * H);
+      const int64_t ws_elems =
+          std::max({EmbeddingWorkspaceElems(d, rows), BlockWorkspaceElems(d, rows),
+                    HeadWorkspaceElems(d, rows)});
+      std::vector<T> ws(ws_elems);
+      auto params_of = [&](int layer) {
+        const auto p = RandomParams(LayoutForLayer(d, layer), 100 + layer);
+        return std::vector<T>(p.begin(), p.end());
+      };
+      const auto pe = params_of(0), pb = params_of(1), ph = params_of(d.num_blocks + 1);
+      StepContext ctx{3, 1, 0, true, keys.data()};
+      EmbeddingForward(d, ctx, pe.data(), tokens.data(), nullptr, rows, out.data(), ws.data());
+      ctx.layer = 1;
+      BlockForward(d, ctx, pb.data(), out.data(), mask.data(), rows, out2.data(), ws.data());
+      ctx.layer = d.num_blocks + 1;
+      const HeadResult h =
+          HeadForwardBackward<T>(d, ctx, ph.data(), pe.data(), out2.data(), targets.data(), rows,
+                                 1.0, nullptr, nullptr, nullptr, ws.data());
+      return std::make_pair(std::vector<double>(out2.begin(), out2.end()), h.loss_sum);
     };
-    const auto pe = params_of(0), pb = params_of(1), ph = params_of(d.num_blocks + 1);
-    StepContext ctx{3, 1, 0, true, keys.data()};
-    EmbeddingForward(d, ctx, pe.data(), tokens.data(), nullptr, rows, out.data(), ws.data());
-    ctx.layer = 1;
-    BlockForward(d, ctx, pb.data(), out.data(), mask.data(), rows, out2.data(), ws.data());
-    ctx.layer = d.num_blocks + 1;
-    const HeadResult h = HeadForwardBackward<T>(d, ctx, ph.data(), out2.data(), targets.data(),
-                                                rows, 1.0, nullptr, nullptr, ws.data());
-    return std::make_pair(std::vector<double>(out2.begin(), out2.end()), h.loss_sum);
-  };
-  const auto [yf, lf] = run(0.0f);
-  const auto [yd, ld] = run(0.0);
-  EXPECT_LT(RelErr(yf.data(), yd.data(), N * H), 1e-5);
-  EXPECT_NEAR(lf, ld, 1e-5 * ld);
+    const auto [yf, lf] = run(0.0f);
+    const auto [yd, ld] = run(0.0);
+    EXPECT_LT(RelErr(yf.data(), yd.data(), N * H), 1e-5) << ArchName(arch);
+    EXPECT_NEAR(lf, ld, 1e-5 * ld) << ArchName(arch);
+  }
 }
 
 // Every layer's backward in float (with workspaces of exactly the stated size,
 // so a sanitizer build catches overruns) agrees with double.
 TEST(Precision, FloatBackwardAgreesWithDouble) {
-  for (bool causal : {false, true}) {
-    const ModelDims d = TinyDims(causal, causal ? Norm::kPre : Norm::kPost);
+  for (Arch arch : kArchs) {
+    ModelDims d = TinyDims(arch);
+    d.tie_embeddings = true;
     const int rows = 2;
     const int64_t N = int64_t{rows} * d.seq_len, H = d.hidden;
     const auto keys = SampleKeys(rows);
@@ -527,12 +696,12 @@ TEST(Precision, FloatBackwardAgreesWithDouble) {
         return std::vector<T>(p.begin(), p.end());
       };
       auto append = [&](const std::vector<T>& v) { all.insert(all.end(), v.begin(), v.end()); };
+      const auto pe = params_of(0);
+      std::vector<T> ge(pe.size(), T(0));
       {
-        const auto p = params_of(0);
-        std::vector<T> g(p.size(), T(0)), ws(EmbeddingWorkspaceElems(d, rows));
-        EmbeddingBackward(d, StepContext{4, 2, 0, true, keys.data()}, p.data(), tokens.data(),
-                          types.data(), rows, dy.data(), g.data(), ws.data());
-        append(g);
+        std::vector<T> ws(EmbeddingWorkspaceElems(d, rows));
+        EmbeddingBackward(d, StepContext{4, 2, 0, true, keys.data()}, pe.data(), tokens.data(),
+                          types.data(), rows, dy.data(), ge.data(), ws.data());
       }
       {
         const auto p = params_of(1);
@@ -546,17 +715,19 @@ TEST(Precision, FloatBackwardAgreesWithDouble) {
         const int head = d.num_blocks + 1;
         const auto p = params_of(head);
         std::vector<T> g(p.size(), T(0)), dx(N * H), ws(HeadWorkspaceElems(d, rows));
-        HeadForwardBackward(d, StepContext{4, 2, head, true, keys.data()}, p.data(), x.data(),
-                            targets.data(), rows, 0.5, dx.data(), g.data(), ws.data());
+        HeadForwardBackward(d, StepContext{4, 2, head, true, keys.data()}, p.data(), pe.data(),
+                            x.data(), targets.data(), rows, 0.5, dx.data(), g.data(), ge.data(),
+                            ws.data());
         append(g);
         append(dx);
       }
+      append(ge);  // both uses of the tied table
       return all;
     };
     const auto gf = run(0.0f);
     const auto gd = run(0.0);
     ASSERT_EQ(gf.size(), gd.size());
-    EXPECT_LT(RelErr(gf.data(), gd.data(), int64_t(gd.size())), 1e-5) << (causal ? "gpt" : "bert");
+    EXPECT_LT(RelErr(gf.data(), gd.data(), int64_t(gd.size())), 1e-5) << ArchName(arch);
   }
 }
 

@@ -51,11 +51,11 @@ class TypedLayerExec : public LayerExec {
     BlockBackwardImpl(ops_, dims_, ctx, C(params), C(x), attn_mask, rows, C(dy), M(dx), dparams,
                       ws);
   }
-  void HeadForwardBackward(const StepContext& ctx, const void* params, const void* x,
-                           const TargetRows& targets, int rows, double grad_scale, void* dx,
-                           float* dparams, void* ws) override {
-    HeadForwardBackwardImpl(ops_, dims_, ctx, C(params), C(x), targets, rows, grad_scale, M(dx),
-                            dparams, ws);
+  void HeadForwardBackward(const StepContext& ctx, const void* params, const void* embedding_params,
+                           const void* x, const TargetRows& targets, int rows, double grad_scale,
+                           void* dx, float* dparams, float* embedding_grads, void* ws) override {
+    HeadForwardBackwardImpl(ops_, dims_, ctx, C(params), C(embedding_params), C(x), targets, rows,
+                            grad_scale, M(dx), dparams, embedding_grads, ws);
   }
   HeadResult TakeLoss() override {
     const kernels::LossTotals t = ops_.TakeLoss();

@@ -48,24 +48,36 @@ class StallMeter {
 // head, then backward) is not gathered twice; the tags are dropped at every
 // step start because the optimizer changes the shards between steps. Slot
 // choice is deterministic, so every rank issues the same gathers in the same
-// order.
+// order. A held layer (L2LBufferPlan) has a slot and a gradient buffer of its
+// own, outside the ring.
 class L2LParamSource final : public ParamSource {
  public:
   L2LParamSource(Device* device, eps::EagerParameterServer* eps) : device_(device), eps_(eps) {}
 
-  Status Init(int prefetch_depth) {
-    const size_t elems = static_cast<size_t>(eps_->max_padded_elems());
-    slots_.resize(prefetch_depth + 1);
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      ASSIGN_OR_RETURN(slots_[i].buffer,
-                       device_->Allocate(elems * DTypeSizeBytes(eps_->compute_dtype()),
-                                         "gathered layer buffer " + std::to_string(i)));
+  Status Init(const L2LBufferPlan& plan) {
+    held_ = plan.held_layer;
+    // slots_[0] is the held layer's when there is one; the ring follows.
+    if (held_ >= 0) {
+      slots_.emplace_back();
+      ASSIGN_OR_RETURN(
+          slots_.back().buffer,
+          device_->Allocate(plan.held_slot_bytes,
+                            "gathered layer buffer (held layer " + std::to_string(held_) + ")"));
+      ASSIGN_OR_RETURN(held_grad_.buffer, device_->Allocate(plan.held_grad_bytes,
+                                                            "layer gradient buffer (held layer " +
+                                                                std::to_string(held_) + ")"));
     }
-    grads_.resize(L2LGradBuffers(device_->asynchronous()));
+    for (int i = 0; i < plan.ring_slots; ++i) {
+      slots_.emplace_back();
+      ASSIGN_OR_RETURN(
+          slots_.back().buffer,
+          device_->Allocate(plan.slot_bytes, "gathered layer buffer " + std::to_string(i)));
+    }
+    grads_.resize(plan.grad_buffers);
     for (size_t i = 0; i < grads_.size(); ++i) {
       ASSIGN_OR_RETURN(
           grads_[i].buffer,
-          device_->Allocate(elems * sizeof(float), "layer gradient buffer " + std::to_string(i)));
+          device_->Allocate(plan.grad_bytes, "layer gradient buffer " + std::to_string(i)));
     }
     return OkStatus();
   }
@@ -90,7 +102,7 @@ class L2LParamSource final : public ParamSource {
       return true;
     }
     if (!may_block && eps_->UpdatePending(layer)) return false;
-    const int slot = FreeSlot();
+    const int slot = FreeSlot(layer);
     if (slot < 0) return true;  // no room: Acquire will gather
     RETURN_IF_ERROR(Fill(slot, layer));
     return true;
@@ -99,7 +111,7 @@ class L2LParamSource final : public ParamSource {
   StatusOr<const void*> Acquire(int layer) override {
     int slot = Find(layer);
     if (slot < 0) {
-      slot = FreeSlot();
+      slot = FreeSlot(layer);
       L2L_CHECK_GE(slot, 0) << "no free gather slot for layer " << layer;
       RETURN_IF_ERROR(Fill(slot, layer));
     }
@@ -118,16 +130,22 @@ class L2LParamSource final : public ParamSource {
   }
 
   StatusOr<float*> GradBuffer(int layer) override {
-    GradSlot& g = grads_[next_grad_];
-    if (g.free) stalls_.ComputeWaits(device_, *g.free);
-    const size_t bytes = static_cast<size_t>(eps_->layer(layer).padded_elems) * sizeof(float);
-    device_->Memset(g.buffer.data(), 0, bytes, StreamKind::kCompute);
+    GradSlot& g = GradSlotOf(layer);
+    if (!g.open) {
+      if (g.free) stalls_.ComputeWaits(device_, *g.free);
+      const size_t bytes = static_cast<size_t>(eps_->layer(layer).padded_elems) * sizeof(float);
+      L2L_CHECK_LE(bytes, g.buffer.size_bytes()) << "layer " << layer << " gradient";
+      device_->Memset(g.buffer.data(), 0, bytes, StreamKind::kCompute);
+      g.open = true;
+    }
     return g.buffer.as<float>();
   }
 
   Status SubmitGrad(int layer) override {
-    GradSlot& g = grads_[next_grad_];
-    next_grad_ = (next_grad_ + 1) % static_cast<int>(grads_.size());
+    GradSlot& g = GradSlotOf(layer);
+    L2L_CHECK(g.open) << "SubmitGrad(" << layer << ") without GradBuffer";
+    g.open = false;
+    if (layer != held_) next_grad_ = (next_grad_ + 1) % static_cast<int>(grads_.size());
     const auto t0 = Clock::now();
     const double opt0 = eps_->PeekOptimizerWaitSeconds();
     std::unique_ptr<Event> ready = device_->RecordEvent(StreamKind::kCompute);
@@ -183,17 +201,22 @@ class L2LParamSource final : public ParamSource {
   struct GradSlot {
     DeviceBuffer buffer;
     std::shared_ptr<Event> free;  // after the reduce-scatter and D2H read it
+    bool open = false;            // handed out by GradBuffer, not yet submitted
   };
+
+  GradSlot& GradSlotOf(int layer) { return layer == held_ ? held_grad_ : grads_[next_grad_]; }
 
   int Find(int layer) const {
     for (size_t i = 0; i < slots_.size(); ++i)
       if (slots_[i].layer == layer) return static_cast<int>(i);
     return -1;
   }
-  // A slot not in use: empty ones first, then the least recently used.
-  int FreeSlot() const {
+  // A slot for `layer`: the held layer's own (if free), else a ring slot not
+  // in use: empty ones first, then the least recently used.
+  int FreeSlot(int layer) const {
+    if (held_ >= 0 && layer == held_) return slots_[0].in_use ? -1 : 0;
     int best = -1;
-    for (size_t i = 0; i < slots_.size(); ++i) {
+    for (size_t i = held_ >= 0 ? 1 : 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
       if (s.in_use) continue;
       if (s.layer < 0) return static_cast<int>(i);
@@ -218,6 +241,8 @@ class L2LParamSource final : public ParamSource {
   eps::EagerParameterServer* eps_;
   std::vector<Slot> slots_;
   std::vector<GradSlot> grads_;
+  int held_ = -1;       // the held layer, or -1
+  GradSlot held_grad_;  // its gradient buffer
   StallMeter stalls_;
   int next_grad_ = 0;
   int64_t clock_ = 0;
@@ -286,7 +311,10 @@ class ResidentParamSource final : public ParamSource {
   void Release(int) override {}
   StatusOr<float*> GradBuffer(int layer) override {
     Layer& L = layers_[layer];
-    device_->Memset(L.grad.data(), 0, L.grad.size_bytes(), StreamKind::kCompute);
+    if (!L.grad_open) {
+      device_->Memset(L.grad.data(), 0, L.grad.size_bytes(), StreamKind::kCompute);
+      L.grad_open = true;
+    }
     return L.grad.as<float>();
   }
   // The gradient is all-reduced on the communication stream; the norm of
@@ -295,6 +323,8 @@ class ResidentParamSource final : public ParamSource {
   // while layer l-1 computes its backward. The host never waits here.
   Status SubmitGrad(int layer) override {
     Layer& L = layers_[layer];
+    L2L_CHECK(L.grad_open) << "SubmitGrad(" << layer << ") without GradBuffer";
+    L.grad_open = false;
     const auto t0 = Clock::now();
     FlushPendingNorm();
     if (device_comm_->size() > 1) {
@@ -316,9 +346,9 @@ class ResidentParamSource final : public ParamSource {
     hp.grad_scale = eps::ClipScale(norm, settings_.grad_clip);
     for (size_t l = 0; l < layers_.size(); ++l) {
       Layer& L = layers_[l];
-      optimizer_->Update(static_cast<int>(l), hp, L.padded_elems, L.params.as<float>(),
-                         L.grad.as<float>(), L.m.as<float>(), L.v.as<float>(),
-                         dtype_ == DType::kBF16 ? L.compute.data() : nullptr);
+      optimizer_->Update(static_cast<int>(l), hp, eps::NoDecayOf(settings_, static_cast<int>(l)),
+                         L.padded_elems, L.params.as<float>(), L.grad.as<float>(), L.m.as<float>(),
+                         L.v.as<float>(), dtype_ == DType::kBF16 ? L.compute.data() : nullptr);
     }
     // The baseline is synchronous: the step ends when the update is done.
     optimizer_->WaitAll();
@@ -379,8 +409,9 @@ class ResidentParamSource final : public ParamSource {
   struct Layer {
     int64_t size_elems = 0, padded_elems = 0;
     DeviceBuffer params, grad, m, v;
-    DeviceBuffer compute;  // bf16 copy of params (bf16 compute only)
-    HostBuffer staged[3];  // checkpoint staging: master, m, v
+    DeviceBuffer compute;    // bf16 copy of params (bf16 compute only)
+    HostBuffer staged[3];    // checkpoint staging: master, m, v
+    bool grad_open = false;  // GradBuffer handed out, not yet submitted
   };
 
   // Enqueues the norm of the last submitted layer, after its all-reduce.
@@ -424,11 +455,26 @@ class ResidentParamSource final : public ParamSource {
 
 }  // namespace
 
-int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype,
-                                  bool asynchronous_device) {
-  return (prefetch_depth + 1) * max_padded_elems * static_cast<int64_t>(DTypeSizeBytes(dtype)) +
-         L2LGradBuffers(asynchronous_device) * max_padded_elems *
-             static_cast<int64_t>(sizeof(float));
+L2LBufferPlan PlanL2LBuffers(const std::vector<int64_t>& padded_elems, int prefetch_depth,
+                             int held_layer, DType dtype, bool asynchronous_device) {
+  L2L_CHECK(held_layer < static_cast<int>(padded_elems.size()));
+  const int64_t elem = static_cast<int64_t>(DTypeSizeBytes(dtype));
+  const int64_t f32 = static_cast<int64_t>(sizeof(float));
+  int64_t ring_max = 0;
+  for (size_t l = 0; l < padded_elems.size(); ++l) {
+    if (static_cast<int>(l) != held_layer) ring_max = std::max(ring_max, padded_elems[l]);
+  }
+  L2LBufferPlan p;
+  p.ring_slots = prefetch_depth + 1;
+  p.slot_bytes = ring_max * elem;
+  p.grad_buffers = L2LGradBuffers(asynchronous_device);
+  p.grad_bytes = ring_max * f32;
+  p.held_layer = held_layer;
+  if (held_layer >= 0) {
+    p.held_slot_bytes = padded_elems[held_layer] * elem;
+    p.held_grad_bytes = padded_elems[held_layer] * f32;
+  }
+  return p;
 }
 
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,
@@ -445,9 +491,12 @@ int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems,
 
 StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
                                                             eps::EagerParameterServer* eps,
-                                                            int prefetch_depth) {
+                                                            int prefetch_depth, int held_layer) {
+  std::vector<int64_t> padded;
+  for (int l = 0; l < eps->num_layers(); ++l) padded.push_back(eps->layer(l).padded_elems);
   auto src = std::make_unique<L2LParamSource>(device, eps);
-  RETURN_IF_ERROR(src->Init(prefetch_depth));
+  RETURN_IF_ERROR(src->Init(PlanL2LBuffers(padded, prefetch_depth, held_layer, eps->compute_dtype(),
+                                           device->asynchronous())));
   return std::unique_ptr<ParamSource>(std::move(src));
 }
 

@@ -258,25 +258,37 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   void* ws = workspace_.data();
   const int head = dims_.num_blocks + 1;
 
-  // Head: forward, loss and backward back to back, one gather.
+  // Head: forward, loss and backward back to back, one gather. A tied
+  // decoder reads layer 0 (held by the source for the step) and adds its
+  // gradient to layer 0's buffer, which the embedding's backward completes.
+  const bool tied = dims_.tie_embeddings;
   {
     ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
+    const void* emb = nullptr;
+    float* emb_grad = nullptr;
+    if (tied) {
+      ASSIGN_OR_RETURN(emb, source_->Acquire(0));
+    }
     RETURN_IF_ERROR(Prefetch(head, /*may_block=*/false));
     ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(head));
+    if (tied) {
+      ASSIGN_OR_RETURN(emb_grad, source_->GradBuffer(0));
+    }
     Load(At(in_, 0), StashSlot(head, 0), 0);
     for (int m = 0; m < n; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
       const model::StepContext ctx{seed, step, head, true, in.keys};
       Boundary& x = At(in_, m);
       Boundary& dx = At(out_, m);
-      exec_->HeadForwardBackward(ctx, params, In(x), TargetsOf(m), options_.micro_batch, grad_scale,
-                                 Out(dx), grad, ws);
+      exec_->HeadForwardBackward(ctx, params, emb, In(x), TargetsOf(m), options_.micro_batch,
+                                 grad_scale, Out(dx), grad, emb_grad, ws);
       Done(x);
       if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
       Store(dx, DStashSlot(m), m);
     }
     RETURN_IF_ERROR(Prefetch(head, /*may_block=*/true));
     source_->Release(head);
+    if (tied) source_->Release(0);
     visit_base_ += n;
     RETURN_IF_ERROR(source_->SubmitGrad(head));
   }
@@ -341,17 +353,22 @@ StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches
   RETURN_IF_ERROR(Forward(0, 0, /*training=*/false, n));
   const int head = dims_.num_blocks + 1;
   ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
+  const void* emb = nullptr;
+  if (dims_.tie_embeddings) {
+    ASSIGN_OR_RETURN(emb, source_->Acquire(0));
+  }
   Load(At(in_, 0), StashSlot(head, 0), 0);
   for (int m = 0; m < n; ++m) {
     const InputView in = ViewAt(inputs_.data(), m);
     const model::StepContext ctx{0, 0, head, false, in.keys};
     Boundary& x = At(in_, m);
-    exec_->HeadForwardBackward(ctx, params, In(x), TargetsOf(m), options_.micro_batch, 0.0, nullptr,
-                               nullptr, workspace_.data());
+    exec_->HeadForwardBackward(ctx, params, emb, In(x), TargetsOf(m), options_.micro_batch, 0.0,
+                               nullptr, nullptr, nullptr, workspace_.data());
     Done(x);
     if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
   }
   source_->Release(head);
+  if (dims_.tie_embeddings) source_->Release(0);
   visit_base_ += n;
   const model::HeadResult loss = exec_->TakeLoss();
   out.loss_sum = loss.loss_sum;

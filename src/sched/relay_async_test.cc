@@ -23,8 +23,11 @@
 namespace l2l::sched {
 namespace {
 
-model::ModelDims Dims() {
+model::ModelDims Dims(model::Arch arch = model::Arch::kBert, bool tied = false) {
   model::ModelDims d;
+  d.arch = arch;
+  d.tie_embeddings = tied;
+  if (arch == model::Arch::kLlama) d.kv_heads = 2;
   d.num_blocks = 3;
   d.hidden = 32;
   d.heads = 4;
@@ -79,9 +82,8 @@ struct Result {
 };
 
 // Trains 3 steps on `device`; `device_comm` does the device collectives.
-Result Train(Device* device, Comm* host_comm, Comm* device_comm, bool resident, double clip,
-             int prefetch_depth, int n_micro) {
-  const model::ModelDims d = Dims();
+Result Train(const model::ModelDims& d, Device* device, Comm* host_comm, Comm* device_comm,
+             bool resident, double clip, int prefetch_depth, int n_micro) {
   RelayOptions ro;
   ro.n_micro = n_micro;
   ro.micro_batch = 2;
@@ -107,7 +109,7 @@ Result Train(Device* device, Comm* host_comm, Comm* device_comm, bool resident, 
                                                DType::kF32);
     L2L_CHECK(e.ok()) << e.status().message();
     server = std::move(e).value();
-    auto s = CreateL2LParamSource(device, server.get(), prefetch_depth);
+    auto s = CreateL2LParamSource(device, server.get(), prefetch_depth, d.tie_embeddings ? 0 : -1);
     L2L_CHECK(s.ok()) << s.status().message();
     source = std::move(s).value();
   }
@@ -137,14 +139,15 @@ Result Train(Device* device, Comm* host_comm, Comm* device_comm, bool resident, 
   return r;
 }
 
-void ExpectSameAsSynchronous(bool resident, double clip, int depth, int n_micro = 4) {
+void ExpectSameAsSynchronous(bool resident, double clip, int depth, int n_micro = 4,
+                             const model::ModelDims& d = Dims()) {
   MpiComm mpi;
   ASSERT_EQ(mpi.size(), 1) << "run on one rank";
   CpuDevice cpu(0);
-  const Result want = Train(&cpu, &mpi, &mpi, resident, clip, depth, n_micro);
+  const Result want = Train(d, &cpu, &mpi, &mpi, resident, clip, depth, n_micro);
   testing::AsyncCpuDevice async;
   testing::StreamComm stream_comm(&async, &mpi);
-  const Result got = Train(&async, &mpi, &stream_comm, resident, clip, depth, n_micro);
+  const Result got = Train(d, &async, &mpi, &stream_comm, resident, clip, depth, n_micro);
   ASSERT_EQ(got.losses.size(), want.losses.size());
   for (size_t i = 0; i < want.losses.size(); ++i) {
     EXPECT_EQ(got.losses[i], want.losses[i]) << "loss " << i << " (3 steps and an evaluation)";
@@ -171,6 +174,20 @@ TEST(AsyncOrdering, L2LClippedUpdates) { ExpectSameAsSynchronous(false, 0.5, 1);
 TEST(AsyncOrdering, L2LNoPrefetch) { ExpectSameAsSynchronous(false, 0.0, 0); }
 TEST(AsyncOrdering, L2LDeepPrefetch) { ExpectSameAsSynchronous(false, 0.5, 3); }
 TEST(AsyncOrdering, Resident) { ExpectSameAsSynchronous(true, 0.5, 1); }
+// Tied embeddings: layer 0 is held (own gather and gradient buffers) from the
+// embedding through the head to the embedding's backward.
+TEST(AsyncOrdering, L2LTiedGpt2) {
+  ExpectSameAsSynchronous(false, 0.0, 1, 4, Dims(model::Arch::kGpt2, true));
+}
+TEST(AsyncOrdering, L2LTiedLlamaClippedNoPrefetch) {
+  ExpectSameAsSynchronous(false, 0.5, 0, 3, Dims(model::Arch::kLlama, true));
+}
+TEST(AsyncOrdering, L2LUntiedLlama) {
+  ExpectSameAsSynchronous(false, 0.5, 2, 1, Dims(model::Arch::kLlama, false));
+}
+TEST(AsyncOrdering, ResidentTiedLlama) {
+  ExpectSameAsSynchronous(true, 0.5, 1, 4, Dims(model::Arch::kLlama, true));
+}
 
 }  // namespace
 }  // namespace l2l::sched

@@ -27,15 +27,20 @@ class CpuResidentOptimizer final : public ResidentOptimizer {
     out.swap(sums_);
     return out;
   }
-  void Update(int layer, const eps::AdamWParams& hp, int64_t n, float* p, const float* g, float* m,
-              float* v, void* compute_copy) override {
+  void Update(int layer, const eps::AdamWParams& hp, const std::vector<eps::Shard>& no_decay,
+              int64_t n, float* p, const float* g, float* m, float* v,
+              void* compute_copy) override {
     auto* copy = static_cast<uint16_t*>(compute_copy);
-    queue_.Submit(layer, n, [=](int64_t b, int64_t e) {
-      if (copy != nullptr) {
-        eps::AdamWUpdate(hp, e - b, p + b, g + b, m + b, v + b, copy + b);
-      } else {
-        eps::AdamWUpdateF32Copy(hp, e - b, p + b, g + b, m + b, v + b, nullptr);
-      }
+    queue_.Submit(layer, n, [=, &no_decay](int64_t b, int64_t e) {
+      eps::ForEachDecayRun(no_decay, b, e, [&](int64_t rb, int64_t re, bool decay) {
+        eps::AdamWParams run = hp;
+        if (!decay) run.weight_decay = 0.0f;
+        if (copy != nullptr) {
+          eps::AdamWUpdate(run, re - rb, p + rb, g + rb, m + rb, v + rb, copy + rb);
+        } else {
+          eps::AdamWUpdateF32Copy(run, re - rb, p + rb, g + rb, m + rb, v + rb, nullptr);
+        }
+      });
     });
   }
   void WaitAll() override { queue_.WaitAll(); }

@@ -49,14 +49,20 @@ class CudaResidentOptimizer final : public ResidentOptimizer {
     const double* h = host_out_.as<double>();
     return std::vector<double>(h, h + bytes / sizeof(double));
   }
-  void Update(int, const eps::AdamWParams& hp, int64_t n, float* p, const float* g, float* m,
-              float* v, void* compute_copy) override {
-    if (compute_copy != nullptr) {
-      Check(kc::AdamWUpdate(stream(), ToCuda(hp), n, p, g, m, v,
-                            static_cast<kc::bf16*>(compute_copy)));
-    } else {
-      Check(kc::AdamWUpdateF32Copy(stream(), ToCuda(hp), n, p, g, m, v, nullptr));
-    }
+  // One launch per run of eps::ForEachDecayRun (a handful per layer).
+  void Update(int, const eps::AdamWParams& hp, const std::vector<eps::Shard>& no_decay, int64_t n,
+              float* p, const float* g, float* m, float* v, void* compute_copy) override {
+    auto* copy = static_cast<kc::bf16*>(compute_copy);
+    eps::ForEachDecayRun(no_decay, 0, n, [&](int64_t b, int64_t e, bool decay) {
+      eps::AdamWParams run = hp;
+      if (!decay) run.weight_decay = 0.0f;
+      if (copy != nullptr) {
+        Check(kc::AdamWUpdate(stream(), ToCuda(run), e - b, p + b, g + b, m + b, v + b, copy + b));
+      } else {
+        Check(kc::AdamWUpdateF32Copy(stream(), ToCuda(run), e - b, p + b, g + b, m + b, v + b,
+                                     nullptr));
+      }
+    });
   }
   void WaitAll() override {
     const auto t0 = std::chrono::steady_clock::now();

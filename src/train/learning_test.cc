@@ -41,8 +41,8 @@ config::Config SmallModel(config::ModelKind kind, const std::string& data_path) 
   c.model.ffn = 256;
   c.model.vocab = kind == config::ModelKind::kGpt ? 16 : 17;
   c.model.seq_len = 32;
+  config::ApplyModelDefaults(&c.model);
   c.model.dropout = 0.0;
-  c.model.norm = config::NormPlacement::kPre;
   c.data.path = data_path;
   c.data.eval_fraction = 0.02;
   c.train.seed = 5;

@@ -50,9 +50,8 @@ inline config::Config TinyConfig(config::ModelKind kind, const std::string& data
   c.model.ffn = 64;
   c.model.vocab = 40;  // data vocab 32, + [MASK]
   c.model.seq_len = 16;
+  config::ApplyModelDefaults(&c.model);
   c.model.dropout = 0.1;
-  c.model.norm =
-      kind == config::ModelKind::kGpt ? config::NormPlacement::kPre : config::NormPlacement::kPost;
   c.data.path = data_path;
   c.data.eval_fraction = 0.05;
   c.train.steps = 3;

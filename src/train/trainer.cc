@@ -54,16 +54,56 @@ std::string Duration(double s) {
 
 model::ModelDims DimsFromConfig(const config::ModelConfig& m) {
   model::ModelDims d;
-  d.causal = m.kind == config::ModelKind::kGpt;
+  switch (m.kind) {
+    case config::ModelKind::kBert:
+      d.arch = model::Arch::kBert;
+      break;
+    case config::ModelKind::kGpt:
+      d.arch = model::Arch::kGpt2;
+      break;
+    case config::ModelKind::kLlama:
+      d.arch = model::Arch::kLlama;
+      break;
+  }
   d.num_blocks = m.layers;
   d.hidden = m.hidden;
   d.heads = m.heads;
+  d.kv_heads = d.arch == model::Arch::kLlama ? m.kv_heads : 0;
   d.ffn = m.ffn;
   d.vocab = m.vocab;
   d.seq_len = m.seq_len;
+  d.max_positions = m.max_positions;
+  d.type_vocab = m.type_vocab;
   d.dropout = m.dropout;
-  d.norm = m.norm == config::NormPlacement::kPre ? model::Norm::kPre : model::Norm::kPost;
+  d.norm_eps = m.norm_eps;
+  d.gelu = m.activation == config::Activation::kGelu ? kernels::Gelu::kErf : kernels::Gelu::kTanh;
+  d.tie_embeddings = m.tie_embeddings;
+  d.attention_bias = d.arch == model::Arch::kLlama && m.attention_bias;
+  d.rope.theta = m.rope_theta;
+  if (m.rope_scaling.type == config::RopeScalingType::kLlama3) {
+    d.rope.scaling = kernels::RopeScaling::kLlama3;
+    d.rope.factor = m.rope_scaling.factor;
+    d.rope.low_freq_factor = m.rope_scaling.low_freq_factor;
+    d.rope.high_freq_factor = m.rope_scaling.high_freq_factor;
+    d.rope.original_max_positions = m.rope_scaling.original_max_positions;
+  }
+  d.init_std = m.init_std;
+  d.scale_residual_init = m.init == config::InitScheme::kGpt2;
   return d;
+}
+
+std::vector<eps::Shard> NoDecayRanges(const model::ParamLayout& layout) {
+  std::vector<eps::Shard> r;
+  for (const model::TensorSpec& t : layout.tensors()) {
+    if (t.matrix()) continue;
+    const eps::Shard s{t.offset_elems, t.shape.num_elements()};
+    if (!r.empty() && r.back().end_elems() == s.offset_elems) {
+      r.back().size_elems += s.size_elems;  // packed biases: one run
+    } else {
+      r.push_back(s);
+    }
+  }
+  return r;
 }
 
 Trainer::Trainer(const config::Config& cfg, MpiComm* comm)
@@ -93,7 +133,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     if (file.ok()) {
       token_file_ = std::make_unique<data::TokenFile>(std::move(file).value());
       data::BatchSpec spec;
-      spec.objective = dims_.causal ? data::Objective::kCausal : data::Objective::kMlm;
+      spec.objective = model::IsCausal(dims_) ? data::Objective::kCausal : data::Objective::kMlm;
       spec.seq_len = dims_.seq_len;
       spec.micro_batch = cfg_.train.micro_batch;
       spec.global_batch = cfg_.train.global_batch;
@@ -117,11 +157,8 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     layer_sizes_.push_back(model::LayoutFor(dims_, model::KindOf(dims_, l)).size_elems());
   }
   std::vector<int64_t> padded;
-  int64_t max_padded = 0;
-  for (int64_t s : layer_sizes_) {
+  for (int64_t s : layer_sizes_)
     padded.push_back(eps::PaddedSizeElems(s, world, eps::kShardAlignElems));
-    max_padded = std::max(max_padded, padded.back());
-  }
   sched::RelayOptions ro;
   ro.n_micro = n_micro_;
   ro.micro_batch = cfg_.train.micro_batch;
@@ -156,9 +193,12 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   }
 
   // The memory plan, checked against the cap before the model is allocated.
+  // Tied embeddings: layer 0 is held by the l2l source for the whole step.
+  const int held_layer = dims_.tie_embeddings ? 0 : -1;
   const int64_t params_bytes =
-      l2l ? sched::L2LParamSourceDeviceBytes(max_padded, ro.prefetch_depth, ro.dtype,
-                                             device_->asynchronous())
+      l2l ? sched::PlanL2LBuffers(padded, ro.prefetch_depth, held_layer, ro.dtype,
+                                  device_->asynchronous())
+                .total_bytes()
           : sched::ResidentParamSourceDeviceBytes(padded, ro.dtype, device_->type());
   plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes, *exec, device_->asynchronous());
   if (rank == 0) {
@@ -180,7 +220,8 @@ Status Trainer::Init(int local_ranks, int local_rank) {
         std::string(config::Name(cfg_.exec.mode)) + " configuration needs " +
         config::FormatBytes(plan_.total()) + " of device memory (" +
         (l2l ? "the largest layer gathered " + std::to_string(ro.prefetch_depth + 1) +
-                   "x plus its gradient buffers: "
+                   "x plus its gradient buffers" +
+                   (held_layer >= 0 ? " and the tied embedding layer with its gradient" : "") + ": "
              : "all parameters, gradients and AdamW moments: ") +
         config::FormatBytes(plan_.params_bytes) + ", one micro-batch's layer workspace " +
         config::FormatBytes(plan_.workspace_bytes) + ")"));
@@ -194,6 +235,11 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   os.eps = cfg_.train.eps;
   os.weight_decay = cfg_.train.weight_decay;
   os.grad_clip = cfg_.train.grad_clip;
+  if (cfg_.train.weight_decay_on == config::WeightDecayOn::kMatrices) {
+    for (int l = 0; l < model::NumLayers(dims_); ++l) {
+      os.no_decay.push_back(NoDecayRanges(model::LayoutForLayer(dims_, l)));
+    }
+  }
   const model::ModelDims dims = dims_;
   const uint64_t seed = cfg_.train.seed;
   const eps::LayerInitFn init = [dims, seed](int layer, int64_t b, int64_t e, float* out) {
@@ -207,7 +253,8 @@ Status Trainer::Init(int local_ranks, int local_rank) {
                                                  init, os, threads, ro.dtype);
       if (e.ok()) {
         eps_ = std::move(e).value();
-        auto src = sched::CreateL2LParamSource(device_.get(), eps_.get(), ro.prefetch_depth);
+        auto src =
+            sched::CreateL2LParamSource(device_.get(), eps_.get(), ro.prefetch_depth, held_layer);
         if (src.ok())
           source_ = std::move(src).value();
         else

@@ -133,24 +133,28 @@ TEST(Engine, DeviceMemoryIsConstantInDepthWithHostStash) {
 
 // The gather ring: depth 0 gathers once per visit of the relay's schedule
 // (forward 0..L+1, backward L..0), depth 1 reuses the last block across the
-// head, and deeper prefetch never gathers more (it may reuse more).
+// head, and deeper prefetch never gathers more (it may reuse more). With
+// tied embeddings layer 0 is held for the step: gathered once, not twice.
 TEST(Engine, PrefetchNeverGathersMoreThanOncePerVisit) {
-  config::Config cfg = TinyConfig(config::ModelKind::kBert);
-  cfg.model.layers = 6;
-  cfg.train.steps = 1;
-  const int64_t visits = 2 * (cfg.model.layers + 2) - 1;
-  std::vector<int64_t> gathers;
-  for (int depth = 0; depth <= 4; ++depth) {
-    cfg.exec.prefetch_depth = depth;
-    RunResult r = RunOn(1, cfg);  // collective: every rank calls it
-    if (r.ran) gathers.push_back(r.history[0].gathers);
-  }
-  if (g_rank != 0) return;
-  ASSERT_EQ(gathers.size(), 5u);
-  EXPECT_EQ(gathers[0], visits);
-  EXPECT_EQ(gathers[1], visits - 1);
-  for (int depth = 2; depth <= 4; ++depth) {
-    EXPECT_LE(gathers[depth], gathers[depth - 1]) << "prefetch depth " << depth;
+  for (bool tied : {false, true}) {
+    config::Config cfg = TinyConfig(config::ModelKind::kBert);
+    cfg.model.tie_embeddings = tied;
+    cfg.model.layers = 6;
+    cfg.train.steps = 1;
+    const int64_t visits = 2 * (cfg.model.layers + 2) - 1 - (tied ? 1 : 0);
+    std::vector<int64_t> gathers;
+    for (int depth = 0; depth <= 4; ++depth) {
+      cfg.exec.prefetch_depth = depth;
+      RunResult r = RunOn(1, cfg);  // collective: every rank calls it
+      if (r.ran) gathers.push_back(r.history[0].gathers);
+    }
+    if (g_rank != 0) continue;
+    ASSERT_EQ(gathers.size(), 5u);
+    EXPECT_EQ(gathers[0], visits) << (tied ? "tied" : "untied");
+    EXPECT_EQ(gathers[1], visits - 1) << (tied ? "tied" : "untied");
+    for (int depth = 2; depth <= 4; ++depth) {
+      EXPECT_LE(gathers[depth], gathers[depth - 1]) << "prefetch depth " << depth;
+    }
   }
 }
 

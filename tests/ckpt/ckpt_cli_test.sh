@@ -33,11 +33,12 @@ has "world_size: 2" inspect
 has "seed: 7" inspect
 has "    hidden: 24" inspect  # the config YAML, indented
 has "layers: 4" inspect
-has "layer 1 (block 0): 12 tensors, 4480 parameters" inspect
-grep -qE '^  attn\.qkv\.weight +\[24, 72\] +1728$' out.txt || fail "inspect: no qkv line"
-has "layer 3 (head): 6 tensors, 1573 parameters" inspect
-# embedding (37+12+2)*24 + 2*24 = 1272; block 4480; head 24*24+24+48+24*37+37 = 1573
-has "total parameters: 11805" inspect
+has "layer 1 (block 0): 16 tensors, 4480 parameters" inspect
+grep -qE '^  attn\.k\.weight +\[24, 24\] +576$' out.txt || fail "inspect: no attn.k.weight line"
+# BERT ties the decoder to tok_emb: the head keeps only its bias.
+has "layer 3 (head): 5 tensors, 685 parameters" inspect
+# embedding (37+12+2)*24 + 2*24 = 1272; block 4480; head 24*24+24+48+37 = 685
+has "total parameters: 10917" inspect
 has "total bytes: master " inspect
 ok inspect-file inspect "$file"
 has "file: $file" inspect-file
@@ -49,13 +50,13 @@ ok verify-file verify "$file"
 
 # --- export
 ok export-fp32 export ck --out w32.safetensors
-has "export verified: 35 tensors" export-fp32
+has "export verified: 42 tensors" export-fp32
 [ ! -e w32.safetensors.tmp ] || fail "export-fp32: left the .tmp file"
 ok export-bf16 export ck --out w16.safetensors --format safetensors --dtype bf16
-has "export verified: 35 tensors" export-bf16
+has "export verified: 42 tensors" export-bf16
 
 # Dumps of a few tensors (all layers' kinds) as the reference values.
-tensors="embedding.tok_emb blocks.0.attn.qkv.weight blocks.1.mlp.fc2.bias head.decoder.weight"
+tensors="embedding.tok_emb blocks.0.attn.q.weight blocks.1.mlp.fc2.bias head.decoder.bias"
 for t in $tensors; do
   ok "dump-$t" dump ck --tensor "$t"
   cp out.txt "dump-$t.txt"
@@ -87,12 +88,12 @@ def load(path):
 h32, b32 = load("w32.safetensors")
 h16, b16 = load("w16.safetensors")
 assert list(h32) == list(h16), "the two exports name different tensors"
-assert len(h32) == 35, len(h32)
+assert len(h32) == 42, len(h32)
 want_names = ["embedding.tok_emb", "embedding.pos_emb", "embedding.type_emb",
-              "embedding.ln.gain", "embedding.ln.bias", "blocks.0.ln1.gain"]
+              "embedding.ln.gain", "embedding.ln.bias", "blocks.0.attn.q.weight"]
 assert list(h32)[:6] == want_names, list(h32)[:6]
 assert list(h32)[-1] == "head.decoder.bias"
-assert h32["blocks.1.attn.qkv.weight"]["shape"] == [24, 72]
+assert h32["blocks.1.attn.v.weight"]["shape"] == [24, 24]
 
 def bf16(x):  # round to nearest even, as l2l::F32ToBF16
     (u,) = struct.unpack("<I", struct.pack("<f", x))

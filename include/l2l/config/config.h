@@ -27,16 +27,44 @@
 namespace l2l::config {
 
 // Enum spellings in YAML are the Name() strings, lower case ("bert", "gpt", ...).
-enum class ModelKind { kBert, kGpt };                 // bert: MLM encoder; gpt: causal decoder
-enum class NormPlacement { kPre, kPost };             // layernorm before / after each sublayer
+// Each model kind is an exact twin of one transformers class (docs/model.md):
+// bert = BertForMaskedLM, gpt = GPT2LMHeadModel, llama = LlamaForCausalLM
+// (also Mistral without sliding window, and Qwen2 with attention_bias).
+enum class ModelKind { kBert, kGpt, kLlama };
+// The MLP activation of bert and gpt (llama's SwiGLU uses SiLU): gelu = the
+// exact erf form (BERT's "gelu"), gelu_tanh = the tanh approximation
+// (GPT-2's "gelu_new").
+enum class Activation { kGelu, kGeluTanh };
+// normal: every normal tensor N(0, init_std); gpt2: the same, but the
+// residual output projections (attention and MLP outputs) use
+// init_std / sqrt(2 * layers), as GPT-2 and transformers' GPT2 init do.
+enum class InitScheme { kNormal, kGpt2 };
+enum class RopeScalingType { kNone, kLlama3 };        // llama's rope_scaling.rope_type
 enum class Schedule { kCosine, kLinear, kConstant };  // LR decay after warmup
-enum class ExecMode { kL2L, kResident };              // layer-to-layer relay / all on device
+// Which parameters AdamW decays: all, or matrices = 2-D weights and
+// embeddings (no decay on biases and norm gains).
+enum class WeightDecayOn { kAll, kMatrices };
+enum class ExecMode { kL2L, kResident };  // layer-to-layer relay / all on device
 enum class DeviceKind { kCpu, kCuda };
 enum class Precision { kFp32, kBf16 };         // compute dtype; masters are always fp32
 enum class StashPlacement { kHost, kDevice };  // where layer-boundary activations live
 
+// Llama-3's rope_scaling (transformers' "llama3" rope type); the fields and
+// their meaning are those of config.json.
+struct RopeScalingConfig {
+  RopeScalingType type = RopeScalingType::kNone;
+  double factor = 8.0;                // > 0
+  double low_freq_factor = 1.0;       // > 0
+  double high_freq_factor = 4.0;      // > low_freq_factor
+  int original_max_positions = 8192;  // original_max_position_embeddings, >= 1
+
+  friend bool operator==(const RopeScalingConfig&, const RopeScalingConfig&) = default;
+};
+
 // Fields marked (required) have no default: the YAML must set them. Their
 // initialisers here (0, empty) only make a default-built struct well defined.
+// Defaults that depend on the kind are applied by ParseConfig (see
+// docs/config.md); keys that do not apply to the kind are refused.
 struct ModelConfig {
   ModelKind kind = ModelKind::kBert;  // required
   int layers = 0;                     // transformer blocks, >= 1 (required)
@@ -45,9 +73,20 @@ struct ModelConfig {
   int ffn = 0;                        // feed-forward inner width, >= 1 (required)
   int vocab = 0;                      // vocabulary size in tokens, >= 2 (required)
   int seq_len = 0;                    // tokens per sample, >= 1 (required)
-  double dropout = 0.1;               // in [0, 1)
-  // Omitted in YAML: kPost for bert, kPre for gpt.
-  NormPlacement norm = NormPlacement::kPost;
+  int max_positions = 0;  // position embeddings (bert, gpt); >= seq_len; default seq_len
+  int kv_heads = 0;       // llama: key/value heads, divides heads; default heads
+  int type_vocab = 2;     // bert: token types, >= 1
+  // bert, gpt: every dropout site; llama: the attention probabilities only
+  // (transformers' attention_dropout). In [0, 1); default 0.1 (bert, gpt), 0 (llama).
+  double dropout = 0.1;
+  Activation activation = Activation::kGelu;  // bert, gpt; default gelu (bert), gelu_tanh (gpt)
+  double norm_eps = 1e-12;  // layernorm / RMSNorm epsilon, > 0; default 1e-12 bert, 1e-5 gpt, llama
+  bool tie_embeddings = true;  // decoder = word embeddings; default true (bert, gpt), false (llama)
+  bool attention_bias = false;            // llama: biases on q, k, v (Qwen2)
+  double rope_theta = 10000.0;            // llama: rotary base, > 0
+  RopeScalingConfig rope_scaling;         // llama
+  InitScheme init = InitScheme::kNormal;  // default gpt2 for gpt, normal otherwise
+  double init_std = 0.02;                 // > 0 (transformers' initializer_range)
 
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };
@@ -66,8 +105,9 @@ struct TrainConfig {
   double lr = 1e-4;          // peak learning rate, > 0
   int64_t warmup_steps = 0;  // linear warmup from 0 to lr, in [0, steps]
   Schedule schedule = Schedule::kCosine;
-  double min_lr_ratio = 0.1;          // final lr = lr * min_lr_ratio (cosine, linear), in [0, 1]
-  double weight_decay = 0.01;         // decoupled (AdamW), >= 0
+  double min_lr_ratio = 0.1;   // final lr = lr * min_lr_ratio (cosine, linear), in [0, 1]
+  double weight_decay = 0.01;  // decoupled (AdamW), >= 0
+  WeightDecayOn weight_decay_on = WeightDecayOn::kMatrices;
   double beta1 = 0.9, beta2 = 0.999;  // YAML: train.betas: [b1, b2], each in [0, 1)
   double eps = 1e-8;                  // > 0
   double grad_clip = 1.0;             // global-norm clip, >= 0; 0 = no clipping
@@ -140,6 +180,12 @@ StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::stri
 StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source_name,
                              const std::vector<std::string>& overrides);
 
+// Sets every model default that depends on the kind or on other keys
+// (kv_heads = heads, max_positions = seq_len, dropout, activation, norm_eps,
+// tie_embeddings, init) from m->kind and the sizes, as ParseConfig does for
+// absent keys; for configs built in code.
+void ApplyModelDefaults(ModelConfig* m);
+
 // The complete configuration as YAML (every key, defaults included, in schema
 // order). Re-parseable: ParseConfig(ToYaml(c), ...) == c for any valid c.
 std::string ToYaml(const Config& c);
@@ -168,8 +214,11 @@ std::string FormatBytes(int64_t bytes);
 
 // The YAML spelling of each enum value ("bert", "post", "cosine", "l2l", ...).
 const char* Name(ModelKind v);
-const char* Name(NormPlacement v);
+const char* Name(Activation v);
+const char* Name(InitScheme v);
+const char* Name(RopeScalingType v);
 const char* Name(Schedule v);
+const char* Name(WeightDecayOn v);
 const char* Name(ExecMode v);
 const char* Name(DeviceKind v);
 const char* Name(Precision v);

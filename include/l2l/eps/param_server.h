@@ -68,7 +68,14 @@ struct LayerShardState {
 struct OptimizerSettings {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
   double grad_clip = 0;  // global-norm clip; 0 = off (updates are eager)
+  // Per layer: element ranges of its flat buffer that get no weight decay
+  // (ascending, disjoint; empty: every element decays). Layers beyond the
+  // vector's size decay everywhere.
+  std::vector<std::vector<Shard>> no_decay;
 };
+
+// The no-decay ranges of `layer` in `s` (empty when none are given).
+const std::vector<Shard>& NoDecayOf(const OptimizerSettings& s, int layer);
 
 // The AdamW hyper-parameters of one step: `lr` after the schedule,
 // 1-based step for bias correction, no gradient scaling.

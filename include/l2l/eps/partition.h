@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "l2l/core/check.h"
 
@@ -42,6 +43,25 @@ inline Shard ValidPart(const Shard& shard, int64_t size_elems) {
   const int64_t begin = std::min(shard.offset_elems, size_elems);
   const int64_t end = std::min(shard.end_elems(), size_elems);
   return Shard{begin, end - begin};
+}
+
+// Calls f(begin, end, decay) for the runs of [begin, end) (layer
+// coordinates) that lie inside / outside the ranges of `no_decay`
+// (ascending, disjoint; biases and norm gains under weight_decay_on:
+// matrices), in order: decay is false inside them. Runs are non-empty.
+template <typename F>
+void ForEachDecayRun(const std::vector<Shard>& no_decay, int64_t begin, int64_t end, F&& f) {
+  int64_t at = begin;
+  for (const Shard& r : no_decay) {
+    if (at >= end) break;
+    if (r.end_elems() <= at) continue;
+    const int64_t lo = std::min(std::max(r.offset_elems, at), end);
+    if (lo > at) f(at, lo, true);
+    const int64_t hi = std::min(r.end_elems(), end);
+    if (hi > lo) f(lo, hi, false);
+    at = std::max(at, hi);
+  }
+  if (at < end) f(at, end, true);
 }
 
 }  // namespace l2l::eps

@@ -34,18 +34,22 @@ template <typename T>
 void Gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
-// y (n, out) = x (n, in) · w (in, out) + bias (out). bias may be nullptr.
-// y must not alias x.
+// y (n, out) = x (n, in) · W + bias (out), W stored (in, out) or (out, in)
+// per `layout` (nn.Linear: y = x · wᵀ). bias may be nullptr. y must not
+// alias x.
 template <typename T>
-void LinearForward(const T* x, const T* w, const T* bias, int64_t n, int64_t in, int64_t out, T* y);
+void LinearForward(const T* x, const T* w, const T* bias, int64_t n, int64_t in, int64_t out, T* y,
+                   WeightLayout layout = WeightLayout::kInOut);
 
 // Backward of LinearForward for dy (n, out):
-//   dx (n, in)     = dy · wᵀ         written or added per dx_accum; skipped if dx == nullptr
-//   dw (in, out)  += xᵀ · dy         skipped if dw == nullptr
-//   dbias (out)   += Σ_rows dy       skipped if dbias == nullptr
+//   dx (n, in)  = dy · Wᵀ       written or added per dx_accum; skipped if dx == nullptr
+//   dw         += ∂L/∂W         in w's layout ((in, out): xᵀ · dy; (out, in): dyᵀ · x);
+//                               skipped if dw == nullptr
+//   dbias (out) += Σ_rows dy    skipped if dbias == nullptr
 template <typename T>
 void LinearBackward(const T* x, const T* w, const T* dy, int64_t n, int64_t in, int64_t out, T* dx,
-                    T* dw, T* dbias, Accum dx_accum = Accum::kOverwrite);
+                    T* dw, T* dbias, Accum dx_accum = Accum::kOverwrite,
+                    WeightLayout layout = WeightLayout::kInOut);
 
 // out (c) += Σ_r x (n, c)[r], rows added in order 0..n-1.
 template <typename T>
@@ -67,6 +71,19 @@ template <typename T>
 void LayerNormBackward(const T* x, const T* gain, const T* mean, const T* rstd, const T* dy,
                        int64_t n, int64_t c, T* dx, T* dgain, T* dbias,
                        Accum dx_accum = Accum::kOverwrite);
+
+// RMSNorm (Llama) per row of c elements: y = x * rstd * gain with
+// rstd = 1 / sqrt(mean(x²) + eps), as transformers' LlamaRMSNorm. rstd (n) is
+// saved for the backward when non-null. y may alias x.
+template <typename T>
+void RmsNormForward(const T* x, const T* gain, int64_t n, int64_t c, double eps, T* y, T* rstd);
+
+// Backward of RmsNormForward given its input x (n, c) and saved rstd (n):
+// dx written or added per dx_accum (kOverwrite may alias dy); dgain (c)
+// accumulated, rows in order.
+template <typename T>
+void RmsNormBackward(const T* x, const T* gain, const T* rstd, const T* dy, int64_t n, int64_t c,
+                     T* dx, T* dgain, Accum dx_accum = Accum::kOverwrite);
 
 // ---- Softmax -----------------------------------------------------------------
 
@@ -96,19 +113,39 @@ void AttentionForward(const AttentionDims& d, const T* qkv, const uint8_t* pad_m
                       const uint8_t* prob_keep, float dropout_p, T* probs, T* out);
 
 // Backward of AttentionForward with the same masks and the saved probs;
-// dout (rows, S, H) -> dqkv (rows, S, 3H), written.
+// dout (rows, S, H) -> dqkv (rows, S, qkv_width), written. With grouped
+// heads, a key/value head's gradient sums its query heads in head order.
 template <typename T>
 void AttentionBackward(const AttentionDims& d, const T* qkv, const uint8_t* prob_keep,
                        float dropout_p, const T* probs, const T* dout, T* dqkv);
 
+// Rotary embeddings in place on the q and k parts of qkv (rows, S,
+// d.qkv_width()), see RopeParams. The position of token s of a row is
+// positions[row * S + s] when positions is non-null, else s.
+template <typename T>
+void RopeForward(const AttentionDims& d, const RopeParams& p, const int32_t* positions, T* qkv);
+// Backward: turns the q and k gradients in dqkv back by the same angles
+// (the transpose of a rotation); v's gradient is untouched.
+template <typename T>
+void RopeBackward(const AttentionDims& d, const RopeParams& p, const int32_t* positions, T* dqkv);
+
 // ---- Pointwise ---------------------------------------------------------------
 
-// GELU, tanh form: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))). y may alias x.
+// GELU (see Gelu: tanh form or exact erf). y may alias x.
 template <typename T>
-void GeluForward(const T* x, int64_t n, T* y);
+void GeluForward(const T* x, int64_t n, T* y, Gelu kind = Gelu::kTanh);
 // dx = dy ⊙ gelu'(x) for the forward's input x. dx may alias dy.
 template <typename T>
-void GeluBackward(const T* x, const T* dy, int64_t n, T* dx);
+void GeluBackward(const T* x, const T* dy, int64_t n, T* dx, Gelu kind = Gelu::kTanh);
+
+// SwiGLU (Llama's MLP): gu (n, 2f) holds [gate | up] per row;
+// y (n, f) = silu(gate) ⊙ up with silu(g) = g * sigmoid(g).
+template <typename T>
+void SwigluForward(const T* gu, int64_t n, int64_t f, T* y);
+// dgu (n, 2f) written: [dy ⊙ up ⊙ silu'(gate) | dy ⊙ silu(gate)]. dgu may
+// alias gu (each (gate, up) pair is read before it is written), not dy.
+template <typename T>
+void SwigluBackward(const T* gu, const T* dy, int64_t n, int64_t f, T* dgu);
 
 // keep (rows, row_elems) = 1 where DropoutKeep(keys, row, elem), else 0.
 void DropoutMask(const DropoutKeys& keys, int64_t rows, int64_t row_elems, uint8_t* keep);

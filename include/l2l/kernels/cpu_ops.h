@@ -47,16 +47,18 @@ class CpuOps {
 
   static int64_t ColumnSumScratchElems(int64_t, int64_t) { return 0; }
   static int64_t LayerNormBackwardScratchElems(int64_t, int64_t) { return 0; }
+  static int64_t RmsNormBackwardScratchElems(int64_t, int64_t) { return 0; }
   static int64_t AttentionScratchElems(const AttentionDims&) { return 0; }
   static int64_t CrossEntropyRowElems(int64_t) { return 0; }  // doubles
 
-  void LinearForward(const T* x, const T* w, const T* bias, int64_t n, int64_t in, int64_t out,
-                     T* y) {
-    cpu::LinearForward(x, w, bias, n, in, out, y);
+  void LinearForward(WeightLayout layout, const T* x, const T* w, const T* bias, int64_t n,
+                     int64_t in, int64_t out, T* y) {
+    cpu::LinearForward(x, w, bias, n, in, out, y, layout);
   }
-  void LinearBackward(const T* x, const T* w, const T* dy, int64_t n, int64_t in, int64_t out,
-                      T* dx, G* dw, G* dbias, G* /*scratch*/, Accum dx_accum = Accum::kOverwrite) {
-    cpu::LinearBackward(x, w, dy, n, in, out, dx, dw, dbias, dx_accum);
+  void LinearBackward(WeightLayout layout, const T* x, const T* w, const T* dy, int64_t n,
+                      int64_t in, int64_t out, T* dx, G* dw, G* dbias, G* /*scratch*/,
+                      Accum dx_accum = Accum::kOverwrite) {
+    cpu::LinearBackward(x, w, dy, n, in, out, dx, dw, dbias, dx_accum, layout);
   }
   void LayerNormForward(const T* x, const T* gain, const T* bias, int64_t n, int64_t c, double eps,
                         T* y, S* mean, S* rstd) {
@@ -67,6 +69,20 @@ class CpuOps {
                          Accum dx_accum = Accum::kOverwrite) {
     cpu::LayerNormBackward(x, gain, mean, rstd, dy, n, c, dx, dgain, dbias, dx_accum);
   }
+  void RmsNormForward(const T* x, const T* gain, int64_t n, int64_t c, double eps, T* y, S* rstd) {
+    cpu::RmsNormForward(x, gain, n, c, eps, y, rstd);
+  }
+  void RmsNormBackward(const T* x, const T* gain, const S* rstd, const T* dy, int64_t n, int64_t c,
+                       T* dx, G* dgain, G* /*scratch*/, Accum dx_accum = Accum::kOverwrite) {
+    cpu::RmsNormBackward(x, gain, rstd, dy, n, c, dx, dgain, dx_accum);
+  }
+  void RopeForward(const AttentionDims& d, const RopeParams& p, const int32_t* positions, T* qkv) {
+    cpu::RopeForward(d, p, positions, qkv);
+  }
+  void RopeBackward(const AttentionDims& d, const RopeParams& p, const int32_t* positions,
+                    T* dqkv) {
+    cpu::RopeBackward(d, p, positions, dqkv);
+  }
   void AttentionForward(const AttentionDims& d, const T* qkv, const uint8_t* pad_mask,
                         const uint8_t* prob_keep, float dropout_p, T* probs, T* out,
                         T* /*scratch*/) {
@@ -76,8 +92,14 @@ class CpuOps {
                          float dropout_p, const T* probs, const T* dout, T* dqkv, T* /*scratch*/) {
     cpu::AttentionBackward(d, qkv, prob_keep, dropout_p, probs, dout, dqkv);
   }
-  void GeluForward(const T* x, int64_t n, T* y) { cpu::GeluForward(x, n, y); }
-  void GeluBackward(const T* x, const T* dy, int64_t n, T* dx) { cpu::GeluBackward(x, dy, n, dx); }
+  void GeluForward(Gelu kind, const T* x, int64_t n, T* y) { cpu::GeluForward(x, n, y, kind); }
+  void GeluBackward(Gelu kind, const T* x, const T* dy, int64_t n, T* dx) {
+    cpu::GeluBackward(x, dy, n, dx, kind);
+  }
+  void SwigluForward(const T* gu, int64_t n, int64_t f, T* y) { cpu::SwigluForward(gu, n, f, y); }
+  void SwigluBackward(const T* gu, const T* dy, int64_t n, int64_t f, T* dgu) {
+    cpu::SwigluBackward(gu, dy, n, f, dgu);
+  }
   void DropoutMask(const DropoutKeys& keys, int64_t rows, int64_t row_elems, uint8_t* keep) {
     cpu::DropoutMask(keys, rows, row_elems, keep);
   }

@@ -18,7 +18,7 @@
 //    rounded once, to nearest even, when stored.
 //  - Parameter gradients (dw, dbias, dgain, dtable, dpos) are fp32 and
 //    ACCUMULATED (+=) so micro-batches sum; input gradients (dx) are written or
-//    added as `Accum` says, in T. Layernorm statistics (mean, rstd) are fp32.
+//    added as `Accum` says, in T. Norm statistics (mean, rstd) are fp32.
 //  - Determinism: no kernel here uses floating-point atomics. Every reduction
 //    runs in an order fixed by the problem shape alone, so results are bitwise
 //    reproducible run to run on the same GPU model and toolkit. cuBLAS GEMMs are
@@ -129,22 +129,26 @@ Status ColumnSumAccumulate(cudaStream_t stream, const T* x, int64_t n, int64_t c
 
 // ---- Linear ------------------------------------------------------------------
 
-// y (n, out) = x (n, in) · w (in, out) + bias (out); bias may be nullptr. The
-// bias is added inside the GEMM's fp32 epilogue (y is rounded once). y must
-// not alias x.
+// y (n, out) = x (n, in) · W + bias (out), W stored (in, out) or (out, in) per
+// `layout` (kOutIn, nn.Linear: y = x · wᵀ, done by cuBLAS's transpose flag, no
+// copy); exactly cpu::LinearForward. bias may be nullptr. The bias is added
+// inside the GEMM's fp32 epilogue (y is rounded once). y must not alias x.
 template <typename T>
 Status LinearForward(const CublasHandles& handles, cudaStream_t stream, const T* x, const T* w,
-                     const T* bias, int64_t n, int64_t in, int64_t out, T* y);
+                     const T* bias, int64_t n, int64_t in, int64_t out, T* y,
+                     WeightLayout layout = WeightLayout::kInOut);
 
-// Backward of LinearForward for dy (n, out):
-//   dx (n, in)    = dy · wᵀ    written or added per dx_accum; skipped if dx == nullptr
-//   dw (in, out) += xᵀ · dy    fp32, accumulated inside the GEMM (beta = 1); skipped if null
-//   dbias (out)  += Σ_rows dy  fp32 (ColumnSumAccumulate); skipped if null
+// Backward of LinearForward for dy (n, out), as cpu::LinearBackward:
+//   dx (n, in)   = dy · Wᵀ     written or added per dx_accum; skipped if dx == nullptr
+//   dw          += ∂L/∂W       in w's own layout ((in, out): xᵀ · dy; (out, in): dyᵀ · x);
+//                              fp32, accumulated inside the GEMM (beta = 1); skipped if null
+//   dbias (out) += Σ_rows dy   fp32 (ColumnSumAccumulate); skipped if null
 // scratch: ColumnSumScratchElems(n, out) floats when dbias != nullptr, else unused.
 template <typename T>
 Status LinearBackward(const CublasHandles& handles, cudaStream_t stream, const T* x, const T* w,
                       const T* dy, int64_t n, int64_t in, int64_t out, T* dx, float* dw,
-                      float* dbias, float* scratch, Accum dx_accum = Accum::kOverwrite);
+                      float* dbias, float* scratch, Accum dx_accum = Accum::kOverwrite,
+                      WeightLayout layout = WeightLayout::kInOut);
 
 // ---- Layernorm ---------------------------------------------------------------
 
@@ -166,6 +170,25 @@ Status LayerNormBackward(cudaStream_t stream, const T* x, const T* gain, const f
                          const float* rstd, const T* dy, int64_t n, int64_t c, T* dx, float* dgain,
                          float* dbias, float* scratch, Accum dx_accum = Accum::kOverwrite);
 
+// RMSNorm (Llama) per row of c elements, as cpu::RmsNormForward: y = gain *
+// (x * rstd), rstd = 1 / sqrt(mean(x²) + eps), the sum of squares in fp32 (one
+// warp per row). rstd (n, fp32) is saved when non-null. y may alias x.
+template <typename T>
+Status RmsNormForward(cudaStream_t stream, const T* x, const T* gain, int64_t n, int64_t c,
+                      double eps, T* y, float* rstd);
+
+// Backward of RmsNormForward from its input x (n, c) and saved rstd (n):
+// dx (n, c) written or added per dx_accum (with kOverwrite it may alias dy);
+// dgain (c, fp32, nullable) accumulated by the fixed-order two-pass column
+// reduction (no atomics, bitwise reproducible).
+// scratch: RmsNormBackwardScratchElems(n, c) floats when dgain is set; like
+// ColumnSumScratchElems it never decreases as n or c grow.
+int64_t RmsNormBackwardScratchElems(int64_t n, int64_t c);
+template <typename T>
+Status RmsNormBackward(cudaStream_t stream, const T* x, const T* gain, const float* rstd,
+                       const T* dy, int64_t n, int64_t c, T* dx, float* dgain, float* scratch,
+                       Accum dx_accum = Accum::kOverwrite);
+
 // ---- Softmax -----------------------------------------------------------------
 
 // y (n, c) = softmax over each row of x. y may alias x.
@@ -177,39 +200,66 @@ Status SoftmaxBackward(cudaStream_t stream, const T* y, const T* dy, int64_t n, 
 
 // ---- Attention ---------------------------------------------------------------
 
-// Multi-head self-attention with the semantics and layouts of
-// cpu::AttentionForward / AttentionBackward (see AttentionDims). Per head, all
-// sequences at once: scores = (1/sqrt(hd)) q·kᵀ by a strided-batched GEMM into
-// `probs` (stored in T), a fused mask (pad_mask 0 = padded key, optional
+// Multi-head and grouped-query self-attention with the semantics and layouts
+// of cpu::AttentionForward / AttentionBackward (see AttentionDims: qkv rows
+// are d.qkv_width() wide, [q: heads | k: kv_heads | v: kv_heads] heads of
+// head_dim, query head h reading key/value head h / d.group()). Per query head,
+// all sequences at once: scores = (1/sqrt(hd)) q·kᵀ by a strided-batched GEMM
+// into `probs` (stored in T), a fused mask (pad_mask 0 = padded key, optional
 // causal) + softmax (+ dropout) kernel, then out = dropout(probs) · v by a
-// strided-batched GEMM. A query whose every key is masked gets zero probs and
-// a zero output.
+// strided-batched GEMM. The GEMMs read the shared k / v heads in place (no
+// repeat_kv copy). A query whose every key is masked gets zero probs and a
+// zero output.
 // pad_mask (rows, S) may be nullptr (all real). prob_keep (rows, heads*S*S)
 // is the DropoutMask of the probabilities (device), or nullptr for none.
 // probs (rows, heads, S, S) receives the pre-dropout probabilities.
 // scratch: AttentionScratchElems(d) elements of T (forward: used only with
-// prob_keep; backward: always).
+// prob_keep; backward: always). It depends on d.rows and d.seq_len only and
+// grows with them, so scratch sized for d serves any call with fewer rows.
 int64_t AttentionScratchElems(const AttentionDims& d);
 template <typename T>
 Status AttentionForward(const CublasHandles& handles, cudaStream_t stream, const AttentionDims& d,
                         const T* qkv, const uint8_t* pad_mask, const uint8_t* prob_keep,
                         float dropout_p, T* probs, T* out, T* scratch);
-// dout (rows, S, H) -> dqkv (rows, S, 3H), written (every element). dqkv must
-// not alias qkv, probs or dout.
+// dout (rows, S, H) -> dqkv (rows, S, qkv_width), written (every element). A
+// key/value head's gradient sums its query heads in head order (each query
+// head's GEMM adds onto the previous ones with beta = 1: fp32 inside each
+// GEMM, one rounding to T per query head). dqkv must not alias qkv, probs or
+// dout.
 template <typename T>
 Status AttentionBackward(const CublasHandles& handles, cudaStream_t stream, const AttentionDims& d,
                          const T* qkv, const uint8_t* prob_keep, float dropout_p, const T* probs,
                          const T* dout, T* dqkv, T* scratch);
 
+// Rotary embeddings in place on the q and k heads of qkv (rows, S,
+// d.qkv_width()) (the q heads then the k heads are contiguous at the start of
+// each token's row; v is untouched), as cpu::RopeForward: the pair (i, i +
+// hd/2) of every head turns by angle = float(pos) * inv_freq[i] (fp32).
+// inv_freq is computed on the host by RopeInvFreq, so it is bitwise the CPU's;
+// cos and sin are the accurate cosf / sinf (sincosf, not the fast intrinsics).
+// positions (rows * S, device int32) gives token t's position; nullptr means
+// t % S. head_dim must be even and at most kRopeMaxHeadDim.
+inline constexpr int kRopeMaxHeadDim = 512;
+template <typename T>
+Status RopeForward(cudaStream_t stream, const AttentionDims& d, const RopeParams& p,
+                   const int32_t* positions, T* qkv);
+// Backward: the q and k gradients in dqkv turned back by -angle (the
+// transpose of the rotation); v's gradient is untouched.
+template <typename T>
+Status RopeBackward(cudaStream_t stream, const AttentionDims& d, const RopeParams& p,
+                    const int32_t* positions, T* dqkv);
+
 // ---- Pointwise ---------------------------------------------------------------
 
-// GELU, tanh form, evaluated as x * sigmoid(2u) like the CPU float kernel.
+// GELU per `kind` (see Gelu), as cpu::GeluForward: kTanh evaluated as
+// x * sigmoid(2u) like the CPU float kernel, kErf as 0.5 x (1 + erff(x/√2)).
 // y may alias x.
 template <typename T>
-Status GeluForward(cudaStream_t stream, const T* x, int64_t n, T* y);
+Status GeluForward(cudaStream_t stream, const T* x, int64_t n, T* y, Gelu kind = Gelu::kTanh);
 // dx = dy ⊙ gelu'(x). dx may alias dy.
 template <typename T>
-Status GeluBackward(cudaStream_t stream, const T* x, const T* dy, int64_t n, T* dx);
+Status GeluBackward(cudaStream_t stream, const T* x, const T* dy, int64_t n, T* dx,
+                    Gelu kind = Gelu::kTanh);
 
 // Fused bias + GELU over x (rows, cols): h = x + bias (bias (cols) may be
 // nullptr), y = gelu(h), all in fp32 with one rounding per stored value.
@@ -217,13 +267,23 @@ Status GeluBackward(cudaStream_t stream, const T* x, const T* dy, int64_t n, T* 
 // y may alias x, pre and y must differ.
 template <typename T>
 Status BiasGeluForward(cudaStream_t stream, const T* x, const T* bias, int64_t rows, int64_t cols,
-                       T* pre, T* y);
+                       T* pre, T* y, Gelu kind = Gelu::kTanh);
 // dx (rows, cols) = dy ⊙ gelu'(pre) (dx may alias dy), and dbias (cols, fp32,
 // nullable) += Σ_rows dx (of the stored dx). scratch: ColumnSumScratchElems(rows,
 // cols) floats when dbias != nullptr.
 template <typename T>
 Status BiasGeluBackward(cudaStream_t stream, const T* pre, const T* dy, int64_t rows, int64_t cols,
-                        T* dx, float* dbias, float* scratch);
+                        T* dx, float* dbias, float* scratch, Gelu kind = Gelu::kTanh);
+
+// SwiGLU (Llama's MLP), as cpu::SwigluForward: gu (n, 2f) holds [gate | up]
+// per row; y (n, f) = silu(gate) ⊙ up, silu(g) = g / (1 + exp(-g)), in fp32.
+// y must not alias gu.
+template <typename T>
+Status SwigluForward(cudaStream_t stream, const T* gu, int64_t n, int64_t f, T* y);
+// dgu (n, 2f) written: [dy ⊙ up ⊙ silu'(gate) | dy ⊙ silu(gate)]. dgu must
+// not alias gu or dy.
+template <typename T>
+Status SwigluBackward(cudaStream_t stream, const T* gu, const T* dy, int64_t n, int64_t f, T* dgu);
 
 // keep (rows, row_elems) = 1 where DropoutKeep(keys, row, elem), else 0: the
 // same 64-bit keyed hash as cpu::DropoutMask, so the masks are bit-identical.

@@ -3,7 +3,8 @@
 // launchers of cuda.h on one stream.
 //
 // Types: T = float or bf16 (activations and gathered parameters), G = S =
-// float (parameter gradients and layernorm statistics are fp32 on the GPU).
+// float (parameter gradients and layernorm / RMSNorm statistics are fp32 on
+// the GPU).
 //
 // Every call enqueues work on `stream` and returns; pointers are device
 // memory. A launcher error is an l2l bug or a device fault, never bad user
@@ -64,18 +65,23 @@ class CudaOps {
   static int64_t LayerNormBackwardScratchElems(int64_t n, int64_t c) {
     return cuda::LayerNormBackwardScratchElems(n, c);
   }
+  static int64_t RmsNormBackwardScratchElems(int64_t n, int64_t c) {
+    return cuda::RmsNormBackwardScratchElems(n, c);
+  }
   static int64_t AttentionScratchElems(const AttentionDims& d) {
     return cuda::AttentionScratchElems(d);
   }
   static int64_t CrossEntropyRowElems(int64_t n) { return n; }
 
-  void LinearForward(const T* x, const T* w, const T* bias, int64_t n, int64_t in, int64_t out,
-                     T* y) {
-    Check(cuda::LinearForward(*h_, s_, x, w, bias, n, in, out, y));
+  void LinearForward(WeightLayout layout, const T* x, const T* w, const T* bias, int64_t n,
+                     int64_t in, int64_t out, T* y) {
+    Check(cuda::LinearForward(*h_, s_, x, w, bias, n, in, out, y, layout));
   }
-  void LinearBackward(const T* x, const T* w, const T* dy, int64_t n, int64_t in, int64_t out,
-                      T* dx, G* dw, G* dbias, G* scratch, Accum dx_accum = Accum::kOverwrite) {
-    Check(cuda::LinearBackward(*h_, s_, x, w, dy, n, in, out, dx, dw, dbias, scratch, dx_accum));
+  void LinearBackward(WeightLayout layout, const T* x, const T* w, const T* dy, int64_t n,
+                      int64_t in, int64_t out, T* dx, G* dw, G* dbias, G* scratch,
+                      Accum dx_accum = Accum::kOverwrite) {
+    Check(cuda::LinearBackward(*h_, s_, x, w, dy, n, in, out, dx, dw, dbias, scratch, dx_accum,
+                               layout));
   }
   void LayerNormForward(const T* x, const T* gain, const T* bias, int64_t n, int64_t c, double eps,
                         T* y, S* mean, S* rstd) {
@@ -87,6 +93,20 @@ class CudaOps {
     Check(cuda::LayerNormBackward(s_, x, gain, mean, rstd, dy, n, c, dx, dgain, dbias, scratch,
                                   dx_accum));
   }
+  void RmsNormForward(const T* x, const T* gain, int64_t n, int64_t c, double eps, T* y, S* rstd) {
+    Check(cuda::RmsNormForward(s_, x, gain, n, c, eps, y, rstd));
+  }
+  void RmsNormBackward(const T* x, const T* gain, const S* rstd, const T* dy, int64_t n, int64_t c,
+                       T* dx, G* dgain, G* scratch, Accum dx_accum = Accum::kOverwrite) {
+    Check(cuda::RmsNormBackward(s_, x, gain, rstd, dy, n, c, dx, dgain, scratch, dx_accum));
+  }
+  void RopeForward(const AttentionDims& d, const RopeParams& p, const int32_t* positions, T* qkv) {
+    Check(cuda::RopeForward(s_, d, p, positions, qkv));
+  }
+  void RopeBackward(const AttentionDims& d, const RopeParams& p, const int32_t* positions,
+                    T* dqkv) {
+    Check(cuda::RopeBackward(s_, d, p, positions, dqkv));
+  }
   void AttentionForward(const AttentionDims& d, const T* qkv, const uint8_t* pad_mask,
                         const uint8_t* prob_keep, float dropout_p, T* probs, T* out, T* scratch) {
     Check(cuda::AttentionForward(*h_, s_, d, qkv, pad_mask, prob_keep, dropout_p, probs, out,
@@ -97,9 +117,17 @@ class CudaOps {
     Check(
         cuda::AttentionBackward(*h_, s_, d, qkv, prob_keep, dropout_p, probs, dout, dqkv, scratch));
   }
-  void GeluForward(const T* x, int64_t n, T* y) { Check(cuda::GeluForward(s_, x, n, y)); }
-  void GeluBackward(const T* x, const T* dy, int64_t n, T* dx) {
-    Check(cuda::GeluBackward(s_, x, dy, n, dx));
+  void GeluForward(Gelu kind, const T* x, int64_t n, T* y) {
+    Check(cuda::GeluForward(s_, x, n, y, kind));
+  }
+  void GeluBackward(Gelu kind, const T* x, const T* dy, int64_t n, T* dx) {
+    Check(cuda::GeluBackward(s_, x, dy, n, dx, kind));
+  }
+  void SwigluForward(const T* gu, int64_t n, int64_t f, T* y) {
+    Check(cuda::SwigluForward(s_, gu, n, f, y));
+  }
+  void SwigluBackward(const T* gu, const T* dy, int64_t n, int64_t f, T* dgu) {
+    Check(cuda::SwigluBackward(s_, gu, dy, n, f, dgu));
   }
   void DropoutMask(const DropoutKeys& keys, int64_t rows, int64_t row_elems, uint8_t* keep) {
     Check(cuda::DropoutMask(s_, keys, rows, row_elems, keep));

@@ -46,10 +46,13 @@ class LayerExec {
   virtual void BlockBackward(const StepContext& ctx, const void* params, const void* x,
                              const uint8_t* attn_mask, int rows, const void* dy, void* dx,
                              float* dparams, void* workspace) = 0;
-  // The loss is added to totals that TakeLoss returns.
-  virtual void HeadForwardBackward(const StepContext& ctx, const void* params, const void* x,
+  // The loss is added to totals that TakeLoss returns. embedding_params /
+  // embedding_grads: layer 0's buffers, read (and accumulated into) for a
+  // tied decoder; ignored otherwise (see model.h HeadForwardBackward).
+  virtual void HeadForwardBackward(const StepContext& ctx, const void* params,
+                                   const void* embedding_params, const void* x,
                                    const TargetRows& targets, int rows, double grad_scale, void* dx,
-                                   float* dparams, void* workspace) = 0;
+                                   float* dparams, float* embedding_grads, void* workspace) = 0;
   // Loss totals of the head calls since the last TakeLoss; synchronises.
   virtual HeadResult TakeLoss() = 0;
 };

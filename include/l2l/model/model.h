@@ -16,30 +16,77 @@
 
 #include "l2l/core/shape.h"
 #include "l2l/core/status.h"
+#include "l2l/kernels/params.h"
 
 namespace l2l::model {
 
-// Where the layernorms sit: kPost = BERT (LN after each residual add),
-// kPre = GPT-2 (LN on each branch input; the head carries the final LN).
-enum class Norm { kPre, kPost };
+// The architectures, each an exact twin of one transformers class
+// (docs/model.md lists every tensor and the transformers tensor it is):
+//   kBert  — BertForMaskedLM: learned positions and token types, embedding
+//            layernorm, post-norm blocks with GELU MLPs, an MLM head
+//            (dense, GELU, layernorm, decoder with bias).
+//   kGpt2  — GPT2LMHeadModel: learned positions, pre-norm blocks with GELU
+//            MLPs, a final layernorm, an LM head without bias. Conv1D
+//            weights are stored (in, out) as transformers stores them.
+//   kLlama — LlamaForCausalLM (also Mistral, Qwen2): no position table
+//            (rotary embeddings), RMSNorm, pre-norm blocks with SwiGLU MLPs,
+//            grouped-query attention, no biases (Qwen2: q/k/v biases), a
+//            final RMSNorm and an LM head without bias.
+// bert and llama store linear weights (out, in) as nn.Linear does; every
+// decoder (tied or not) is (vocab, hidden), the embedding table's shape.
+enum class Arch { kBert, kGpt2, kLlama };
 
 struct ModelDims {
-  // true = GPT (causal mask, causal-LM head), false = BERT (MLM head, token types)
-  bool causal = false;
+  Arch arch = Arch::kBert;
   int num_blocks = 0;
-  int hidden = 0;        // H
-  int heads = 0;         // H % heads == 0
-  int ffn = 0;           // F, the MLP's inner width
-  int vocab = 0;         // V
-  int seq_len = 0;       // S, also the number of position embeddings
-  int type_vocab = 2;    // BERT token types; unused when causal
-  double dropout = 0.1;  // drop probability of every dropout site, in [0, 1)
-  Norm norm = Norm::kPost;
+  int hidden = 0;         // H
+  int heads = 0;          // H % heads == 0
+  int kv_heads = 0;       // llama: key/value heads, divides heads; 0 = heads
+  int ffn = 0;            // F, the MLP's inner width
+  int vocab = 0;          // V
+  int seq_len = 0;        // S: tokens per sequence the layers run on
+  int max_positions = 0;  // P: rows of the position table (bert, gpt2); 0 = seq_len
+  int type_vocab = 2;     // bert token types
+  // Drop probability, in [0, 1): every dropout site for bert and gpt2; the
+  // attention probabilities only for llama (transformers' attention_dropout).
+  double dropout = 0.1;
+  double norm_eps = 1e-5;                     // layernorm / RMSNorm epsilon
+  kernels::Gelu gelu = kernels::Gelu::kTanh;  // bert, gpt2 MLP (and bert head)
+  bool tie_embeddings = false;                // the decoder is layer 0's token embedding table
+  bool attention_bias = false;                // llama: q, k, v biases (Qwen2)
+  kernels::RopeParams rope;                   // llama
+  double init_std = 0.02;                     // N(0, init_std) for every normal tensor...
+  // ...except the residual output projections (attention out, MLP out), which
+  // use init_std / sqrt(2 * num_blocks) when set (GPT-2's initialisation).
+  bool scale_residual_init = false;
 };
 
+// Properties that follow from the architecture (one owner: the arch).
+inline bool IsCausal(const ModelDims& d) { return d.arch != Arch::kBert; }
+inline bool IsPostNorm(const ModelDims& d) { return d.arch == Arch::kBert; }
+inline bool UsesRmsNorm(const ModelDims& d) { return d.arch == Arch::kLlama; }
+inline bool HasPositionTable(const ModelDims& d) { return d.arch != Arch::kLlama; }
+inline bool HasTokenTypes(const ModelDims& d) { return d.arch == Arch::kBert; }
+inline int KvHeads(const ModelDims& d) { return d.kv_heads > 0 ? d.kv_heads : d.heads; }
+inline int HeadDim(const ModelDims& d) { return d.hidden / d.heads; }
+inline int MaxPositions(const ModelDims& d) {
+  return d.max_positions > 0 ? d.max_positions : d.seq_len;
+}
+// Width of the fused [q | k | v] projection: H + 2 * kv_heads * head_dim.
+inline int64_t QkvWidth(const ModelDims& d) {
+  return d.hidden + 2 * int64_t{KvHeads(d)} * HeadDim(d);
+}
+// The orientation of the blocks' linear weights (the head's decoder is always
+// (vocab, hidden) = kOutIn).
+inline kernels::WeightLayout LinearLayoutOf(const ModelDims& d) {
+  return d.arch == Arch::kGpt2 ? kernels::WeightLayout::kInOut : kernels::WeightLayout::kOutIn;
+}
+const char* ArchName(Arch arch);  // "bert", "gpt2", "llama"
+
 // InvalidArgument naming the first bad field (non-positive sizes, hidden not a
-// multiple of heads, dropout outside [0, 1)). The layer functions CHECK the
-// same conditions.
+// multiple of heads, kv_heads not dividing heads, an odd llama head dimension,
+// seq_len above max_positions, dropout outside [0, 1)). The layer functions
+// CHECK the same conditions.
 Status ValidateModelDims(const ModelDims& d);
 
 // Layer 0 = embedding, 1..num_blocks = blocks, num_blocks+1 = head.
@@ -52,21 +99,30 @@ const char* LayerKindName(LayerKind kind);        // "embedding", "block", "head
 // size_elems() is a multiple too (padding elements are 0 and get 0 gradient).
 inline constexpr int64_t kParamAlignElems = 64;
 
-enum class Init { kNormal, kZeros, kOnes };  // normal: N(0, 0.02)
-inline constexpr double kInitStddev = 0.02;
+enum class Init { kNormal, kZeros, kOnes };  // normal: N(0, TensorSpec::init_std)
 
 struct TensorSpec {
-  std::string name;      // e.g. "attn.qkv.weight"
-  Shape shape;           // row-major; linear weights are [in, out]
+  std::string name;      // e.g. "attn.q.weight"
+  Shape shape;           // row-major, as the transformers tensor (see LinearLayoutOf)
   int64_t offset_elems;  // from the start of the layer's flat buffer
   Init init;
+  double init_std = 0;  // kNormal only
+  // Decayed under train.weight_decay_on: matrices (2-D weights and
+  // embeddings; biases and norm gains are not).
+  bool matrix() const { return shape.rank() >= 2; }
 };
+
+// Where a tensor starts: at the next kParamAlignElems boundary, or right
+// after the previous tensor (kPacked), so that tensors one fused GEMM reads as
+// one matrix ([q; k; v], [gate; up]) are contiguous.
+enum class Placement { kAligned, kPacked };
 
 // The named tensors of one layer inside its flat buffer, in a fixed order.
 class ParamLayout {
  public:
-  // Appends a tensor at the next aligned offset. Names must be unique.
-  void Add(std::string name, Shape shape, Init init);
+  // Appends a tensor. Names must be unique.
+  void Add(std::string name, Shape shape, Init init, double init_std = 0,
+           Placement placement = Placement::kAligned);
 
   const std::vector<TensorSpec>& tensors() const { return tensors_; }
   int64_t size_elems() const { return size_elems_; }    // padded to kParamAlignElems
@@ -76,7 +132,8 @@ class ParamLayout {
 
  private:
   std::vector<TensorSpec> tensors_;
-  int64_t size_elems_ = 0;
+  int64_t end_elems_ = 0;   // end of the last tensor
+  int64_t size_elems_ = 0;  // end_elems_ rounded up to kParamAlignElems
 };
 
 ParamLayout LayoutFor(const ModelDims& d, LayerKind kind);
@@ -87,9 +144,9 @@ inline ParamLayout LayoutForLayer(const ModelDims& d, int layer) {
 // Writes elements [begin, end) of layer `layer`'s flat fp32 buffer to
 // out[0, end-begin). Each element is a pure function of (seed, layer, tensor
 // index, element index in tensor) via
-// HashKeys(seed, RngPurpose::kInit, layer, tensor_index, i) — never of rank or
-// world size; alignment padding is 0. Lets each rank initialise only its own
-// shard. CHECKs 0 <= begin <= end <= size_elems.
+// init_std * NormalFromKey(HashKeys(seed, RngPurpose::kInit, layer, tensor_index, i))
+// — never of rank or world size; alignment padding is 0. Lets each rank
+// initialise only its own shard. CHECKs 0 <= begin <= end <= size_elems.
 void InitParamRange(const ModelDims& d, int layer, uint64_t seed, int64_t begin_elem,
                     int64_t end_elem, float* out);
 
@@ -110,8 +167,9 @@ struct StepContext {
 // tensor: (s * H + c) for activations [S, H], ((h * S + i) * S + j) for
 // attention probabilities [heads, S, S]. So a recompute with the same ctx
 // reproduces the masks exactly.
-// Dropout sites (the heads have no dropout):
-inline constexpr int kEmbeddingDropoutSite = 0;  // embedding output, after its layernorm
+// Dropout sites (the heads have no dropout; llama has only the attention
+// probabilities):
+inline constexpr int kEmbeddingDropoutSite = 0;  // embedding output (after bert's layernorm)
 inline constexpr int kAttnProbsDropoutSite = 0;  // block: attention probabilities
 inline constexpr int kAttnOutDropoutSite = 1;    // block: attention projection output
 inline constexpr int kMlpOutDropoutSite = 2;     // block: MLP output
@@ -134,9 +192,11 @@ int64_t HeadWorkspaceElems(const ModelDims& d, int rows);
 // inputs. workspace holds the *WorkspaceElems(d, rows) elements; its contents
 // on entry and exit are unspecified.
 
-// out = Dropout(LN(tok_emb[tokens] + pos_emb[s] + type_emb[token_types])).
+// bert:  out = Dropout(LN(tok_emb[tokens] + pos_emb[s] + type_emb[token_types]))
+// gpt2:  out = Dropout(tok_emb[tokens] + pos_emb[s])
+// llama: out = tok_emb[tokens]
 // tokens [rows, S] in [0, vocab). token_types [rows, S] in [0, type_vocab)
-// (BERT; nullptr means all 0; ignored when causal).
+// (bert; nullptr means all 0; ignored otherwise).
 template <typename T>
 void EmbeddingForward(const ModelDims& d, const StepContext& ctx, const T* params,
                       const int32_t* tokens, const int32_t* token_types, int rows, T* out,
@@ -190,9 +250,22 @@ struct HeadResult {
 // engine passes 1/global_target_count so the loss is a global mean). dx
 // [rows, S, H] (written; rows without a target get 0) and dparams
 // (accumulated) may each be nullptr; both nullptr = eval (forward + loss only).
+// With d.tie_embeddings the decoder weight is layer 0's tok_emb:
+// embedding_params is layer 0's flat buffer and embedding_grads (null when
+// dparams is) its gradient buffer, into which the decoder's gradient is
+// accumulated (+=); both are ignored (may be null) otherwise.
 template <typename T>
 HeadResult HeadForwardBackward(const ModelDims& d, const StepContext& ctx, const T* params,
-                               const T* x, const int32_t* targets /*[rows,S], -1 = none*/, int rows,
-                               double grad_scale, T* dx, T* dparams, T* workspace);
+                               const T* embedding_params, const T* x,
+                               const int32_t* targets /*[rows,S], -1 = none*/, int rows,
+                               double grad_scale, T* dx, T* dparams, T* embedding_grads,
+                               T* workspace);
+
+// The head's logits for every token: logits [rows, S, V] from x [rows, S, H]
+// (no dropout; embedding_params as above). For checks against transformers
+// and for inference; the workspace is HeadWorkspaceElems(d, rows).
+template <typename T>
+void HeadLogits(const ModelDims& d, const T* params, const T* embedding_params, const T* x,
+                int rows, T* logits, T* workspace);
 
 }  // namespace l2l::model

@@ -64,8 +64,11 @@ class ParamSource {
   // this call sees them.
   virtual StatusOr<const void*> Acquire(int layer) = 0;
   virtual void Release(int layer) = 0;
-  // A zeroed device fp32 buffer (padded size) that accumulates the layer's
-  // gradient over micro-batches; valid until SubmitGrad(layer).
+  // A device fp32 buffer (padded size) that accumulates the layer's gradient
+  // over micro-batches, valid until SubmitGrad(layer): zeroed by the first
+  // call after the previous SubmitGrad(layer); later calls return the same
+  // buffer as it is (a tied embedding collects the head's gradient first,
+  // then the embedding's own).
   virtual StatusOr<float*> GradBuffer(int layer) = 0;
   // Sums the gradient over ranks and hands it to the optimizer.
   virtual Status SubmitGrad(int layer) = 0;
@@ -103,21 +106,39 @@ class ParamSource {
 // second buffer would only cost memory.
 inline int L2LGradBuffers(bool asynchronous_device) { return asynchronous_device ? 2 : 1; }
 
-// Device bytes each implementation allocates up front (the memory plan):
-// l2l: (prefetch_depth + 1) gathered layers in the compute dtype plus
-// L2LGradBuffers fp32 gradients of the largest layer; resident: fp32
-// weights, gradient and both moments of every layer, plus a bf16 copy of the
-// weights when computing in bf16.
-int64_t L2LParamSourceDeviceBytes(int64_t max_padded_elems, int prefetch_depth, DType dtype,
-                                  bool asynchronous_device);
+// The l2l source's device buffers: a ring of (prefetch_depth + 1) gathered
+// layers in the compute dtype and L2LGradBuffers fp32 gradients, each sized
+// for the largest layer in the ring; and for a held layer (tied embeddings:
+// layer 0, used by the embedding, the head and the embedding's backward) a
+// gathered buffer and a gradient buffer of its own that stay with it for the
+// whole step, so it is gathered once per step and its two gradients sum in
+// one buffer. The plan and the allocation are this one description.
+struct L2LBufferPlan {
+  int ring_slots = 0;
+  int64_t slot_bytes = 0;  // gathered layer, compute dtype
+  int grad_buffers = 0;
+  int64_t grad_bytes = 0;  // fp32
+  int held_layer = -1;     // -1: none
+  int64_t held_slot_bytes = 0, held_grad_bytes = 0;
+  int64_t total_bytes() const {
+    return ring_slots * slot_bytes + grad_buffers * grad_bytes + held_slot_bytes + held_grad_bytes;
+  }
+};
+// padded_elems: every layer's padded flat size; held_layer -1 for none.
+L2LBufferPlan PlanL2LBuffers(const std::vector<int64_t>& padded_elems, int prefetch_depth,
+                             int held_layer, DType dtype, bool asynchronous_device);
+
+// Device bytes the resident source allocates up front: fp32 weights,
+// gradient and both moments of every layer, plus a bf16 copy of the weights
+// when computing in bf16.
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,
                                        DeviceType device);
 
 // `eps` is owned by the caller and outlives the source; the compute dtype is
-// the EPS's.
+// the EPS's. held_layer: see L2LBufferPlan (-1 for none).
 StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
                                                             eps::EagerParameterServer* eps,
-                                                            int prefetch_depth);
+                                                            int prefetch_depth, int held_layer);
 
 // Initialises every layer on the device with `init` (the same function the
 // EPS uses, so both modes start from the same model). `device_comm`

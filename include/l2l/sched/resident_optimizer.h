@@ -18,6 +18,7 @@
 #include "l2l/core/status.h"
 #include "l2l/device/device.h"
 #include "l2l/eps/adamw.h"
+#include "l2l/eps/partition.h"
 
 namespace l2l::sched {
 
@@ -30,10 +31,13 @@ class ResidentOptimizer {
   // Every layer's sum since the last call (0 for layers without one); blocks
   // until they are known.
   virtual std::vector<double> TakeSumSquares() = 0;
-  // Queues the update of layer `layer` (n elements; device arrays). With a
-  // bf16 compute dtype `compute_copy` (n bf16, nullable) receives the updated
-  // weights rounded to bf16; with fp32 it must be null (the master is used).
-  virtual void Update(int layer, const eps::AdamWParams& hp, int64_t n, float* p, const float* g,
+  // Queues the update of layer `layer` (n elements; device arrays), without
+  // weight decay on the element ranges `no_decay` (eps::ForEachDecayRun).
+  // With a bf16 compute dtype `compute_copy` (n bf16, nullable) receives the
+  // updated weights rounded to bf16; with fp32 it must be null (the master is
+  // used).
+  virtual void Update(int layer, const eps::AdamWParams& hp,
+                      const std::vector<eps::Shard>& no_decay, int64_t n, float* p, const float* g,
                       float* m, float* v, void* compute_copy) = 0;
   // Blocks until every queued update is done.
   virtual void WaitAll() = 0;

@@ -44,6 +44,10 @@ struct StepRecord {
 };
 
 model::ModelDims DimsFromConfig(const config::ModelConfig& m);
+// The element ranges of a layer that get no weight decay under
+// train.weight_decay_on: matrices (biases and norm gains), merged where
+// adjacent.
+std::vector<eps::Shard> NoDecayRanges(const model::ParamLayout& layout);
 
 class Trainer {
  public:

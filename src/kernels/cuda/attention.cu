@@ -1,9 +1,13 @@
-// Row softmax and multi-head self-attention. Attention runs head by head over
-// all sequences at once: scores and products are strided-batched cuBLAS GEMMs
-// (batch = the rows, stride = one sequence), and the mask + softmax + dropout
-// forward and its backward are fused warp-per-query-row kernels. The (S, S)
-// probabilities are materialised (no flash-style tiling): the backward needs
-// them, exactly as the CPU kernel saves them.
+// Row softmax and multi-head / grouped-query self-attention. Attention runs
+// query head by query head over all sequences at once: scores and products
+// are strided-batched cuBLAS GEMMs (batch = the rows, stride = one sequence),
+// and the mask + softmax + dropout forward and its backward are fused
+// warp-per-query-row kernels. The (S, S) probabilities are materialised (no
+// flash-style tiling): the backward needs them, exactly as the CPU kernel
+// saves them. Grouped-query attention needs no repeat_kv copy: the GEMMs of
+// query head h read key/value head h / group in place (any head's columns are
+// a strided matrix of the qkv rows), and in the backward the query heads of a
+// group add their dk / dv onto the first one's (beta = 1), in head order.
 #include <cmath>
 #include <type_traits>
 
@@ -156,7 +160,23 @@ Status ValidateAttention(internal::Validator& v, const AttentionDims& d) {
       .Positive("seq_len", d.seq_len)
       .Positive("heads", d.heads)
       .Positive("head_dim", d.head_dim)
+      .NonNegative("kv_heads", d.kv_heads)
+      // (heads > 0 checked above, but every argument is evaluated: guard the %)
+      .That(d.num_kv_heads() > 0 && d.kv_heads <= d.heads && d.heads % d.num_kv_heads() == 0,
+            "kv_heads dividing heads")
       .status();
+}
+
+// Where query head h's q columns and its key/value head's k and v columns
+// start within a token's qkv row of width d.qkv_width():
+// [q: heads * hd | k: kv_heads * hd | v: kv_heads * hd].
+struct HeadColumns {
+  int64_t q, k, v;
+  bool first_of_group;  // h is the first query head of its key/value head
+};
+HeadColumns ColumnsOf(const AttentionDims& d, int64_t h) {
+  const int64_t hd = d.head_dim, kh = h / d.group();
+  return {h * hd, d.hidden() + kh * hd, d.hidden() + d.kv_hidden() + kh * hd, h % d.group() == 0};
 }
 
 }  // namespace
@@ -201,9 +221,9 @@ Status AttentionForward(const CublasHandles& handles, cudaStream_t stream, const
   internal::Validator v("AttentionForward");
   RETURN_IF_ERROR(ValidateAttention(v, d));
   const int64_t rows = d.rows, S = d.seq_len, H = d.hidden(), hd = d.head_dim;
-  const int64_t three_h = 3 * H;
+  const int64_t W = d.qkv_width();  // 3H without grouping
   RETURN_IF_ERROR(v.DropoutP("dropout_p", dropout_p)
-                      .NotNull("qkv", qkv, rows * S * three_h)
+                      .NotNull("qkv", qkv, rows * S * W)
                       .NotNull("probs", probs, rows * d.heads * S * S)
                       .NotNull("out", out, rows * S * H)
                       .NotNull("scratch", scratch, prob_keep != nullptr ? rows * S * S : 0)
@@ -214,14 +234,15 @@ Status AttentionForward(const CublasHandles& handles, cudaStream_t stream, const
   const float keep_scale = DropoutScale<float>(dropout_p);
   const int64_t pair_stride = d.heads * S * S;  // next sequence, same head
   for (int64_t h = 0; h < d.heads; ++h) {
-    const T* q = qkv + h * hd;
-    const T* k = qkv + H + h * hd;
-    const T* val = qkv + 2 * H + h * hd;
+    const HeadColumns col = ColumnsOf(d, h);
+    const T* q = qkv + col.q;
+    const T* k = qkv + col.k;
+    const T* val = qkv + col.v;
     T* ph = probs + h * S * S;
     // scores (S, S) = scale * q (S, hd) · k (S, hd)ᵀ, per sequence.
-    RETURN_IF_ERROR((GemmStridedBatched<T, T>(handles, stream, Trans::kNo, Trans::kYes, S, S, hd,
-                                              scale, q, three_h, S * three_h, k, three_h,
-                                              S * three_h, 0.0f, ph, S, pair_stride, rows)));
+    RETURN_IF_ERROR(
+        (GemmStridedBatched<T, T>(handles, stream, Trans::kNo, Trans::kYes, S, S, hd, scale, q, W,
+                                  S * W, k, W, S * W, 0.0f, ph, S, pair_stride, rows)));
     const uint8_t* keep_h = prob_keep != nullptr ? prob_keep + h * S * S : nullptr;
     T* dropped = prob_keep != nullptr ? scratch : nullptr;
     AttnSoftmaxForwardKernel<<<RowBlocks(rows * S), kRowWarps * kWarp, 0, stream>>>(
@@ -230,9 +251,9 @@ Status AttentionForward(const CublasHandles& handles, cudaStream_t stream, const
     // out (S, hd) = dropout(probs) (S, S) · v (S, hd), per sequence.
     const T* pa = dropped != nullptr ? dropped : ph;
     const int64_t stride_pa = dropped != nullptr ? S * S : pair_stride;
-    RETURN_IF_ERROR((GemmStridedBatched<T, T>(handles, stream, Trans::kNo, Trans::kNo, S, hd, S,
-                                              1.0f, pa, S, stride_pa, val, three_h, S * three_h,
-                                              0.0f, out + h * hd, H, S * H, rows)));
+    RETURN_IF_ERROR(
+        (GemmStridedBatched<T, T>(handles, stream, Trans::kNo, Trans::kNo, S, hd, S, 1.0f, pa, S,
+                                  stride_pa, val, W, S * W, 0.0f, out + h * hd, H, S * H, rows)));
   }
   return OkStatus();
 }
@@ -244,12 +265,12 @@ Status AttentionBackward(const CublasHandles& handles, cudaStream_t stream, cons
   internal::Validator v("AttentionBackward");
   RETURN_IF_ERROR(ValidateAttention(v, d));
   const int64_t rows = d.rows, S = d.seq_len, H = d.hidden(), hd = d.head_dim;
-  const int64_t three_h = 3 * H;
+  const int64_t W = d.qkv_width();
   RETURN_IF_ERROR(v.DropoutP("dropout_p", dropout_p)
-                      .NotNull("qkv", qkv, rows * S * three_h)
+                      .NotNull("qkv", qkv, rows * S * W)
                       .NotNull("probs", probs, rows * d.heads * S * S)
                       .NotNull("dout", dout, rows * S * H)
-                      .NotNull("dqkv", dqkv, rows * S * three_h)
+                      .NotNull("dqkv", dqkv, rows * S * W)
                       .NotNull("scratch", scratch, AttentionScratchElems(d))
                       .That(dqkv == nullptr || (dqkv != qkv && dqkv != probs && dqkv != dout),
                             "dqkv not aliasing qkv, probs or dout")
@@ -261,34 +282,38 @@ Status AttentionBackward(const CublasHandles& handles, cudaStream_t stream, cons
   const int64_t pair_stride = d.heads * S * S;
   T* grad = scratch;                    // (rows, S, S): dL/d(dropped probs), then dL/d(scores)
   T* dropped = scratch + rows * S * S;  // (rows, S, S): dropout(probs), with prob_keep only
+  // Query heads in order: the first of each group writes its key/value head's
+  // dk and dv (beta = 0; every element of dqkv is written), the others add.
   for (int64_t h = 0; h < d.heads; ++h) {
-    const T* q = qkv + h * hd;
-    const T* k = qkv + H + h * hd;
-    const T* val = qkv + 2 * H + h * hd;
+    const HeadColumns col = ColumnsOf(d, h);
+    const float kv_beta = col.first_of_group ? 0.0f : 1.0f;
+    const T* q = qkv + col.q;
+    const T* k = qkv + col.k;
+    const T* val = qkv + col.v;
     const T* ph = probs + h * S * S;
     const T* gout = dout + h * hd;  // (S, hd) per sequence, row stride H
     // grad (S, S) = dout (S, hd) · v (S, hd)ᵀ
     RETURN_IF_ERROR(
         (GemmStridedBatched<T, T>(handles, stream, Trans::kNo, Trans::kYes, S, S, hd, 1.0f, gout, H,
-                                  S * H, val, three_h, S * three_h, 0.0f, grad, S, S * S, rows)));
+                                  S * H, val, W, S * W, 0.0f, grad, S, S * S, rows)));
     const uint8_t* keep_h = prob_keep != nullptr ? prob_keep + h * S * S : nullptr;
     T* dropped_h = prob_keep != nullptr ? dropped : nullptr;
     AttnSoftmaxBackwardKernel<<<RowBlocks(rows * S), kRowWarps * kWarp, 0, stream>>>(
         layout, ph, keep_h, keep_scale, scale, grad, dropped_h);
     L2L_CUDA_RETURN_IF_LAUNCH_FAILED();
-    // dv (S, hd) = dropout(probs)ᵀ · dout
+    // dv (S, hd) (+)= dropout(probs)ᵀ · dout
     const T* pa = dropped_h != nullptr ? dropped_h : ph;
     const int64_t stride_pa = dropped_h != nullptr ? S * S : pair_stride;
     RETURN_IF_ERROR((GemmStridedBatched<T, T>(handles, stream, Trans::kYes, Trans::kNo, S, hd, S,
-                                              1.0f, pa, S, stride_pa, gout, H, S * H, 0.0f,
-                                              dqkv + 2 * H + h * hd, three_h, S * three_h, rows)));
-    // dq (S, hd) = dscores · k;  dk (S, hd) = dscoresᵀ · q   (scale is inside dscores)
-    RETURN_IF_ERROR((GemmStridedBatched<T, T>(handles, stream, Trans::kNo, Trans::kNo, S, hd, S,
-                                              1.0f, grad, S, S * S, k, three_h, S * three_h, 0.0f,
-                                              dqkv + h * hd, three_h, S * three_h, rows)));
-    RETURN_IF_ERROR((GemmStridedBatched<T, T>(handles, stream, Trans::kYes, Trans::kNo, S, hd, S,
-                                              1.0f, grad, S, S * S, q, three_h, S * three_h, 0.0f,
-                                              dqkv + H + h * hd, three_h, S * three_h, rows)));
+                                              1.0f, pa, S, stride_pa, gout, H, S * H, kv_beta,
+                                              dqkv + col.v, W, S * W, rows)));
+    // dq (S, hd) = dscores · k;  dk (S, hd) (+)= dscoresᵀ · q   (scale is inside dscores)
+    RETURN_IF_ERROR(
+        (GemmStridedBatched<T, T>(handles, stream, Trans::kNo, Trans::kNo, S, hd, S, 1.0f, grad, S,
+                                  S * S, k, W, S * W, 0.0f, dqkv + col.q, W, S * W, rows)));
+    RETURN_IF_ERROR(
+        (GemmStridedBatched<T, T>(handles, stream, Trans::kYes, Trans::kNo, S, hd, S, 1.0f, grad, S,
+                                  S * S, q, W, S * W, kv_beta, dqkv + col.k, W, S * W, rows)));
   }
   return OkStatus();
 }

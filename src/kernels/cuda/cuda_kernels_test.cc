@@ -417,17 +417,67 @@ TEST(Validation, BadArgumentsAreInvalidArgumentAndNameTheOp) {
       AdamWUpdate(s, AdamWParams{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0}, 1, &f, &f, &f, &f, nullptr),
       "AdamWUpdate", "step");
   expect_invalid(GeluForward<float>(s, nullptr, 3, &f), "GeluForward", "x is null");
+  expect_invalid(GeluBackward<float>(s, &f, nullptr, 3, &f, Gelu::kErf), "GeluBackward",
+                 "dy is null");
+  expect_invalid(RmsNormForward<float>(s, &f, &f, 2, 4, 0.0, &f, nullptr), "RmsNormForward", "eps");
+  expect_invalid(RmsNormBackward<float>(s, &f, &f, &f, &f, 2, 4, &f, &f, nullptr),
+                 "RmsNormBackward", "scratch");
+  expect_invalid(RmsNormBackward<float>(s, &f, &f, &f, &f, 2, 4, &f, nullptr, nullptr, Accum::kAdd),
+                 "RmsNormBackward", "aliasing");
+  const RopeParams rope;
+  expect_invalid(RopeForward<float>(s, AttentionDims{1, 2, 2, 5}, rope, nullptr, &f), "RopeForward",
+                 "even head_dim");
+  expect_invalid(
+      RopeBackward<float>(s, AttentionDims{1, 2, 1, 2 * kRopeMaxHeadDim}, rope, nullptr, &f),
+      "RopeBackward", "head_dim");
+  expect_invalid(
+      RopeForward<float>(s, AttentionDims{1, 2, 4, 4, AttnMask::kCausal, 3}, rope, nullptr, &f),
+      "RopeForward", "kv_heads dividing heads");
+  // heads = 0 is refused, not a division by zero in the group arithmetic.
+  expect_invalid(RopeForward<float>(s, AttentionDims{1, 2, 0, 4}, rope, nullptr, &f), "RopeForward",
+                 "heads = 0");
+  expect_invalid(SwigluForward<float>(s, &f, 1, 1, &f), "SwigluForward", "aliasing");
+  float g = 0;
+  expect_invalid(SwigluBackward<float>(s, &f, &g, 1, 1, &g), "SwigluBackward", "aliasing");
+  expect_invalid(SwigluBackward<float>(s, &f, &g, 1, 1, nullptr), "SwigluBackward", "dgu");
   // Empty problems are OK and touch nothing (null pointers allowed).
   EXPECT_TRUE(GeluForward<float>(s, nullptr, 0, nullptr).ok());
   EXPECT_TRUE(Add<bf16>(s, nullptr, nullptr, 0, nullptr).ok());
   EXPECT_TRUE(
       LayerNormForward<bf16>(s, nullptr, nullptr, nullptr, 0, 8, 1e-5, nullptr, nullptr, nullptr)
           .ok());
+  EXPECT_TRUE(RmsNormForward<bf16>(s, nullptr, nullptr, 0, 8, 1e-5, nullptr, nullptr).ok());
+  EXPECT_TRUE(RopeForward<bf16>(s, AttentionDims{0, 4, 4, 8, AttnMask::kCausal, 2}, RopeParams{},
+                                nullptr, nullptr)
+                  .ok());
+  EXPECT_TRUE(SwigluForward<bf16>(s, nullptr, 0, 16, nullptr).ok());
+  EXPECT_TRUE(SwigluBackward<bf16>(s, nullptr, nullptr, 5, 0, nullptr).ok());
 }
 
 // ====================================================================================
 // Device tests: every op against the CPU op.
 // ====================================================================================
+
+// Launchers that take a CublasHandles validate before touching the device
+// too, but a CublasHandles needs one.
+TEST_F(CudaTest, GemmLaunchersRejectBadArgumentsToo) {
+  float f = 0;
+  auto expect_invalid = [](const Status& st, const char* op, const char* what) {
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+    EXPECT_NE(st.message().find(op), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find(what), std::string::npos) << st.message();
+  };
+  expect_invalid(
+      LinearForward<float>(handles(), stream_, &f, &f, nullptr, 1, 1, 1, &f, WeightLayout::kOutIn),
+      "LinearForward", "aliasing");
+  expect_invalid(
+      AttentionForward<float>(handles(), stream_, AttentionDims{1, 2, 4, 4, AttnMask::kCausal, 3},
+                              &f, nullptr, nullptr, 0.0f, &f, &f, nullptr),
+      "AttentionForward", "kv_heads dividing heads");
+  expect_invalid(AttentionBackward<float>(handles(), stream_, AttentionDims{1, 2, 0, 4}, &f,
+                                          nullptr, 0.0f, &f, &f, &f, &f),
+                 "AttentionBackward", "heads = 0");
+}
 
 // ---- GEMM / linear ---------------------------------------------------------------
 
@@ -497,7 +547,9 @@ TYPED_TEST(CudaTypedTest, GemmWithEmptyInnerDimensionScalesC) {
   EXPECT_EQ(DownloadAsFloat(dc2), want);
 }
 
-TYPED_TEST(CudaTypedTest, LinearForwardAndBackwardMatchCpu) {
+// Both weight layouts: kInOut (w stored (in, out)) and kOutIn (nn.Linear's
+// (out, in), y = x · wᵀ); dw is accumulated in w's own layout.
+TYPED_TEST(CudaTypedTest, LinearForwardAndBackwardMatchCpuInBothLayouts) {
   using T = TypeParam;
   const int64_t n = 67, in = 40, out = 33;
   const auto x = RandomT<T>(n * in, 1), w = RandomT<T>(in * out, 2);
@@ -506,42 +558,79 @@ TYPED_TEST(CudaTypedTest, LinearForwardAndBackwardMatchCpu) {
   const auto dw0 = Random(in * out, 6), db0 = Random(out, 7);  // fp32 accumulators
   auto dx = UploadAs<T>(x), dw_ = UploadAs<T>(w), dbias = UploadAs<T>(bias), ddy = UploadAs<T>(dy);
 
-  // Forward, with and without bias.
-  for (bool with_bias : {true, false}) {
-    std::vector<float> want(n * out);
-    ref::LinearForward<float>(x.data(), w.data(), with_bias ? bias.data() : nullptr, n, in, out,
-                              want.data());
-    DeviceBuffer<T> y(n * out);
-    ASSERT_OK(LinearForward<T>(this->handles(), this->stream_, dx.get(), dw_.get(),
-                               with_bias ? dbias.get() : nullptr, n, in, out, y.get()));
-    EXPECT_LT(RelErr(DownloadAsFloat(y), want), Tol<T>()) << "bias " << with_bias;
-  }
+  for (WeightLayout layout : {WeightLayout::kInOut, WeightLayout::kOutIn}) {
+    SCOPED_TRACE(layout == WeightLayout::kInOut ? "w (in, out)" : "w (out, in)");
+    // Forward, with and without bias.
+    for (bool with_bias : {true, false}) {
+      std::vector<float> want(n * out);
+      ref::LinearForward<float>(x.data(), w.data(), with_bias ? bias.data() : nullptr, n, in, out,
+                                want.data(), layout);
+      DeviceBuffer<T> y(n * out);
+      ASSERT_OK(LinearForward<T>(this->handles(), this->stream_, dx.get(), dw_.get(),
+                                 with_bias ? dbias.get() : nullptr, n, in, out, y.get(), layout));
+      EXPECT_LT(RelErr(DownloadAsFloat(y), want), Tol<T>()) << "bias " << with_bias;
+    }
 
-  // Backward: dx written and added, dw and dbias accumulated onto non-zero values.
-  std::vector<float> want_dx(n * in), want_dx_add = dx0, want_dw = dw0, want_db = db0;
-  ref::LinearBackward<float>(x.data(), w.data(), dy.data(), n, in, out, want_dx.data(),
-                             want_dw.data(), want_db.data());
-  ref::LinearBackward<float>(x.data(), w.data(), dy.data(), n, in, out, want_dx_add.data(), nullptr,
-                             nullptr, Accum::kAdd);
-  std::vector<float> dw_runs[2], db_runs[2];
-  for (int run = 0; run < 2; ++run) {
-    DeviceBuffer<T> gdx(n * in);
-    auto gdx_add = UploadAs<T>(dx0);
-    auto gdw = Upload(dw0), gdb = Upload(db0);
-    DeviceBuffer<float> scratch(ColumnSumScratchElems(n, out));
-    ASSERT_OK(LinearBackward<T>(this->handles(), this->stream_, dx.get(), dw_.get(), ddy.get(), n,
-                                in, out, gdx.get(), gdw.get(), gdb.get(), scratch.get()));
-    ASSERT_OK(LinearBackward<T>(this->handles(), this->stream_, dx.get(), dw_.get(), ddy.get(), n,
-                                in, out, gdx_add.get(), nullptr, nullptr, nullptr, Accum::kAdd));
-    EXPECT_LT(RelErr(DownloadAsFloat(gdx), want_dx), Tol<T>());
-    EXPECT_LT(RelErr(DownloadAsFloat(gdx_add), want_dx_add), Tol<T>());
-    dw_runs[run] = Download(gdw);
-    db_runs[run] = Download(gdb);
-    EXPECT_LT(RelErr(dw_runs[run], want_dw), kF32Tol);  // fp32 accumulation of exact products
-    EXPECT_LT(RelErr(db_runs[run], want_db), kF32Tol);
+    // Backward: dx written and added, dw and dbias accumulated onto non-zero values.
+    std::vector<float> want_dx(n * in), want_dx_add = dx0, want_dw = dw0, want_db = db0;
+    ref::LinearBackward<float>(x.data(), w.data(), dy.data(), n, in, out, want_dx.data(),
+                               want_dw.data(), want_db.data(), Accum::kOverwrite, layout);
+    ref::LinearBackward<float>(x.data(), w.data(), dy.data(), n, in, out, want_dx_add.data(),
+                               nullptr, nullptr, Accum::kAdd, layout);
+    std::vector<float> dw_runs[2], db_runs[2];
+    for (int run = 0; run < 2; ++run) {
+      DeviceBuffer<T> gdx(n * in);
+      auto gdx_add = UploadAs<T>(dx0);
+      auto gdw = Upload(dw0), gdb = Upload(db0);
+      DeviceBuffer<float> scratch(ColumnSumScratchElems(n, out));
+      ASSERT_OK(LinearBackward<T>(this->handles(), this->stream_, dx.get(), dw_.get(), ddy.get(), n,
+                                  in, out, gdx.get(), gdw.get(), gdb.get(), scratch.get(),
+                                  Accum::kOverwrite, layout));
+      ASSERT_OK(LinearBackward<T>(this->handles(), this->stream_, dx.get(), dw_.get(), ddy.get(), n,
+                                  in, out, gdx_add.get(), nullptr, nullptr, nullptr, Accum::kAdd,
+                                  layout));
+      EXPECT_LT(RelErr(DownloadAsFloat(gdx), want_dx), Tol<T>());
+      EXPECT_LT(RelErr(DownloadAsFloat(gdx_add), want_dx_add), Tol<T>());
+      dw_runs[run] = Download(gdw);
+      db_runs[run] = Download(gdb);
+      EXPECT_LT(RelErr(dw_runs[run], want_dw), kF32Tol);  // fp32 accumulation of exact products
+      EXPECT_LT(RelErr(db_runs[run], want_db), kF32Tol);
+    }
+    EXPECT_EQ(Bits(dw_runs[0]), Bits(dw_runs[1])) << "dw not reproducible";
+    EXPECT_EQ(Bits(db_runs[0]), Bits(db_runs[1])) << "dbias not reproducible";
   }
-  EXPECT_EQ(Bits(dw_runs[0]), Bits(dw_runs[1])) << "dw not reproducible";
-  EXPECT_EQ(Bits(db_runs[0]), Bits(db_runs[1])) << "dbias not reproducible";
+}
+
+// The two layouts are each other's transpose: y from w (in, out) equals y from
+// wᵀ stored (out, in), and dw of one is the transpose of the other's. Checks
+// the GPU against itself, so a shared misreading of the layouts would show.
+TYPED_TEST(CudaTypedTest, LinearOutInIsTheTransposedInOut) {
+  using T = TypeParam;
+  const int64_t n = 19, in = 24, out = 10;
+  const auto x = RandomT<T>(n * in, 1), w = RandomT<T>(in * out, 2), dy = RandomT<T>(n * out, 3);
+  std::vector<float> wt(out * in);
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t o = 0; o < out; ++o) wt[o * in + i] = w[i * out + o];
+  auto dx = UploadAs<T>(x), dw_io = UploadAs<T>(w), dw_oi = UploadAs<T>(wt), ddy = UploadAs<T>(dy);
+  DeviceBuffer<T> y_io(n * out), y_oi(n * out);
+  ASSERT_OK(LinearForward<T>(this->handles(), this->stream_, dx.get(), dw_io.get(), nullptr, n, in,
+                             out, y_io.get(), WeightLayout::kInOut));
+  ASSERT_OK(LinearForward<T>(this->handles(), this->stream_, dx.get(), dw_oi.get(), nullptr, n, in,
+                             out, y_oi.get(), WeightLayout::kOutIn));
+  EXPECT_LT(RelErr(DownloadAsFloat(y_oi), DownloadAsFloat(y_io)), Tol<T>());
+  auto g_io = Upload(std::vector<float>(in * out, 0.0f));
+  auto g_oi = Upload(std::vector<float>(out * in, 0.0f));
+  ASSERT_OK(LinearBackward<T>(this->handles(), this->stream_, dx.get(), dw_io.get(), ddy.get(), n,
+                              in, out, nullptr, g_io.get(), nullptr, nullptr, Accum::kOverwrite,
+                              WeightLayout::kInOut));
+  ASSERT_OK(LinearBackward<T>(this->handles(), this->stream_, dx.get(), dw_oi.get(), ddy.get(), n,
+                              in, out, nullptr, g_oi.get(), nullptr, nullptr, Accum::kOverwrite,
+                              WeightLayout::kOutIn));
+  const auto got_io = Download(g_io), got_oi = Download(g_oi);
+  std::vector<float> oi_transposed(in * out);
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t o = 0; o < out; ++o) oi_transposed[i * out + o] = got_oi[o * in + i];
+  EXPECT_LT(RelErr(oi_transposed, got_io), kF32Tol);
 }
 
 TYPED_TEST(CudaTypedTest, ColumnSumMatchesCpuAndIsReproducible) {
@@ -640,6 +729,77 @@ TYPED_TEST(CudaTypedTest, LayerNormBackwardMatchesCpuAndIsReproducible) {
   EXPECT_EQ(DownloadRaw(dy_inplace), dx_runs[0]);
 }
 
+// ---- RMSNorm ---------------------------------------------------------------------------
+
+constexpr double kRmsNormEps = 1e-6;  // Llama's rms_norm_eps
+
+TYPED_TEST(CudaTypedTest, RmsNormForwardMatchesCpuAndWorksInPlace) {
+  using T = TypeParam;
+  const int64_t n = 50, c = 300;
+  const auto x = RandomT<T>(n * c, 1, -2, 3), gain = RandomT<T>(c, 2, 0.5, 1.5);
+  std::vector<float> want(n * c), want_rstd(n);
+  ref::RmsNormForward<float>(x.data(), gain.data(), n, c, kRmsNormEps, want.data(),
+                             want_rstd.data());
+  auto dx = UploadAs<T>(x), dg = UploadAs<T>(gain);
+  DeviceBuffer<T> y(n * c);
+  DeviceBuffer<float> rstd(n);
+  ASSERT_OK(
+      RmsNormForward<T>(this->stream_, dx.get(), dg.get(), n, c, kRmsNormEps, y.get(), rstd.get()));
+  EXPECT_LT(RelErr(DownloadAsFloat(y), want), Tol<T>());
+  EXPECT_LT(RelErr(Download(rstd), want_rstd), kF32Tol);
+  // In place (y aliases x), without saving rstd: the same bits as out of place.
+  ASSERT_OK(
+      RmsNormForward<T>(this->stream_, dx.get(), dg.get(), n, c, kRmsNormEps, dx.get(), nullptr));
+  EXPECT_EQ(DownloadRaw(dx), DownloadRaw(y));
+}
+
+TYPED_TEST(CudaTypedTest, RmsNormBackwardMatchesCpuAndIsReproducible) {
+  using T = TypeParam;
+  const int64_t n = 300, c = 100;  // 5 row chunks
+  const auto x = RandomT<T>(n * c, 1, -2, 3), gain = RandomT<T>(c, 2, 0.5, 1.5),
+             dy = RandomT<T>(n * c, 4), dx0 = RandomT<T>(n * c, 5);
+  const auto dgain0 = Random(c, 6);
+  std::vector<float> y(n * c), rstd(n);
+  ref::RmsNormForward<float>(x.data(), gain.data(), n, c, kRmsNormEps, y.data(), rstd.data());
+  std::vector<float> want_dx(n * c), want_dx_add = dx0, want_dg = dgain0;
+  ref::RmsNormBackward<float>(x.data(), gain.data(), rstd.data(), dy.data(), n, c, want_dx.data(),
+                              want_dg.data());
+  ref::RmsNormBackward<float>(x.data(), gain.data(), rstd.data(), dy.data(), n, c,
+                              want_dx_add.data(), nullptr, Accum::kAdd);
+  EXPECT_GT(MaxAbs(want_dx), 0.1);
+
+  auto dx_in = UploadAs<T>(x), dgain = UploadAs<T>(gain), drstd = Upload(rstd),
+       ddy = UploadAs<T>(dy);
+  DeviceBuffer<float> scratch(RmsNormBackwardScratchElems(n, c));
+  std::vector<HostT<T>> dx_runs[2];
+  std::vector<float> dg_runs[2];
+  for (int run = 0; run < 2; ++run) {
+    DeviceBuffer<T> gdx(n * c);
+    auto gdg = Upload(dgain0);
+    ASSERT_OK(RmsNormBackward<T>(this->stream_, dx_in.get(), dgain.get(), drstd.get(), ddy.get(), n,
+                                 c, gdx.get(), gdg.get(), scratch.get()));
+    dx_runs[run] = DownloadRaw(gdx);
+    dg_runs[run] = Download(gdg);
+    EXPECT_LT(RelErr(Decode<T>(dx_runs[run]), want_dx), Tol<T>());
+    EXPECT_LT(RelErr(dg_runs[run], want_dg), kF32Tol);
+  }
+  EXPECT_EQ(dx_runs[0], dx_runs[1]);
+  EXPECT_EQ(Bits(dg_runs[0]), Bits(dg_runs[1])) << "dgain not reproducible";
+
+  // dx added onto existing values (the residual branch), dgain accumulated again.
+  auto gdx_add = UploadAs<T>(dx0);
+  auto gdg_add = Upload(dgain0);
+  ASSERT_OK(RmsNormBackward<T>(this->stream_, dx_in.get(), dgain.get(), drstd.get(), ddy.get(), n,
+                               c, gdx_add.get(), gdg_add.get(), scratch.get(), Accum::kAdd));
+  EXPECT_LT(RelErr(DownloadAsFloat(gdx_add), want_dx_add), Tol<T>());
+  EXPECT_EQ(Bits(Download(gdg_add)), Bits(dg_runs[0])) << "dgain depends on dx_accum";
+  // dx written over dy (aliasing allowed with kOverwrite): the same bits.
+  auto dy_inplace = UploadAs<T>(dy);
+  ASSERT_OK(RmsNormBackward<T>(this->stream_, dx_in.get(), dgain.get(), drstd.get(),
+                               dy_inplace.get(), n, c, dy_inplace.get(), nullptr, nullptr));
+  EXPECT_EQ(DownloadRaw(dy_inplace), dx_runs[0]);
+}
+
 // ---- Softmax -----------------------------------------------------------------------------
 
 TYPED_TEST(CudaTypedTest, SoftmaxForwardAndBackwardMatchCpu) {
@@ -676,107 +836,262 @@ std::vector<uint64_t> SampleKeys(int rows) {
   return k;
 }
 
-TYPED_TEST(CudaTypedTest, AttentionMatchesCpuForEveryMaskAndDropout) {
-  using T = TypeParam;
-  // S = 37 > one warp's width; head_dim 8; a padded and a fully padded row.
-  const int rows = 3, S = 37, heads = 3, hd = 8;
+// AttentionForward and Backward against the CPU for dims d (rows >= 3: row 1
+// is partly padded, row 2 fully), with or without probability dropout: probs,
+// out and dqkv within Tol<T>, masked probabilities exactly zero, and the
+// backward bitwise reproducible.
+template <typename T>
+void ExpectAttentionMatchesCpu(const CublasHandles& handles, cudaStream_t stream,
+                               const AttentionDims& d, bool dropout) {
+  SCOPED_TRACE(::testing::Message() << (d.mask == AttnMask::kCausal ? "causal" : "padding")
+                                    << (dropout ? " dropout" : " no dropout") << ", heads "
+                                    << d.heads << ", kv_heads " << d.num_kv_heads());
+  const int rows = d.rows, S = d.seq_len;
   const float p = 0.2f;
   const auto keys = SampleKeys(rows);
-  std::vector<uint8_t> keep(int64_t{rows} * heads * S * S);
-  ref::DropoutMask({p, 11, 2, 3, 0, keys.data()}, rows, int64_t{heads} * S * S, keep.data());
+  std::vector<uint8_t> keep(int64_t{rows} * d.heads * S * S);
+  ref::DropoutMask({p, 11, 2, 3, 0, keys.data()}, rows, int64_t{d.heads} * S * S, keep.data());
   const auto pad = PadMask(rows, S);
+  const auto qkv = RandomT<T>(int64_t{rows} * S * d.qkv_width(), 1);
+  const auto dout = RandomT<T>(int64_t{rows} * S * d.hidden(), 2);
+  const uint8_t* kp = dropout ? keep.data() : nullptr;
+  std::vector<float> want_probs(keep.size()), want_out(dout.size()), want_dqkv(qkv.size());
+  ref::AttentionForward<float>(d, qkv.data(), pad.data(), kp, p, want_probs.data(),
+                               want_out.data());
+  ref::AttentionBackward<float>(d, qkv.data(), kp, p, want_probs.data(), dout.data(),
+                                want_dqkv.data());
+  EXPECT_GT(MaxAbs(want_out), 0.05);
+  EXPECT_GT(MaxAbs(want_dqkv), 0.01);
+
+  auto dqkv_in = UploadAs<T>(qkv), ddout = UploadAs<T>(dout);
+  auto dpad = Upload(pad), dkeep = Upload(keep);
+  const uint8_t* gkp = dropout ? dkeep.get() : nullptr;
+  DeviceBuffer<T> probs(keep.size()), out(dout.size()), scratch(AttentionScratchElems(d));
+  ASSERT_OK(AttentionForward<T>(handles, stream, d, dqkv_in.get(), dpad.get(), gkp, p, probs.get(),
+                                out.get(), scratch.get()));
+  const auto got_probs = DownloadAsFloat(probs);
+  EXPECT_LT(RelErr(got_probs, want_probs), Tol<T>());
+  EXPECT_LT(RelErr(DownloadAsFloat(out), want_out), Tol<T>());
+  // Masked keys are exactly zero, as on the CPU.
+  for (size_t i = 0; i < want_probs.size(); ++i) {
+    if (want_probs[i] == 0.0f) {
+      ASSERT_EQ(got_probs[i], 0.0f) << i;
+    }
+  }
+  std::vector<HostT<T>> dqkv_runs[2];
+  for (auto& run : dqkv_runs) {
+    DeviceBuffer<T> gdqkv(qkv.size());
+    ASSERT_OK(AttentionBackward<T>(handles, stream, d, dqkv_in.get(), gkp, p, probs.get(),
+                                   ddout.get(), gdqkv.get(), scratch.get()));
+    run = DownloadRaw(gdqkv);
+    EXPECT_LT(RelErr(Decode<T>(run), want_dqkv), Tol<T>());
+  }
+  EXPECT_EQ(dqkv_runs[0], dqkv_runs[1]) << "attention backward not reproducible";
+}
+
+TYPED_TEST(CudaTypedTest, AttentionMatchesCpuForEveryMaskAndDropout) {
+  // S = 37 > one warp's width; head_dim 8; a padded and a fully padded row.
   for (AttnMask mask : {AttnMask::kPaddingOnly, AttnMask::kCausal}) {
     for (bool dropout : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << (mask == AttnMask::kCausal ? "causal" : "padding")
-                                        << (dropout ? " dropout" : " no dropout"));
-      const AttentionDims d{rows, S, heads, hd, mask};
-      const int64_t H = d.hidden();
-      const auto qkv = RandomT<T>(int64_t{rows} * S * 3 * H, 1);
-      const auto dout = RandomT<T>(int64_t{rows} * S * H, 2);
-      const uint8_t* kp = dropout ? keep.data() : nullptr;
-      std::vector<float> want_probs(keep.size()), want_out(dout.size()), want_dqkv(qkv.size());
-      ref::AttentionForward<float>(d, qkv.data(), pad.data(), kp, p, want_probs.data(),
-                                   want_out.data());
-      ref::AttentionBackward<float>(d, qkv.data(), kp, p, want_probs.data(), dout.data(),
-                                    want_dqkv.data());
-      EXPECT_GT(MaxAbs(want_out), 0.05);
-      EXPECT_GT(MaxAbs(want_dqkv), 0.01);
+      ExpectAttentionMatchesCpu<TypeParam>(this->handles(), this->stream_,
+                                           AttentionDims{3, 37, 3, 8, mask}, dropout);
+    }
+  }
+}
 
-      auto dqkv_in = UploadAs<T>(qkv), ddout = UploadAs<T>(dout);
-      auto dpad = Upload(pad), dkeep = Upload(keep);
-      const uint8_t* gkp = dropout ? dkeep.get() : nullptr;
-      DeviceBuffer<T> probs(keep.size()), out(dout.size()), scratch(AttentionScratchElems(d));
-      ASSERT_OK(AttentionForward<T>(this->handles(), this->stream_, d, dqkv_in.get(), dpad.get(),
-                                    gkp, p, probs.get(), out.get(), scratch.get()));
-      const auto got_probs = DownloadAsFloat(probs);
-      EXPECT_LT(RelErr(got_probs, want_probs), Tol<T>());
-      EXPECT_LT(RelErr(DownloadAsFloat(out), want_out), Tol<T>());
-      // Masked keys are exactly zero, as on the CPU.
-      for (size_t i = 0; i < want_probs.size(); ++i) {
-        if (want_probs[i] == 0.0f) {
-          ASSERT_EQ(got_probs[i], 0.0f) << i;
+// Grouped-query attention: 4 query heads on 2 key/value heads (pairs) and on
+// 1 (multi-query); qkv rows are [q: 4 heads | k: kv heads | v: kv heads].
+TYPED_TEST(CudaTypedTest, GroupedQueryAttentionMatchesCpu) {
+  for (int kv_heads : {2, 1}) {
+    for (AttnMask mask : {AttnMask::kPaddingOnly, AttnMask::kCausal}) {
+      for (bool dropout : {false, true}) {
+        ExpectAttentionMatchesCpu<TypeParam>(this->handles(), this->stream_,
+                                             AttentionDims{3, 37, 4, 8, mask, kv_heads}, dropout);
+      }
+    }
+  }
+}
+
+// kv_heads == heads is plain multi-head attention, the same bits as kv_heads = 0.
+TYPED_TEST(CudaTypedTest, AttentionWithAsManyKvHeadsAsHeadsIsMultiHead) {
+  using T = TypeParam;
+  const AttentionDims mha{3, 37, 4, 8, AttnMask::kCausal, 0};
+  AttentionDims explicit_kv = mha;
+  explicit_kv.kv_heads = 4;
+  ASSERT_EQ(explicit_kv.qkv_width(), 3 * mha.hidden());
+  const int64_t S = mha.seq_len;
+  const auto qkv = RandomT<T>(int64_t{mha.rows} * S * mha.qkv_width(), 1);
+  const auto dout = RandomT<T>(int64_t{mha.rows} * S * mha.hidden(), 2);
+  auto dqkv_in = UploadAs<T>(qkv), ddout = UploadAs<T>(dout);
+  std::vector<HostT<T>> outs[2], grads[2];
+  int i = 0;
+  for (const AttentionDims& d : {mha, explicit_kv}) {
+    DeviceBuffer<T> probs(int64_t{d.rows} * d.heads * S * S), out(dout.size()), gdqkv(qkv.size()),
+        scratch(AttentionScratchElems(d));
+    ASSERT_OK(AttentionForward<T>(this->handles(), this->stream_, d, dqkv_in.get(), nullptr,
+                                  nullptr, 0.0f, probs.get(), out.get(), scratch.get()));
+    ASSERT_OK(AttentionBackward<T>(this->handles(), this->stream_, d, dqkv_in.get(), nullptr, 0.0f,
+                                   probs.get(), ddout.get(), gdqkv.get(), scratch.get()));
+    outs[i] = DownloadRaw(out);
+    grads[i] = DownloadRaw(gdqkv);
+    ++i;
+  }
+  EXPECT_EQ(outs[0], outs[1]);
+  EXPECT_EQ(grads[0], grads[1]);
+}
+
+// ---- Rotary embeddings ---------------------------------------------------------------
+
+// transformers' llama3 rope_scaling with a short original context, so that
+// head_dim 16 has frequencies in all three bands (kept, divided, blended).
+RopeParams Llama3Rope() {
+  RopeParams p;
+  p.theta = 500000.0;
+  p.scaling = RopeScaling::kLlama3;
+  p.factor = 8.0;
+  p.low_freq_factor = 1.0;
+  p.high_freq_factor = 4.0;
+  p.original_max_positions = 64;
+  return p;
+}
+
+TYPED_TEST(CudaTypedTest, RopeForwardAndBackwardMatchCpu) {
+  using T = TypeParam;
+  // 4 query heads on 2 key/value heads: 6 rotated heads, 2 untouched v heads per token.
+  const AttentionDims d{3, 37, 4, 16, AttnMask::kCausal, 2};
+  const int64_t tokens = int64_t{d.rows} * d.seq_len, W = d.qkv_width();
+  // Explicit positions: packed sequences restarting at 0, and large ones (the
+  // slow range reduction of sincosf for angles in the thousands of radians).
+  std::vector<int32_t> positions(tokens);
+  for (int64_t t = 0; t < tokens; ++t) {
+    positions[t] = static_cast<int32_t>(t < tokens / 2 ? t % 11 : 7 * t + 3000);
+  }
+  auto dpositions = Upload(positions);
+  const auto qkv = RandomT<T>(tokens * W, 1, -2, 2);
+  RopeParams plain;
+  plain.theta = 10000.0;
+  for (const RopeParams& p : {plain, Llama3Rope()}) {
+    for (bool with_positions : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << (p.scaling == RopeScaling::kLlama3 ? "llama3" : "plain")
+                                        << (with_positions ? ", positions" : ", t % S"));
+      const int32_t* cpu_pos = with_positions ? positions.data() : nullptr;
+      const int32_t* gpu_pos = with_positions ? dpositions.get() : nullptr;
+      std::vector<float> want = qkv, want_back = qkv;
+      ref::RopeForward<float>(d, p, cpu_pos, want.data());
+      ref::RopeBackward<float>(d, p, cpu_pos, want_back.data());
+      auto x = UploadAs<T>(qkv), g = UploadAs<T>(qkv);
+      ASSERT_OK(RopeForward<T>(this->stream_, d, p, gpu_pos, x.get()));
+      ASSERT_OK(RopeBackward<T>(this->stream_, d, p, gpu_pos, g.get()));
+      const auto got = DownloadAsFloat(x), got_back = DownloadAsFloat(g);
+      EXPECT_LT(RelErr(got, want), Tol<T>());
+      EXPECT_LT(RelErr(got_back, want_back), Tol<T>());
+      // v is untouched, bit for bit.
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t j = d.hidden() + d.kv_hidden(); j < W; ++j) {
+          ASSERT_EQ(got[t * W + j], qkv[t * W + j]) << "token " << t << " column " << j;
+          ASSERT_EQ(got_back[t * W + j], qkv[t * W + j]) << "token " << t << " column " << j;
         }
       }
-      std::vector<HostT<T>> dqkv_runs[2];
-      for (auto& run : dqkv_runs) {
-        DeviceBuffer<T> gdqkv(qkv.size());
-        ASSERT_OK(AttentionBackward<T>(this->handles(), this->stream_, d, dqkv_in.get(), gkp, p,
-                                       probs.get(), ddout.get(), gdqkv.get(), scratch.get()));
-        run = DownloadRaw(gdqkv);
-        EXPECT_LT(RelErr(Decode<T>(run), want_dqkv), Tol<T>());
-      }
-      EXPECT_EQ(dqkv_runs[0], dqkv_runs[1]) << "attention backward not reproducible";
+      // The backward undoes the forward (a rotation's transpose is its inverse).
+      ASSERT_OK(RopeBackward<T>(this->stream_, d, p, gpu_pos, x.get()));
+      EXPECT_LT(RelErr(DownloadAsFloat(x), qkv), 2 * Tol<T>());
     }
   }
 }
 
 // ---- Pointwise ---------------------------------------------------------------------------
 
-TYPED_TEST(CudaTypedTest, GeluForwardAndBackwardMatchCpu) {
+const char* GeluName(Gelu kind) { return kind == Gelu::kTanh ? "gelu tanh" : "gelu erf"; }
+
+TYPED_TEST(CudaTypedTest, GeluForwardAndBackwardMatchCpuForBothForms) {
   using T = TypeParam;
   const int64_t n = 5000;
   const auto x = RandomT<T>(n, 1, -5, 5), dy = RandomT<T>(n, 2);
-  std::vector<float> want_y(n), want_dx(n);
-  ref::GeluForward<float>(x.data(), n, want_y.data());
-  ref::GeluBackward<float>(x.data(), dy.data(), n, want_dx.data());
-  auto dx = UploadAs<T>(x), ddy = UploadAs<T>(dy);
-  DeviceBuffer<T> y(n), gdx(n);
-  ASSERT_OK(GeluForward<T>(this->stream_, dx.get(), n, y.get()));
-  ASSERT_OK(GeluBackward<T>(this->stream_, dx.get(), ddy.get(), n, gdx.get()));
-  EXPECT_LT(RelErr(DownloadAsFloat(y), want_y), Tol<T>());
-  EXPECT_LT(RelErr(DownloadAsFloat(gdx), want_dx), Tol<T>());
+  for (Gelu kind : {Gelu::kTanh, Gelu::kErf}) {
+    SCOPED_TRACE(GeluName(kind));
+    std::vector<float> want_y(n), want_dx(n);
+    ref::GeluForward<float>(x.data(), n, want_y.data(), kind);
+    ref::GeluBackward<float>(x.data(), dy.data(), n, want_dx.data(), kind);
+    auto dx = UploadAs<T>(x), ddy = UploadAs<T>(dy);
+    DeviceBuffer<T> y(n), gdx(n);
+    ASSERT_OK(GeluForward<T>(this->stream_, dx.get(), n, y.get(), kind));
+    ASSERT_OK(GeluBackward<T>(this->stream_, dx.get(), ddy.get(), n, gdx.get(), kind));
+    EXPECT_LT(RelErr(DownloadAsFloat(y), want_y), Tol<T>());
+    EXPECT_LT(RelErr(DownloadAsFloat(gdx), want_dx), Tol<T>());
+  }
+  // The two forms differ by up to 4.7e-4 (~1e-4 of max|y| on [-5, 5]): a
+  // mix-up fails the fp32 tolerance above; this keeps the inputs able to tell.
+  std::vector<float> tanh_y(n), erf_y(n);
+  ref::GeluForward<float>(x.data(), n, tanh_y.data(), Gelu::kTanh);
+  ref::GeluForward<float>(x.data(), n, erf_y.data(), Gelu::kErf);
+  EXPECT_GT(RelErr(tanh_y, erf_y), 5 * kF32Tol);
 }
 
-TYPED_TEST(CudaTypedTest, BiasGeluForwardAndBackwardMatchCpu) {
+TYPED_TEST(CudaTypedTest, BiasGeluForwardAndBackwardMatchCpuForBothForms) {
   using T = TypeParam;
   const int64_t rows = 130, cols = 77;
   const auto x = RandomT<T>(rows * cols, 1, -3, 3), bias = RandomT<T>(cols, 2),
              dy = RandomT<T>(rows * cols, 3);
   const auto dbias0 = Random(cols, 4);
-  std::vector<float> h(rows * cols), want_y(rows * cols);
+  std::vector<float> h(rows * cols);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < cols; ++j) h[r * cols + j] = x[r * cols + j] + bias[j];
-  ref::GeluForward<float>(h.data(), rows * cols, want_y.data());
-  auto dx = UploadAs<T>(x), dbias = UploadAs<T>(bias);
-  DeviceBuffer<T> pre(rows * cols), y(rows * cols);
-  ASSERT_OK(
-      BiasGeluForward<T>(this->stream_, dx.get(), dbias.get(), rows, cols, pre.get(), y.get()));
-  EXPECT_EQ(DownloadRaw(pre), Encode<T>(h));  // one fp32 add, rounded once
-  EXPECT_LT(RelErr(DownloadAsFloat(y), want_y), Tol<T>());
+  for (Gelu kind : {Gelu::kTanh, Gelu::kErf}) {
+    SCOPED_TRACE(GeluName(kind));
+    std::vector<float> want_y(rows * cols);
+    ref::GeluForward<float>(h.data(), rows * cols, want_y.data(), kind);
+    auto dx = UploadAs<T>(x), dbias = UploadAs<T>(bias);
+    DeviceBuffer<T> pre(rows * cols), y(rows * cols);
+    ASSERT_OK(BiasGeluForward<T>(this->stream_, dx.get(), dbias.get(), rows, cols, pre.get(),
+                                 y.get(), kind));
+    EXPECT_EQ(DownloadRaw(pre), Encode<T>(h));  // one fp32 add, rounded once
+    EXPECT_LT(RelErr(DownloadAsFloat(y), want_y), Tol<T>());
 
-  // Backward from the stored pre-activation.
-  const auto pre_t = AsT<T>(h);
-  std::vector<float> want_dx(rows * cols), want_db = dbias0;
-  ref::GeluBackward<float>(pre_t.data(), dy.data(), rows * cols, want_dx.data());
-  ref::ColumnSumAccumulate<float>(want_dx.data(), rows, cols, want_db.data());
-  auto ddy = UploadAs<T>(dy);
-  DeviceBuffer<T> gdx(rows * cols);
-  auto gdb = Upload(dbias0);
-  DeviceBuffer<float> scratch(ColumnSumScratchElems(rows, cols));
-  ASSERT_OK(BiasGeluBackward<T>(this->stream_, pre.get(), ddy.get(), rows, cols, gdx.get(),
-                                gdb.get(), scratch.get()));
-  EXPECT_LT(RelErr(DownloadAsFloat(gdx), want_dx), Tol<T>());
-  EXPECT_LT(RelErr(Download(gdb), want_db), Tol<T>());  // sums the stored (T) dx
+    // Backward from the stored pre-activation.
+    const auto pre_t = AsT<T>(h);
+    std::vector<float> want_dx(rows * cols), want_db = dbias0;
+    ref::GeluBackward<float>(pre_t.data(), dy.data(), rows * cols, want_dx.data(), kind);
+    ref::ColumnSumAccumulate<float>(want_dx.data(), rows, cols, want_db.data());
+    auto ddy = UploadAs<T>(dy);
+    DeviceBuffer<T> gdx(rows * cols);
+    auto gdb = Upload(dbias0);
+    DeviceBuffer<float> scratch(ColumnSumScratchElems(rows, cols));
+    ASSERT_OK(BiasGeluBackward<T>(this->stream_, pre.get(), ddy.get(), rows, cols, gdx.get(),
+                                  gdb.get(), scratch.get(), kind));
+    EXPECT_LT(RelErr(DownloadAsFloat(gdx), want_dx), Tol<T>());
+    EXPECT_LT(RelErr(Download(gdb), want_db), Tol<T>());  // sums the stored (T) dx
+  }
+}
+
+TYPED_TEST(CudaTypedTest, SwigluForwardAndBackwardMatchCpu) {
+  using T = TypeParam;
+  const int64_t n = 67, f = 301;  // rows of [gate (f) | up (f)]
+  const auto gu = RandomT<T>(n * 2 * f, 1, -6, 6), dy = RandomT<T>(n * f, 2);
+  std::vector<float> want_y(n * f), want_dgu(n * 2 * f);
+  ref::SwigluForward<float>(gu.data(), n, f, want_y.data());
+  ref::SwigluBackward<float>(gu.data(), dy.data(), n, f, want_dgu.data());
+  EXPECT_GT(MaxAbs(want_dgu), 0.5);
+  auto dgu_in = UploadAs<T>(gu), ddy = UploadAs<T>(dy);
+  DeviceBuffer<T> y(n * f);
+  ASSERT_OK(SwigluForward<T>(this->stream_, dgu_in.get(), n, f, y.get()));
+  EXPECT_LT(RelErr(DownloadAsFloat(y), want_y), Tol<T>());
+  // dgu is written, whatever it held.
+  auto gdgu = UploadAs<T>(std::vector<float>(n * 2 * f, std::numeric_limits<float>::quiet_NaN()));
+  ASSERT_OK(SwigluBackward<T>(this->stream_, dgu_in.get(), ddy.get(), n, f, gdgu.get()));
+  const auto got = DownloadAsFloat(gdgu);
+  EXPECT_LT(RelErr(got, want_dgu), Tol<T>());  // a NaN left behind is an infinite error
+  // Separately per half, so that an error in the smaller one is not hidden.
+  std::vector<float> got_gate, want_gate, got_up, want_up;
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t j = 0; j < f; ++j) {
+      got_gate.push_back(got[r * 2 * f + j]);
+      want_gate.push_back(want_dgu[r * 2 * f + j]);
+      got_up.push_back(got[r * 2 * f + f + j]);
+      want_up.push_back(want_dgu[r * 2 * f + f + j]);
+    }
+  }
+  EXPECT_LT(RelErr(got_gate, want_gate), Tol<T>()) << "d gate";
+  EXPECT_LT(RelErr(got_up, want_up), Tol<T>()) << "d up";
 }
 
 TEST_F(CudaTest, DropoutMaskIsBitIdenticalToCpu) {

@@ -141,9 +141,19 @@ Status ColumnSumAccumulate(cudaStream_t stream, const T* x, int64_t n, int64_t c
                                    scratch);
 }
 
+// The row-major GEMM operands of a linear layer's weight w, stored (in, out)
+// or (out, in): in the forward y = x · W, W (in, out) is w as stored (ld out)
+// or wᵀ (ld in).
+Trans ForwardWeightTrans(WeightLayout layout) {
+  return layout == WeightLayout::kInOut ? Trans::kNo : Trans::kYes;
+}
+int64_t WeightLd(WeightLayout layout, int64_t in, int64_t out) {
+  return layout == WeightLayout::kInOut ? out : in;
+}
+
 template <typename T>
 Status LinearForward(const CublasHandles& handles, cudaStream_t stream, const T* x, const T* w,
-                     const T* bias, int64_t n, int64_t in, int64_t out, T* y) {
+                     const T* bias, int64_t n, int64_t in, int64_t out, T* y, WeightLayout layout) {
   RETURN_IF_ERROR(internal::Validator("LinearForward")
                       .NonNegative("n", n)
                       .NonNegative("in", in)
@@ -160,14 +170,16 @@ Status LinearForward(const CublasHandles& handles, cudaStream_t stream, const T*
     L2L_CUDA_RETURN_IF_LAUNCH_FAILED();
     beta = 1.0f;
   }
-  return GemmImpl<T, T>("LinearForward", handles, stream, Trans::kNo, Trans::kNo, n, out, in, 1.0f,
-                        x, in, 0, w, out, 0, beta, y, out, 0, 1);
+  // y (n, out) = x (n, in) · W (in, out); kOutIn: W = wᵀ, w stored (out, in).
+  return GemmImpl<T, T>("LinearForward", handles, stream, Trans::kNo, ForwardWeightTrans(layout), n,
+                        out, in, 1.0f, x, in, 0, w, WeightLd(layout, in, out), 0, beta, y, out, 0,
+                        1);
 }
 
 template <typename T>
 Status LinearBackward(const CublasHandles& handles, cudaStream_t stream, const T* x, const T* w,
                       const T* dy, int64_t n, int64_t in, int64_t out, T* dx, float* dw,
-                      float* dbias, float* scratch, Accum dx_accum) {
+                      float* dbias, float* scratch, Accum dx_accum, WeightLayout layout) {
   RETURN_IF_ERROR(
       internal::Validator("LinearBackward")
           .NonNegative("n", n)
@@ -179,15 +191,25 @@ Status LinearBackward(const CublasHandles& handles, cudaStream_t stream, const T
           .NotNull("scratch", scratch, dbias != nullptr ? ColumnSumScratchElems(n, out) : 0)
           .status());
   if (n == 0) return OkStatus();  // dx has no rows; dw and dbias gain nothing
+  const bool in_out = layout == WeightLayout::kInOut;
   if (dx != nullptr) {
+    // dx (n, in) = dy (n, out) · Wᵀ: kInOut, w (in, out) transposed; kOutIn,
+    // w (out, in) as stored.
     const float beta = dx_accum == Accum::kAdd ? 1.0f : 0.0f;
-    RETURN_IF_ERROR((GemmImpl<T, T>("LinearBackward(dx)", handles, stream, Trans::kNo, Trans::kYes,
-                                    n, in, out, 1.0f, dy, out, 0, w, out, 0, beta, dx, in, 0, 1)));
+    RETURN_IF_ERROR((GemmImpl<T, T>("LinearBackward(dx)", handles, stream, Trans::kNo,
+                                    in_out ? Trans::kYes : Trans::kNo, n, in, out, 1.0f, dy, out, 0,
+                                    w, WeightLd(layout, in, out), 0, beta, dx, in, 0, 1)));
   }
   if (dw != nullptr) {
-    RETURN_IF_ERROR(
-        (GemmImpl<T, float>("LinearBackward(dw)", handles, stream, Trans::kYes, Trans::kNo, in, out,
-                            n, 1.0f, x, in, 0, dy, out, 0, 1.0f, dw, out, 0, 1)));
+    if (in_out) {  // dW (in, out) += xᵀ · dy
+      RETURN_IF_ERROR(
+          (GemmImpl<T, float>("LinearBackward(dw)", handles, stream, Trans::kYes, Trans::kNo, in,
+                              out, n, 1.0f, x, in, 0, dy, out, 0, 1.0f, dw, out, 0, 1)));
+    } else {  // dW (out, in) += dyᵀ · x
+      RETURN_IF_ERROR(
+          (GemmImpl<T, float>("LinearBackward(dw)", handles, stream, Trans::kYes, Trans::kNo, out,
+                              in, n, 1.0f, dy, out, 0, x, in, 0, 1.0f, dw, in, 0, 1)));
+    }
   }
   if (dbias != nullptr) RETURN_IF_ERROR(ColumnSumAccumulate(stream, dy, n, out, dbias, scratch));
   return OkStatus();
@@ -210,10 +232,10 @@ L2L_INSTANTIATE_GEMM(bf16, float)
   template Status ColumnSumAccumulate<T>(cudaStream_t, const T*, int64_t, int64_t, float*,   \
                                          float*);                                            \
   template Status LinearForward<T>(const CublasHandles&, cudaStream_t, const T*, const T*,   \
-                                   const T*, int64_t, int64_t, int64_t, T*);                 \
+                                   const T*, int64_t, int64_t, int64_t, T*, WeightLayout);   \
   template Status LinearBackward<T>(const CublasHandles&, cudaStream_t, const T*, const T*,  \
                                     const T*, int64_t, int64_t, int64_t, T*, float*, float*, \
-                                    float*, Accum);
+                                    float*, Accum, WeightLayout);
 L2L_INSTANTIATE(float)
 L2L_INSTANTIATE(bf16)
 #undef L2L_INSTANTIATE

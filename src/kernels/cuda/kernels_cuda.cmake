@@ -9,6 +9,7 @@ l2l_library(l2l_kernels_cuda
     ${L2L_KERNELS_CUDA_DIR}/gemm.cu
     ${L2L_KERNELS_CUDA_DIR}/layernorm.cu
     ${L2L_KERNELS_CUDA_DIR}/attention.cu
+    ${L2L_KERNELS_CUDA_DIR}/rope.cu
     ${L2L_KERNELS_CUDA_DIR}/pointwise.cu
     ${L2L_KERNELS_CUDA_DIR}/embedding.cu
     ${L2L_KERNELS_CUDA_DIR}/cross_entropy.cu

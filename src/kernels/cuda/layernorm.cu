@@ -1,6 +1,6 @@
-// Layernorm forward / backward, one warp per row (fp32 statistics, two-pass
-// variance as in the CPU kernel), and the deterministic gain / bias gradients
-// through the two-pass column reduction.
+// Layernorm and RMSNorm forward / backward, one warp per row (fp32
+// statistics; layernorm's variance two-pass as in the CPU kernel), and the
+// deterministic gain / bias gradients through the two-pass column reduction.
 #include <climits>
 
 #include "column_reduce.cuh"
@@ -89,6 +89,63 @@ __global__ void __launch_bounds__(kRowWarps* kWarp)
   }
 }
 
+// y = gain * (x * rstd), rstd = 1 / sqrt(mean(x²) + eps): cpu::RmsNormForward.
+template <typename T>
+__global__ void __launch_bounds__(kRowWarps* kWarp)
+    RmsNormForwardKernel(const T* x, const T* gain, int64_t n, int c, float eps, T* y,
+                         float* rstd) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= n) return;  // whole warps leave together
+  const T* xr = x + row * c;
+  T* yr = y + row * c;
+  float sq = 0.0f;
+  for (int j = lane; j < c; j += kWarp) {
+    const float v = Load(xr + j);
+    sq += v * v;
+  }
+  const float s = 1.0f / sqrtf(WarpSum(sq) / static_cast<float>(c) + eps);
+  // Each lane rewrites only the elements it read itself: in place is safe.
+  for (int j = lane; j < c; j += kWarp) Store(yr + j, Load(gain + j) * (Load(xr + j) * s));
+  if (lane == 0 && rstd != nullptr) rstd[row] = s;
+}
+
+// (dy * xhat, unused) at (r, col): the RMSNorm gain gradient term.
+template <typename T>
+struct RmsNormGainTerm {
+  const T* x;
+  const T* dy;
+  const float* rstd;
+  int64_t c;
+  __device__ float2 operator()(int64_t r, int64_t col) const {
+    return make_float2(Load(dy + r * c + col) * (Load(x + r * c + col) * rstd[r]), 0.0f);
+  }
+};
+
+// dx = (dy*gain - xhat * mean(dy*gain*xhat)) * rstd, xhat = x * rstd, per row.
+template <typename T>
+__global__ void __launch_bounds__(kRowWarps* kWarp)
+    RmsNormBackwardDxKernel(const T* x, const T* gain, const float* rstd, const T* dy, int64_t n,
+                            int c, T* dx, Accum accum) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= n) return;
+  const T* xr = x + row * c;
+  const T* dyr = dy + row * c;
+  T* dxr = dx + row * c;
+  const float s = rstd[row];
+  float dot = 0.0f;
+  for (int j = lane; j < c; j += kWarp) {
+    dot += Load(dyr + j) * Load(gain + j) * (Load(xr + j) * s);
+  }
+  dot = WarpSum(dot) / static_cast<float>(c);
+  for (int j = lane; j < c; j += kWarp) {  // dx may alias dy: each lane reads, then writes, j
+    float v = (Load(dyr + j) * Load(gain + j) - Load(xr + j) * s * dot) * s;
+    if (accum == Accum::kAdd) v += Load(dxr + j);
+    Store(dxr + j, v);
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -147,12 +204,68 @@ Status LayerNormBackward(cudaStream_t stream, const T* x, const T* gain, const f
   return OkStatus();
 }
 
-#define L2L_INSTANTIATE(T)                                                                   \
-  template Status LayerNormForward<T>(cudaStream_t, const T*, const T*, const T*, int64_t,   \
-                                      int64_t, double, T*, float*, float*);                  \
-  template Status LayerNormBackward<T>(cudaStream_t, const T*, const T*, const float*,       \
-                                       const float*, const T*, int64_t, int64_t, T*, float*, \
-                                       float*, float*, Accum);
+template <typename T>
+Status RmsNormForward(cudaStream_t stream, const T* x, const T* gain, int64_t n, int64_t c,
+                      double eps, T* y, float* rstd) {
+  RETURN_IF_ERROR(internal::Validator("RmsNormForward")
+                      .NonNegative("n", n)
+                      .Positive("c", c)
+                      .AtMost("c", c, INT_MAX)
+                      .That(eps > 0.0, "eps > 0")
+                      .NotNull("x", x, n * c)
+                      .NotNull("gain", gain, n > 0 ? c : 0)
+                      .NotNull("y", y, n * c)
+                      .status());
+  if (n == 0) return OkStatus();
+  RmsNormForwardKernel<<<RowBlocks(n), kRowWarps * kWarp, 0, stream>>>(
+      x, gain, n, static_cast<int>(c), static_cast<float>(eps), y, rstd);
+  L2L_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return OkStatus();
+}
+
+int64_t RmsNormBackwardScratchElems(int64_t n, int64_t c) { return ColumnSumScratchElems(n, c); }
+
+template <typename T>
+Status RmsNormBackward(cudaStream_t stream, const T* x, const T* gain, const float* rstd,
+                       const T* dy, int64_t n, int64_t c, T* dx, float* dgain, float* scratch,
+                       Accum dx_accum) {
+  RETURN_IF_ERROR(
+      internal::Validator("RmsNormBackward")
+          .NonNegative("n", n)
+          .Positive("c", c)
+          .AtMost("c", c, INT_MAX)
+          .NotNull("x", x, n * c)
+          .NotNull("gain", gain, dx != nullptr && n > 0 ? c : 0)
+          .NotNull("rstd", rstd, n)
+          .NotNull("dy", dy, n * c)
+          .NotNull("scratch", scratch, dgain != nullptr ? RmsNormBackwardScratchElems(n, c) : 0)
+          .That(!(dx_accum == Accum::kAdd && static_cast<const void*>(dx) == dy),
+                "dx not aliasing dy with Accum::kAdd")
+          .status());
+  if (n == 0) return OkStatus();
+  // The gain gradient first: dx may alias dy, and the stream orders them.
+  if (dgain != nullptr) {
+    RETURN_IF_ERROR(internal::ColumnReduce<1>(stream, RmsNormGainTerm<T>{x, dy, rstd, c}, n, c,
+                                              dgain, nullptr, scratch));
+  }
+  if (dx != nullptr) {
+    RmsNormBackwardDxKernel<<<RowBlocks(n), kRowWarps * kWarp, 0, stream>>>(
+        x, gain, rstd, dy, n, static_cast<int>(c), dx, dx_accum);
+    L2L_CUDA_RETURN_IF_LAUNCH_FAILED();
+  }
+  return OkStatus();
+}
+
+#define L2L_INSTANTIATE(T)                                                                      \
+  template Status LayerNormForward<T>(cudaStream_t, const T*, const T*, const T*, int64_t,      \
+                                      int64_t, double, T*, float*, float*);                     \
+  template Status LayerNormBackward<T>(cudaStream_t, const T*, const T*, const float*,          \
+                                       const float*, const T*, int64_t, int64_t, T*, float*,    \
+                                       float*, float*, Accum);                                  \
+  template Status RmsNormForward<T>(cudaStream_t, const T*, const T*, int64_t, int64_t, double, \
+                                    T*, float*);                                                \
+  template Status RmsNormBackward<T>(cudaStream_t, const T*, const T*, const float*, const T*,  \
+                                     int64_t, int64_t, T*, float*, float*, Accum);
 L2L_INSTANTIATE(float)
 L2L_INSTANTIATE(bf16)
 #undef L2L_INSTANTIATE
