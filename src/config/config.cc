@@ -713,6 +713,10 @@ const std::vector<Field>& Fields() {
                             [](Config& c) { c.model.max_positions = c.model.seq_len; }));
     f.push_back(OnlyFor(SizeField("model.type_vocab", L2L_ACC(model.type_vocab), 1),
                         "kind bert", IsBert));
+    f.push_back(OnlyFor(IntField<int>("model.pad_token_id", L2L_ACC(model.pad_token_id), -1,
+                                      Decoder::kMaxSize),
+                        "kinds bert and llama (GPT-2's embedding has no padding row)",
+                        [](const Config& c) { return c.model.kind != ModelKind::kGpt; }));
     f.push_back(WithDefault(DoubleField("model.dropout", L2L_ACC(model.dropout), HalfOpen(0, 1)),
                             [](Config& c) { c.model.dropout = IsLlama(c) ? 0.0 : 0.1; }));
     f.push_back(OnlyFor(
@@ -868,6 +872,11 @@ Status CheckConsistency(const Decoder& d, const Config& c) {
     return fail({"model.hidden", "model.heads"},
                 "kind llama: the head dimension model.hidden / model.heads = " +
                     num(m.hidden / m.heads) + " must be even (rotary embeddings rotate pairs)");
+  }
+  if (m.pad_token_id >= m.vocab) {
+    return fail(
+        {"model.pad_token_id", "model.vocab"},
+        "model.pad_token_id=" + num(m.pad_token_id) + " is not below model.vocab=" + num(m.vocab));
   }
   if (m.max_positions < m.seq_len) {
     return fail({"model.max_positions", "model.seq_len"},

@@ -38,7 +38,7 @@ void EmbeddingForward(const T* table, int64_t vocab, int64_t dim, const int32_t*
 
 template <typename T>
 void EmbeddingBackward(const int32_t* ids, int64_t n, const T* dout, int64_t vocab, int64_t dim,
-                       T* dtable) {
+                       T* dtable, int32_t skip_id) {
   CheckIds(ids, n, vocab);
   const int64_t blocks = (dim + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for schedule(static)
@@ -46,6 +46,7 @@ void EmbeddingBackward(const int32_t* ids, int64_t n, const T* dout, int64_t voc
     const int64_t c0 = b * kColumnBlock;
     const int64_t c1 = std::min(dim, c0 + kColumnBlock);
     for (int64_t i = 0; i < n; ++i) {
+      if (ids[i] == skip_id) continue;
       const T* src = dout + i * dim;
       T* dst = dtable + static_cast<int64_t>(ids[i]) * dim;
 #pragma omp simd
@@ -102,13 +103,14 @@ void ScatterRows(const T* src, const int32_t* idx, int64_t m, int64_t c, T* out)
   }
 }
 
-#define L2L_INSTANTIATE(T)                                                                     \
-  template void EmbeddingForward<T>(const T*, int64_t, int64_t, const int32_t*, int64_t, T*,   \
-                                    Accum);                                                    \
-  template void EmbeddingBackward<T>(const int32_t*, int64_t, const T*, int64_t, int64_t, T*); \
-  template void PositionEmbeddingForward<T>(const T*, int64_t, int64_t, int64_t, T*, Accum);   \
-  template void PositionEmbeddingBackward<T>(const T*, int64_t, int64_t, int64_t, T*);         \
-  template void GatherRows<T>(const T*, const int32_t*, int64_t, int64_t, T*);                 \
+#define L2L_INSTANTIATE(T)                                                                    \
+  template void EmbeddingForward<T>(const T*, int64_t, int64_t, const int32_t*, int64_t, T*,  \
+                                    Accum);                                                   \
+  template void EmbeddingBackward<T>(const int32_t*, int64_t, const T*, int64_t, int64_t, T*, \
+                                     int32_t);                                                \
+  template void PositionEmbeddingForward<T>(const T*, int64_t, int64_t, int64_t, T*, Accum);  \
+  template void PositionEmbeddingBackward<T>(const T*, int64_t, int64_t, int64_t, T*);        \
+  template void GatherRows<T>(const T*, const int32_t*, int64_t, int64_t, T*);                \
   template void ScatterRows<T>(const T*, const int32_t*, int64_t, int64_t, T*);
 L2L_INSTANTIATE(float)
 L2L_INSTANTIATE(double)

@@ -126,7 +126,7 @@ void EmbeddingBackwardImpl(Ops& k, const ModelDims& d, const StepContext& ctx,
     k.LayerNormBackward(b.sum, p.ln_gain, b.mean, b.rstd, b.out, N, H, b.out, g.ln_gain, g.ln_bias,
                         b.gscratch);
   }
-  k.EmbeddingBackward(tokens, N, b.out, d.vocab, H, g.tok);
+  k.EmbeddingBackward(tokens, N, b.out, d.vocab, H, g.tok, d.pad_token_id);
   if (HasPositionTable(d)) k.PositionEmbeddingBackward(b.out, rows, S, H, g.pos);
   if (HasTokenTypes(d)) {
     if (token_types != nullptr) {

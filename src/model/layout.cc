@@ -24,6 +24,13 @@ Status ValidateModelDims(const ModelDims& d) {
   RETURN_IF_ERROR(positive("seq_len", d.seq_len));
   if (HasTokenTypes(d)) RETURN_IF_ERROR(positive("type_vocab", d.type_vocab));
   if (d.kv_heads < 0) return InvalidArgument("model.kv_heads must be >= 0");
+  if (d.pad_token_id < -1 || d.pad_token_id >= d.vocab ||
+      (d.pad_token_id >= 0 && d.arch == Arch::kGpt2)) {
+    return InvalidArgument(
+        "model.pad_token_id must be -1 (none) or a token id of a bert or "
+        "llama model, got " +
+        std::to_string(d.pad_token_id));
+  }
   if (d.hidden % d.heads != 0) {
     return InvalidArgument("model.hidden (" + std::to_string(d.hidden) +
                            ") must be a multiple of model.heads (" + std::to_string(d.heads) + ")");
@@ -226,14 +233,24 @@ void InitParamRange(const ModelDims& d, int layer, uint64_t seed, int64_t begin_
       case Init::kOnes:
         std::fill(dst, dst + (hi - lo), 1.0f);
         break;
-      case Init::kNormal:
+      case Init::kNormal: {
+        // The padding row of the token embeddings starts at 0 (transformers' init).
+        const bool pad_rows = ts[t].name == "tok_emb" && d.pad_token_id >= 0;
+        const int64_t pad_begin = int64_t{d.pad_token_id} * d.hidden,
+                      pad_end = pad_begin + d.hidden;
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < hi - lo; ++i) {
+          const int64_t e = first + i;
+          if (pad_rows && e >= pad_begin && e < pad_end) {
+            dst[i] = 0.0f;
+            continue;
+          }
           const uint64_t key = HashKeys(seed, RngPurpose::kInit, static_cast<uint64_t>(layer),
-                                        static_cast<uint64_t>(t), static_cast<uint64_t>(first + i));
+                                        static_cast<uint64_t>(t), static_cast<uint64_t>(e));
           dst[i] = static_cast<float>(ts[t].init_std * NormalFromKey(key));
         }
         break;
+      }
     }
   }
 }

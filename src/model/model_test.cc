@@ -505,7 +505,9 @@ TEST_P(HeadGradTest, MatchesFiniteDifferences) {
   for (int64_t i = 0; i < le.size_elems(); ++i) {
     const bool decoder =
         c.tied && i >= tok.offset_elems && i < tok.offset_elems + tok.shape.num_elements();
-    if (!decoder) ASSERT_EQ(demb[i], 0.0) << "embedding element " << i;
+    if (!decoder) {
+      ASSERT_EQ(demb[i], 0.0) << "embedding element " << i;
+    }
   }
   if (c.tied) {
     EXPECT_GT(MaxAbs(nemb.data() + tok.offset_elems, tok.shape.num_elements()), 1e-4);

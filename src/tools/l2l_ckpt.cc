@@ -23,11 +23,11 @@
 
 #include "l2l/ckpt/checkpoint.h"
 #include "l2l/ckpt/reader.h"
-#include "l2l/ckpt/safetensors.h"
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
 #include "l2l/core/dtype.h"
 #include "l2l/core/status.h"
+#include "l2l/interop/safetensors.h"
 #include "verb_args.h"
 
 namespace l2l::ckpt {
@@ -49,6 +49,12 @@ constexpr const char* kUsage =
     "and exit 2.\n";
 
 using Args = tools::VerbArgs;
+using interop::EncodeSafetensorsHeader;
+using interop::ReadSafetensorsHeader;
+using interop::SafetensorsDType;
+using interop::SafetensorsDTypeName;
+using interop::SafetensorsHeader;
+using interop::SafetensorsTensor;
 
 StatusOr<Args> ParseArgs(const std::string& verb, const std::vector<std::string>& argv,
                          const std::set<std::string>& known) {

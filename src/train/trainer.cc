@@ -74,6 +74,7 @@ model::ModelDims DimsFromConfig(const config::ModelConfig& m) {
   d.seq_len = m.seq_len;
   d.max_positions = m.max_positions;
   d.type_vocab = m.type_vocab;
+  d.pad_token_id = m.kind == config::ModelKind::kGpt ? -1 : m.pad_token_id;
   d.dropout = m.dropout;
   d.norm_eps = m.norm_eps;
   d.gelu = m.activation == config::Activation::kGelu ? kernels::Gelu::kErf : kernels::Gelu::kTanh;

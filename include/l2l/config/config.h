@@ -76,6 +76,9 @@ struct ModelConfig {
   int max_positions = 0;  // position embeddings (bert, gpt); >= seq_len; default seq_len
   int kv_heads = 0;       // llama: key/value heads, divides heads; default heads
   int type_vocab = 2;     // bert: token types, >= 1
+  // bert, llama: transformers' pad_token_id as the embedding's padding_idx
+  // (its row gets no lookup gradient and starts at 0); -1 = none.
+  int pad_token_id = -1;
   // bert, gpt: every dropout site; llama: the attention probabilities only
   // (transformers' attention_dropout). In [0, 1); default 0.1 (bert, gpt), 0 (llama).
   double dropout = 0.1;

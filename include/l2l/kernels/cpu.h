@@ -169,10 +169,11 @@ void EmbeddingForward(const T* table, int64_t vocab, int64_t dim, const int32_t*
                       T* out, Accum accum = Accum::kOverwrite);
 
 // dtable[ids[i]] += dout[i] for i = 0..n-1 in that order (deterministic: each
-// thread owns a block of columns and walks all tokens in order).
+// thread owns a block of columns and walks all tokens in order). Tokens equal
+// to skip_id add nothing (torch's padding_idx; -1 = none).
 template <typename T>
 void EmbeddingBackward(const int32_t* ids, int64_t n, const T* dout, int64_t vocab, int64_t dim,
-                       T* dtable);
+                       T* dtable, int32_t skip_id = -1);
 
 // out (rows, seq, dim)[r, s] = pos (seq, dim)[s], written or added per accum.
 template <typename T>

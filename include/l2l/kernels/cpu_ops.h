@@ -118,8 +118,8 @@ class CpuOps {
     cpu::EmbeddingForward(table, vocab, dim, ids, n, out, accum);
   }
   void EmbeddingBackward(const int32_t* ids, int64_t n, const T* dout, int64_t vocab, int64_t dim,
-                         G* dtable) {
-    cpu::EmbeddingBackward(ids, n, dout, vocab, dim, dtable);
+                         G* dtable, int32_t skip_id = -1) {
+    cpu::EmbeddingBackward(ids, n, dout, vocab, dim, dtable, skip_id);
   }
   void PositionEmbeddingForward(const T* pos, int64_t rows, int64_t seq, int64_t dim, T* out,
                                 Accum accum = Accum::kOverwrite) {

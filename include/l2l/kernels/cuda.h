@@ -320,10 +320,10 @@ Status EmbeddingForward(cudaStream_t stream, const T* table, int64_t vocab, int6
 // of columns, scans the token list in order and applies its own tokens. The
 // additions per element happen in exactly cpu::EmbeddingBackward's order, so
 // for the same fp32 inputs the result equals the CPU's bit for bit. Ids outside
-// [0, vocab) are skipped.
+// [0, vocab), and ids equal to skip_id (padding_idx; -1 = none), are skipped.
 template <typename T>
 Status EmbeddingBackward(cudaStream_t stream, const int32_t* ids, int64_t n, const T* dout,
-                         int64_t vocab, int64_t dim, float* dtable);
+                         int64_t vocab, int64_t dim, float* dtable, int32_t skip_id = -1);
 
 // out (rows, seq, dim)[r, s] = pos (seq, dim)[s], written or added per accum.
 template <typename T>

@@ -47,6 +47,10 @@ struct ModelDims {
   int seq_len = 0;        // S: tokens per sequence the layers run on
   int max_positions = 0;  // P: rows of the position table (bert, gpt2); 0 = seq_len
   int type_vocab = 2;     // bert token types
+  // bert, llama: the token id whose embedding row gets no gradient from the
+  // lookup and starts at 0 (torch's padding_idx = config.pad_token_id); -1 =
+  // none. The tied decoder still trains that row.
+  int pad_token_id = -1;
   // Drop probability, in [0, 1): every dropout site for bert and gpt2; the
   // attention probabilities only for llama (transformers' attention_dropout).
   double dropout = 0.1;

@@ -48,7 +48,7 @@ __global__ void EmbeddingForwardKernel(const T* table, int64_t vocab, int64_t di
 template <typename T>
 __global__ void __launch_bounds__(kEmbedTile)
     EmbeddingBackwardKernel(const int32_t* ids, int64_t n, const T* dout, int64_t vocab,
-                            int64_t dim, int32_t buckets, float* dtable) {
+                            int64_t dim, int32_t buckets, int32_t skip_id, float* dtable) {
   __shared__ int64_t tok[kEmbedTile];     // this bucket's tokens in the current id tile, in order
   __shared__ int32_t tok_id[kEmbedTile];  // and their ids
   __shared__ int warp_count[kEmbedTile / kWarp];
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kEmbedTile)
   for (int64_t base = 0; base < n; base += kEmbedTile) {
     const int64_t i = base + t;
     const int32_t id = i < n ? ids[i] : -1;
-    const bool mine = id >= 0 && id < vocab && id % buckets == bucket;
+    const bool mine = id >= 0 && id < vocab && id != skip_id && id % buckets == bucket;
     const unsigned ballot = __ballot_sync(kFullMask, mine);
     if (lane == 0) warp_count[warp] = __popc(ballot);
     __syncthreads();
@@ -157,7 +157,7 @@ Status EmbeddingForward(cudaStream_t stream, const T* table, int64_t vocab, int6
 
 template <typename T>
 Status EmbeddingBackward(cudaStream_t stream, const int32_t* ids, int64_t n, const T* dout,
-                         int64_t vocab, int64_t dim, float* dtable) {
+                         int64_t vocab, int64_t dim, float* dtable, int32_t skip_id) {
   const int64_t tiles = (dim + kEmbedTile - 1) / kEmbedTile;
   RETURN_IF_ERROR(internal::Validator("EmbeddingBackward")
                       .Positive("vocab", vocab)
@@ -172,8 +172,8 @@ Status EmbeddingBackward(cudaStream_t stream, const int32_t* ids, int64_t n, con
   if (n == 0 || dim == 0) return OkStatus();
   const int64_t buckets = vocab < kEmbedMaxBuckets ? vocab : kEmbedMaxBuckets;
   const dim3 grid(static_cast<unsigned>(buckets), static_cast<unsigned>(tiles));
-  EmbeddingBackwardKernel<<<grid, kEmbedTile, 0, stream>>>(ids, n, dout, vocab, dim,
-                                                           static_cast<int32_t>(buckets), dtable);
+  EmbeddingBackwardKernel<<<grid, kEmbedTile, 0, stream>>>(
+      ids, n, dout, vocab, dim, static_cast<int32_t>(buckets), skip_id, dtable);
   L2L_CUDA_RETURN_IF_LAUNCH_FAILED();
   return OkStatus();
 }
@@ -247,7 +247,7 @@ Status ScatterRows(cudaStream_t stream, const T* src, const int32_t* idx, int64_
   template Status EmbeddingForward<T>(cudaStream_t, const T*, int64_t, int64_t, const int32_t*,   \
                                       int64_t, T*, Accum);                                        \
   template Status EmbeddingBackward<T>(cudaStream_t, const int32_t*, int64_t, const T*, int64_t,  \
-                                       int64_t, float*);                                          \
+                                       int64_t, float*, int32_t);                                 \
   template Status PositionEmbeddingForward<T>(cudaStream_t, const T*, int64_t, int64_t, int64_t,  \
                                               T*, Accum);                                         \
   template Status PositionEmbeddingBackward<T>(cudaStream_t, const T*, int64_t, int64_t, int64_t, \

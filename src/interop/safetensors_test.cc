@@ -1,5 +1,5 @@
 // safetensors header encoding and the validating reader.
-#include "l2l/ckpt/safetensors.h"
+#include "l2l/interop/safetensors.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-namespace l2l::ckpt {
+namespace l2l::interop {
 namespace {
 
 std::string TempPath(const std::string& name) {
@@ -106,4 +106,4 @@ TEST(Safetensors, ReaderRejectsMalformedFiles) {
 }
 
 }  // namespace
-}  // namespace l2l::ckpt
+}  // namespace l2l::interop
