@@ -83,9 +83,28 @@ TEST(Engine, L2LEqualsResidentGptWithClipping) {
   ExpectL2LEqualsResident(cfg);
 }
 
-TEST(Engine, WorldSizeInvariance) {
+// Llama with grouped-query attention (4 heads, 2 key/value heads), llama3
+// rope scaling and attention dropout; untied, and tied (layer 0 held by the
+// l2l source across the step) with clipping.
+config::Config LlamaConfig(bool tied) {
+  config::Config cfg = TinyConfig(config::ModelKind::kLlama);
+  cfg.model.kv_heads = 2;
+  cfg.model.tie_embeddings = tied;
+  cfg.model.rope_scaling.type = config::RopeScalingType::kLlama3;
+  cfg.model.rope_scaling.original_max_positions = 8;
+  return cfg;
+}
+
+TEST(Engine, L2LEqualsResidentLlamaGqaUntied) { ExpectL2LEqualsResident(LlamaConfig(false)); }
+
+TEST(Engine, L2LEqualsResidentLlamaGqaTiedWithClipping) {
+  config::Config cfg = LlamaConfig(true);
+  cfg.train.grad_clip = 0.05;
+  ExpectL2LEqualsResident(cfg);
+}
+
+void ExpectWorldSizeInvariance(config::Config cfg) {
   if (g_size < 4) GTEST_SKIP() << "needs 4 ranks";
-  config::Config cfg = TinyConfig(config::ModelKind::kBert);
   cfg.train.grad_clip = 1.0;
   cfg.train.micro_batch = 1;  // global 8 = 4 ranks x 2 = 2 x 4 = 1 x 8 micro-batches
   RunResult w4 = RunOn(4, cfg);
@@ -98,14 +117,20 @@ TEST(Engine, WorldSizeInvariance) {
       EXPECT_NEAR(r->history[s].loss, w4.history[s].loss, 1e-5 * std::fabs(w4.history[s].loss));
     }
     const double rel = RelativeNorm(r->weights, w4.weights);
-    std::printf("world-size invariance: final weights relative norm %.3g\n", rel);
+    std::printf("world-size invariance (%s): final weights relative norm %.3g\n",
+                config::Name(cfg.model.kind), rel);
     EXPECT_LT(rel, 1e-5);
   }
 }
 
+TEST(Engine, WorldSizeInvariance) {
+  ExpectWorldSizeInvariance(TinyConfig(config::ModelKind::kBert));
+}
+TEST(Engine, WorldSizeInvarianceLlamaTied) { ExpectWorldSizeInvariance(LlamaConfig(true)); }
+TEST(Engine, WorldSizeInvarianceLlamaUntied) { ExpectWorldSizeInvariance(LlamaConfig(false)); }
+
 // DESIGN §5: with stash=host nothing on the device scales with depth.
-TEST(Engine, DeviceMemoryIsConstantInDepthWithHostStash) {
-  config::Config cfg = TinyConfig(config::ModelKind::kBert);
+void ExpectDeviceMemoryConstantInDepth(config::Config cfg) {
   cfg.train.steps = 1;
   int64_t peak[2][2];  // [stash host/device][4 / 48 layers]
   int64_t predicted_stash[2][2];
@@ -129,6 +154,16 @@ TEST(Engine, DeviceMemoryIsConstantInDepthWithHostStash) {
   // With stash=device the peak grows by exactly the predicted stash growth.
   EXPECT_EQ(peak[1][1] - peak[1][0], predicted_stash[1][1] - predicted_stash[1][0]);
   EXPECT_GT(peak[1][1], 2 * peak[1][0]);
+}
+
+TEST(Engine, DeviceMemoryIsConstantInDepthWithHostStash) {
+  ExpectDeviceMemoryConstantInDepth(TinyConfig(config::ModelKind::kBert));
+}
+TEST(Engine, DeviceMemoryIsConstantInDepthLlamaUntied) {
+  ExpectDeviceMemoryConstantInDepth(LlamaConfig(false));
+}
+TEST(Engine, DeviceMemoryIsConstantInDepthLlamaTied) {
+  ExpectDeviceMemoryConstantInDepth(LlamaConfig(true));
 }
 
 // The gather ring: depth 0 gathers once per visit of the relay's schedule

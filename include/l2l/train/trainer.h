@@ -84,6 +84,9 @@ class Trainer {
   const sched::DeviceMemoryPlan& memory_plan() const { return plan_; }
   Device& device() { return *device_; }
   const model::ModelDims& dims() const { return dims_; }
+  // The data order (read-only): what each step and evaluation consumes.
+  const data::Sampler& sampler() const { return *sampler_; }
+  int micro_batches_per_rank() const { return n_micro_; }
 
   // Full fp32 weights of `layer` (unpadded), on every rank. Collective.
   Status ReadLayer(int layer, std::vector<float>* out);
