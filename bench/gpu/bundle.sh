@@ -12,7 +12,8 @@
 #
 # What the bundle holds and why:
 #   bin/     cuda_device_test kernels_cuda_test kernels_cuda_sum_squares_test
-#            layer_exec_cuda_test gpu_step_test nccl_comm_test kernels_test
+#            layer_exec_cuda_test hf_fixture_exec_test gpu_step_test nccl_comm_test kernels_test
+#   fixtures/hf  the transformers fixtures (tests/fixtures/hf)
 #            l2l-train l2l-data gemm_rate (stripped)
 #   lib/     the transitive closure (ldd) of those binaries and of the OpenMPI
 #            components below, minus the base system (glibc, libstdc++,
@@ -55,7 +56,7 @@ while [ $# -gt 0 ]; do
 done
 
 targets=(cuda_device_test kernels_cuda_test kernels_cuda_sum_squares_test layer_exec_cuda_test
-         gpu_step_test nccl_comm_test kernels_test l2l-train l2l-data gemm_rate)
+         hf_fixture_exec_test gpu_step_test nccl_comm_test kernels_test l2l-train l2l-data gemm_rate)
 
 # ---- 1. configure and build ------------------------------------------------
 if [ "$do_build" = 1 ]; then
@@ -79,6 +80,9 @@ mkdir -p "$stage/bin" "$stage/lib/fallback" "$stage/openmpi/lib/openmpi3" \
 for t in "${targets[@]}"; do
   cp "$(find_bin "$t")" "$stage/bin/$t"
 done
+# The transformers fixtures hf_fixture_exec_test reads (L2L_FIXTURE_DIR).
+mkdir -p "$stage/fixtures"
+cp -r "$repo/tests/fixtures/hf" "$stage/fixtures/hf"
 
 # OpenMPI's install dirs, as this build machine's libopen-pal knows them.
 ompi_pkglibdir=$(ompi_info --path pkglibdir --parsable 2>/dev/null | sed -n 's/^path:pkglibdir://p')

@@ -7,7 +7,7 @@
 #                    carry=["bench/gpu/bundle-out"], timeout_s=540)
 #
 # Order (most important first): GPU info; the GPU tests (cuda_device_test,
-# kernels_cuda_test, kernels_cuda_sum_squares_test, layer_exec_cuda_test,
+# kernels_cuda_test, kernels_cuda_sum_squares_test, layer_exec_cuda_test, hf_fixture_exec_test,
 # gpu_step_test and nccl_comm_test on 1 rank); the bf16 GEMM rate (gemm_rate,
 # the MFU denominator); l2l-train on the CPU (bundle sanity: singleton MPI,
 # HDF5) and 5 fp32 steps of tiny-bert on the GPU; then the BERT-large benchmark
@@ -152,6 +152,10 @@ main() {
   gtest_verdict kernels_cuda_sum_squares_test
   run_step layer_exec_cuda_test 180 "$B/bin/layer_exec_cuda_test" --gtest_output=xml:"$logdir/layer_exec_cuda_test.xml"
   gtest_verdict layer_exec_cuda_test
+  # bert, gpt2 and the llama family against transformers' own numbers, on the GPU.
+  L2L_FIXTURE_DIR="$B/fixtures/hf" run_step hf_fixture_exec_test 120 "$B/bin/hf_fixture_exec_test" \
+    --gtest_output=xml:"$logdir/hf_fixture_exec_test.xml"
+  gtest_verdict hf_fixture_exec_test
   # An MPI gtest (singleton, one rank, like nccl_comm_test); it writes its token
   # file and run dirs into the working directory: a scratch one.
   mkdir -p "$trainwork/gpu_step_test"

@@ -88,6 +88,7 @@ check cuda_device_test 0 "L2L_GPU_TESTS_SKIPPED" "$B/bin/cuda_device_test"
 check kernels_cuda_test 0 "PASSED" "$B/bin/kernels_cuda_test"
 check kernels_cuda_sum_squares_test 0 "L2L_GPU_TESTS_SKIPPED" "$B/bin/kernels_cuda_sum_squares_test"
 check layer_exec_cuda_test 0 "L2L_GPU_TESTS_SKIPPED" "$B/bin/layer_exec_cuda_test"
+check hf_fixture_exec_test 0 "L2L_GPU_TESTS_SKIPPED" env L2L_FIXTURE_DIR="$B/fixtures/hf" "$B/bin/hf_fixture_exec_test"
 mkdir -p "$W/gpu_step_test"  # it writes its corpus and run dirs into the working directory
 check gpu_step_test_np1 0 "L2L_GPU_TESTS_SKIPPED" env -C "$W/gpu_step_test" "$B/bin/gpu_step_test"
 check nccl_comm_test_np1 0 "L2L_GPU_TESTS_SKIPPED" "$B/bin/nccl_comm_test"

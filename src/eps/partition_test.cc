@@ -50,5 +50,38 @@ TEST(Partition, ShardInPaddingHasNoValidPart) {
   EXPECT_EQ(ValidPart(ShardOf(padded, 4, 3), 10).size_elems, 0);
 }
 
+// The runs tile [begin, end) in order, alternate decay flags as the ranges
+// say, and are never empty; ranges outside or straddling the span clip.
+TEST(Partition, DecayRunsTileTheSpan) {
+  const std::vector<Shard> no_decay = {{10, 5}, {15, 3}, {40, 10}, {90, 20}};
+  struct Run {
+    int64_t b, e;
+    bool decay;
+    bool operator==(const Run&) const = default;
+  };
+  auto runs = [&](int64_t b, int64_t e) {
+    std::vector<Run> out;
+    ForEachDecayRun(no_decay, b, e, [&](int64_t rb, int64_t re, bool d) {
+      out.push_back({rb, re, d});
+    });
+    return out;
+  };
+  EXPECT_EQ(runs(0, 100), (std::vector<Run>{{0, 10, true},
+                                            {10, 15, false},
+                                            {15, 18, false},
+                                            {18, 40, true},
+                                            {40, 50, false},
+                                            {50, 90, true},
+                                            {90, 100, false}}));
+  EXPECT_EQ(runs(12, 45),
+            (std::vector<Run>{{12, 15, false}, {15, 18, false}, {18, 40, true}, {40, 45, false}}));
+  EXPECT_EQ(runs(20, 30), (std::vector<Run>{{20, 30, true}}));
+  EXPECT_EQ(runs(42, 48), (std::vector<Run>{{42, 48, false}}));
+  EXPECT_TRUE(runs(5, 5).empty());
+  std::vector<Run> none;
+  ForEachDecayRun({}, 3, 7, [&](int64_t b, int64_t e, bool d) { none.push_back({b, e, d}); });
+  EXPECT_EQ(none, (std::vector<Run>{{3, 7, true}}));
+}
+
 }  // namespace
 }  // namespace l2l::eps

@@ -18,6 +18,7 @@
 
 #include "l2l/core/dtype.h"
 #include "l2l/device/gpu_test_env.h"
+#include "l2l/device/test_buffers.h"
 #include "l2l/model/layer_exec.h"
 
 namespace l2l::model {
@@ -110,48 +111,10 @@ Inputs MakeInputs(const Case& c) {
   return in;
 }
 
-// Host float <-> device buffer in `dtype`.
-DeviceBuffer Upload(Device& dev, const std::vector<float>& v, DType dtype) {
-  const size_t elem = DTypeSizeBytes(dtype);
-  StatusOr<DeviceBuffer> b = dev.Allocate(v.size() * elem + 256, "test");
-  L2L_CHECK(b.ok());
-  std::vector<uint16_t> half;
-  const void* src = v.data();
-  if (dtype == DType::kBF16) {
-    for (float f : v) half.push_back(F32ToBF16(f));
-    src = half.data();
-  }
-  dev.CopyH2D(b->data(), src, v.size() * elem, StreamKind::kCompute);
-  dev.SynchronizeStream(StreamKind::kCompute);
-  return std::move(b).value();
-}
-
-template <typename U>
-DeviceBuffer UploadRaw(Device& dev, const std::vector<U>& v) {
-  StatusOr<DeviceBuffer> b = dev.Allocate(v.size() * sizeof(U) + 256, "test");
-  L2L_CHECK(b.ok());
-  dev.CopyH2D(b->data(), v.data(), v.size() * sizeof(U), StreamKind::kCompute);
-  return std::move(b).value();
-}
-
-std::vector<float> Download(Device& dev, const DeviceBuffer& b, size_t n, DType dtype) {
-  std::vector<float> out(n);
-  dev.SynchronizeStream(StreamKind::kCompute);
-  if (dtype == DType::kBF16) {
-    std::vector<uint16_t> half(n);
-    dev.CopyD2H(half.data(), b.data(), n * 2, StreamKind::kCompute);
-    dev.SynchronizeStream(StreamKind::kCompute);
-    for (size_t i = 0; i < n; ++i) out[i] = BF16ToF32(half[i]);
-  } else {
-    dev.CopyD2H(out.data(), b.data(), n * 4, StreamKind::kCompute);
-    dev.SynchronizeStream(StreamKind::kCompute);
-  }
-  return out;
-}
-
-DeviceBuffer Zeros(Device& dev, size_t n) {
-  return Upload(dev, std::vector<float>(n, 0.0f), DType::kF32);
-}
+using testing::Download;
+using testing::Upload;
+using testing::UploadRaw;
+using testing::Zeros;
 
 Outputs RunLayers(Device& dev, const Inputs& in, DType dtype) {
   const ModelDims& d = in.d;

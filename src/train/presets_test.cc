@@ -20,7 +20,8 @@ const std::string kDir = L2L_CONFIG_DIR;
 int64_t ParameterCount(const model::ModelDims& d) {
   int64_t n = 0;
   for (int l = 0; l < model::NumLayers(d); ++l) {
-    for (const model::TensorSpec& t : model::LayoutForLayer(d, l).tensors()) {
+    const model::ParamLayout layout = model::LayoutForLayer(d, l);
+    for (const model::TensorSpec& t : layout.tensors()) {
       n += t.shape.num_elements();
     }
   }

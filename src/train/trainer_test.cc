@@ -193,6 +193,54 @@ TEST(Engine, PrefetchNeverGathersMoreThanOncePerVisit) {
   }
 }
 
+// train.weight_decay_on: matrices decays 2-D weights and embeddings only.
+// The no-decay ranges are exactly the 1-D tensors (biases and gains), packed
+// neighbours merged. Against `all`, one step from the same start (same
+// gradients): every matrix is bitwise the same in both, every gain (1 at
+// init, so decay moves it) differs, in l2l and resident mode alike.
+TEST(Engine, WeightDecayOnMatricesSparesBiasesAndGains) {
+  {
+    config::Config cfg = TinyConfig(config::ModelKind::kLlama);
+    cfg.model.attention_bias = true;
+    const model::ModelDims d = DimsFromConfig(cfg.model);
+    const model::ParamLayout block = model::LayoutForLayer(d, 1);
+    const std::vector<eps::Shard> r = NoDecayRanges(block);
+    const int64_t H = d.hidden, KV = int64_t{model::KvHeads(d)} * model::HeadDim(d);
+    const std::vector<eps::Shard> want = {{block.OffsetOf("ln1.gain"), H},
+                                          {block.OffsetOf("attn.q.bias"), H + 2 * KV},
+                                          {block.OffsetOf("ln2.gain"), H}};
+    EXPECT_EQ(r, want);
+  }
+  for (config::ExecMode mode : {config::ExecMode::kL2L, config::ExecMode::kResident}) {
+    config::Config cfg = TinyConfig(config::ModelKind::kGpt);
+    cfg.exec.mode = mode;
+    cfg.train.steps = 1;
+    cfg.train.weight_decay = 0.5;  // large, so one step's decay is far above rounding
+    cfg.train.weight_decay_on = config::WeightDecayOn::kMatrices;
+    RunResult matrices = RunOn(1, cfg);
+    cfg.train.weight_decay_on = config::WeightDecayOn::kAll;
+    RunResult all = RunOn(1, cfg);
+    if (!matrices.ran) continue;
+    const model::ModelDims d = DimsFromConfig(cfg.model);
+    int gains = 0;
+    for (int l = 0; l < model::NumLayers(d); ++l) {
+      const model::ParamLayout layout = model::LayoutForLayer(d, l);
+      for (const model::TensorSpec& t : layout.tensors()) {
+        const float* a = matrices.weights[l].data() + t.offset_elems;
+        const float* b = all.weights[l].data() + t.offset_elems;
+        const size_t bytes = t.shape.num_elements() * sizeof(float);
+        if (t.matrix()) {
+          EXPECT_EQ(std::memcmp(a, b, bytes), 0) << "layer " << l << " " << t.name;
+        } else if (t.init == model::Init::kOnes) {
+          EXPECT_NE(std::memcmp(a, b, bytes), 0) << "layer " << l << " " << t.name;
+          ++gains;
+        }
+      }
+    }
+    EXPECT_GT(gains, 3);
+  }
+}
+
 TEST(Engine, LayerThatDoesNotFitTheCapIsRefused) {
   config::Config cfg = TinyConfig(config::ModelKind::kBert);
   cfg.exec.device_memory_limit_bytes = 64 * 1024;
