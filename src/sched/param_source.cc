@@ -85,6 +85,9 @@ class L2LParamSource final : public ParamSource {
   void BeginStep(float lr, int64_t step_one_based) override {
     eps_->BeginStep(lr, step_one_based);
     InvalidateGathered();
+    // A step that failed half way leaves no gradient half accumulated.
+    for (GradSlot& g : grads_) g.open = false;
+    held_grad_.open = false;
   }
 
   void InvalidateGathered() override {
@@ -301,6 +304,7 @@ class ResidentParamSource final : public ParamSource {
 
   void BeginStep(float lr, int64_t step_one_based) override {
     hp_ = eps::MakeAdamWParams(settings_, lr, step_one_based);
+    for (Layer& L : layers_) L.grad_open = false;  // nothing left from a failed step
   }
   void InvalidateGathered() override {}
   StatusOr<bool> Prefetch(int, bool) override { return true; }

@@ -280,8 +280,8 @@ Status BiasGeluBackward(cudaStream_t stream, const T* pre, const T* dy, int64_t 
 // y must not alias gu.
 template <typename T>
 Status SwigluForward(cudaStream_t stream, const T* gu, int64_t n, int64_t f, T* y);
-// dgu (n, 2f) written: [dy ⊙ up ⊙ silu'(gate) | dy ⊙ silu(gate)]. dgu must
-// not alias gu or dy.
+// dgu (n, 2f) written: [dy ⊙ up ⊙ silu'(gate) | dy ⊙ silu(gate)]. dgu may
+// alias gu (cpu::SwigluBackward's contract; the llama block does it), not dy.
 template <typename T>
 Status SwigluBackward(cudaStream_t stream, const T* gu, const T* dy, int64_t n, int64_t f, T* dgu);
 

@@ -1092,6 +1092,10 @@ TYPED_TEST(CudaTypedTest, SwigluForwardAndBackwardMatchCpu) {
   }
   EXPECT_LT(RelErr(got_gate, want_gate), Tol<T>()) << "d gate";
   EXPECT_LT(RelErr(got_up, want_up), Tol<T>()) << "d up";
+  // In place (dgu == gu), as the llama block calls it: the same values.
+  auto inplace = UploadAs<T>(gu);
+  ASSERT_OK(SwigluBackward<T>(this->stream_, inplace.get(), ddy.get(), n, f, inplace.get()));
+  EXPECT_EQ(DownloadAsFloat(inplace), got) << "in place differs from out of place";
 }
 
 TEST_F(CudaTest, DropoutMaskIsBitIdenticalToCpu) {

@@ -261,16 +261,17 @@ Status SwigluForward(cudaStream_t stream, const T* gu, int64_t n, int64_t f, T* 
 
 template <typename T>
 Status SwigluBackward(cudaStream_t stream, const T* gu, const T* dy, int64_t n, int64_t f, T* dgu) {
-  RETURN_IF_ERROR(internal::Validator("SwigluBackward")
-                      .NonNegative("n", n)
-                      .NonNegative("f", f)
-                      .NotNull("gu", gu, 2 * n * f)
-                      .NotNull("dy", dy, n * f)
-                      .NotNull("dgu", dgu, 2 * n * f)
-                      .That(n * f == 0 || (static_cast<const void*>(dgu) != gu &&
-                                           static_cast<const void*>(dgu) != dy),
-                            "dgu not aliasing gu or dy")
-                      .status());
+  RETURN_IF_ERROR(
+      internal::Validator("SwigluBackward")
+          .NonNegative("n", n)
+          .NonNegative("f", f)
+          .NotNull("gu", gu, 2 * n * f)
+          .NotNull("dy", dy, n * f)
+          .NotNull("dgu", dgu, 2 * n * f)
+          // dgu may alias gu (the block writes d[gate | up] over its
+          // input): each thread reads its gate, up and dy before writing.
+          .That(n * f == 0 || static_cast<const void*>(dgu) != dy, "dgu not aliasing dy")
+          .status());
   if (n == 0 || f == 0) return OkStatus();
   SwigluBackwardKernel<<<GridFor(n * f), kThreads, 0, stream>>>(gu, dy, n, f, dgu);
   L2L_CUDA_RETURN_IF_LAUNCH_FAILED();
