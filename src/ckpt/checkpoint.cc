@@ -32,9 +32,6 @@ using internal::ReadTarget;
 
 namespace internal {
 
-// Per-rank read-back buffer when verifying a freshly written file.
-constexpr int64_t kVerifyChunkElems = int64_t{1} << 22;  // 16 MiB of fp32
-
 // "" when the index is consistent with a flat buffer of `size_elems`,
 // otherwise what is wrong.
 std::string IndexProblem(const LayerInfo& layer) {
@@ -166,8 +163,8 @@ Status ReadLayerAndCheck(MpiComm& comm, hid_t file, hid_t dxpl, const std::strin
     ChecksumSink sink;
     const bool checksummed = target == ReadTarget::kChecksumOnly || s.checksummed;
     float* out = target == ReadTarget::kSliceBuffers ? SlicePointer(s, d) : nullptr;
-    st = ReadRange(comm.handle(), ds.get(), dxpl, s.offset_elems, s.size_elems, out,
-                   kVerifyChunkElems, checksummed ? ChecksumSink::Add : nullptr, &sink);
+    st = ReadRange(comm.handle(), ds.get(), dxpl, s.offset_elems, s.size_elems, out, kPieceElems,
+                   checksummed ? ChecksumSink::Add : nullptr, &sink);
     if (!st.ok())
       st = IoError(path + ": reading " + DatasetName(layer, leaf) + ": " + st.message());
     RETURN_IF_ERROR(comm.Agree(st));
@@ -369,9 +366,18 @@ Status CheckSameOnAllRanks(MpiComm& comm, uint64_t hash, const std::string& what
 
 enum class SliceUse { kSave, kLoad };
 
-// Local checks of this rank's slices against the layers.
-Status CheckLocalSlices(const std::vector<LayerInfo>& layers,
-                        const std::vector<LayerSlice>& slices) {
+// Local checks of this rank's slices against the layers; with
+// buffers_needed false the slices only describe ranges (streamed saves,
+// master-only loads).
+// Which buffers of a slice the operation reads or writes.
+enum class SliceBuffers {
+  kNone,    // a streamed save: the data comes from a fill callback
+  kMaster,  // weights only (LoadWeights)
+  kAll,     // master, adam_m and adam_v
+};
+
+Status CheckLocalSlices(const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
+                        SliceBuffers needed = SliceBuffers::kAll) {
   if (layers.size() != slices.size()) {
     return InvalidArgument("checkpoint: " + std::to_string(layers.size()) + " layers but " +
                            std::to_string(slices.size()) + " slices");
@@ -385,7 +391,9 @@ Status CheckLocalSlices(const std::vector<LayerInfo>& layers,
           ", " + std::to_string(s.offset_elems + s.size_elems) + ") lies outside the layer's " +
           std::to_string(layers[l].size_elems) + " elements");
     }
-    if (s.size_elems > 0 && (s.master == nullptr || s.adam_m == nullptr || s.adam_v == nullptr)) {
+    if (needed != SliceBuffers::kNone && s.size_elems > 0 &&
+        (s.master == nullptr ||
+         (needed == SliceBuffers::kAll && (s.adam_m == nullptr || s.adam_v == nullptr)))) {
       return InvalidArgument("checkpoint: layer " + std::to_string(l) +
                              " slice has a null master, adam_m or adam_v buffer");
     }
@@ -492,12 +500,13 @@ Status CompareLayers(const std::string& path, const std::vector<LayerInfo>& file
 // Every layer's slices; `bytes_read` sums all ranks' reads.
 Status ReadAllAndCheck(MpiComm& comm, hid_t file, const std::string& path,
                        const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
-                       ReadTarget target, int64_t* bytes_read) {
+                       ReadTarget target, int64_t* bytes_read,
+                       LayerParts parts = LayerParts::kAll) {
   ASSIGN_OR_RETURN(H5Id dxpl, internal::DataTransfer());
   int64_t bytes = 0;
   for (int l = 0; l < static_cast<int>(layers.size()); ++l) {
     RETURN_IF_ERROR(internal::ReadLayerAndCheck(comm, file, dxpl.get(), path, l, slices[l], target,
-                                                LayerParts::kAll, &bytes));
+                                                parts, &bytes));
   }
   if (MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_INT64_T, MPI_SUM, comm.handle()) != MPI_SUCCESS) {
     return Internal("MPI_Allreduce of checkpoint byte counts failed");
@@ -515,9 +524,11 @@ int CrashAfterLayer() {
   return (end != nullptr && *end == '\0' && k >= 0) ? static_cast<int>(k) : -1;
 }
 
-// Writes the whole file collectively. Agreed errors.
+// Writes the whole file collectively, from the slices' buffers or, when
+// `fill` is given, from it piece by piece. Agreed errors.
 Status WriteFile(MpiComm& comm, const std::string& path, const Meta& meta,
-                 const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices) {
+                 const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
+                 const SaveFill* fill) {
   ASSIGN_OR_RETURN(H5Id fapl, internal::MpioFileAccess(comm.handle()));
   H5Id file = internal::OwnFile(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()));
   RETURN_IF_ERROR(comm.Agree(file.valid() ? OkStatus()
@@ -575,12 +586,23 @@ Status WriteFile(MpiComm& comm, const std::string& path, const Meta& meta,
                          : IoError("cannot create dataset " + name + " (" +
                                    internal::Hdf5ErrorSummary() + ")");
       RETURN_IF_ERROR(comm.Agree(in_file(st)));
-      const float* src = SlicePointer(s, d);
-      st = internal::WriteRange(comm.handle(), ds[d].get(), dxpl.get(), s.offset_elems,
-                                s.size_elems, src);
+      if (fill == nullptr) {
+        const float* src = SlicePointer(s, d);
+        st = internal::WriteRange(comm.handle(), ds[d].get(), dxpl.get(), s.offset_elems,
+                                  s.size_elems, src);
+        sums[d] = s.size_elems > 0 ? DatasetChecksum(src, s.offset_elems, s.size_elems) : 0;
+      } else {
+        uint64_t& sum = sums[d];
+        st = internal::WriteRangeFrom(comm.handle(), ds[d].get(), dxpl.get(), s.offset_elems,
+                                      s.size_elems, kPieceElems,
+                                      [&](int64_t offset, int64_t n, float* out) {
+                                        RETURN_IF_ERROR((*fill)(l, d, offset, n, out));
+                                        sum += DatasetChecksum(out, offset, n);
+                                        return OkStatus();
+                                      });
+      }
       if (!st.ok()) st = IoError("writing dataset " + name + ": " + st.message());
       RETURN_IF_ERROR(comm.Agree(in_file(st)));
-      sums[d] = s.size_elems > 0 ? DatasetChecksum(src, s.offset_elems, s.size_elems) : 0;
     }
     RETURN_IF_ERROR(AllReduceSum(comm, sums, kNumFlat));
     st = OkStatus();
@@ -640,9 +662,11 @@ std::string CheckpointPath(const std::string& dir, int64_t step) {
   return JoinPath(dir, StepFileName(step));
 }
 
-Status Save(MPI_Comm comm_in, const std::string& dir, const Meta& meta,
-            const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
-            int keep_last, IoStats* stats) {
+namespace {
+
+Status SaveImpl(MPI_Comm comm_in, const std::string& dir, const Meta& meta,
+                const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
+                const SaveFill* fill, int keep_last, IoStats* stats) {
   internal::SilenceHdf5Errors();
   const double t0 = MPI_Wtime();
   MpiComm comm(comm_in);
@@ -650,7 +674,9 @@ Status Save(MPI_Comm comm_in, const std::string& dir, const Meta& meta,
       keep_last >= 1
           ? ValidateLayers(layers)
           : InvalidArgument("checkpoint: keep_last must be >= 1, got " + std::to_string(keep_last));
-  if (local.ok()) local = CheckLocalSlices(layers, slices);
+  if (local.ok())
+    local = CheckLocalSlices(layers, slices,
+                             fill == nullptr ? SliceBuffers::kAll : SliceBuffers::kNone);
   RETURN_IF_ERROR(comm.Agree(local));
   RETURN_IF_ERROR(CheckSameOnAllRanks(comm, HashLayers(layers), "checkpoint layer layouts"));
   RETURN_IF_ERROR(CheckSameOnAllRanks(comm, HashString(HashInt(HashMeta(meta), keep_last), dir),
@@ -660,7 +686,7 @@ Status Save(MPI_Comm comm_in, const std::string& dir, const Meta& meta,
 
   const std::string tmp = JoinPath(dir, kTempPrefix + StepFileName(meta.step));
   const std::string final_path = CheckpointPath(dir, meta.step);
-  Status st = WriteFile(comm, tmp, meta, layers, slices);
+  Status st = WriteFile(comm, tmp, meta, layers, slices, fill);
   if (st.ok()) {
     // Re-open and check every dataset's checksum from what is on disk.
     auto file = internal::OpenForRead(comm, tmp);
@@ -690,6 +716,20 @@ Status Save(MPI_Comm comm_in, const std::string& dir, const Meta& meta,
     stats->seconds = MPI_Wtime() - t0;
   }
   return OkStatus();
+}
+
+}  // namespace
+
+Status Save(MPI_Comm comm, const std::string& dir, const Meta& meta,
+            const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
+            int keep_last, IoStats* stats) {
+  return SaveImpl(comm, dir, meta, layers, slices, nullptr, keep_last, stats);
+}
+
+Status SaveStreamed(MPI_Comm comm, const std::string& dir, const Meta& meta,
+                    const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& tiles,
+                    const SaveFill& fill, int keep_last, IoStats* stats) {
+  return SaveImpl(comm, dir, meta, layers, tiles, &fill, keep_last, stats);
 }
 
 StatusOr<std::string> FindLatest(const std::string& dir) {
@@ -732,11 +772,14 @@ StatusOr<std::vector<LayerInfo>> ReadLayerInfos(MPI_Comm comm_in, const std::str
   return layers;
 }
 
-Status Load(MPI_Comm comm_in, const std::string& path, const std::vector<LayerInfo>& layers,
-            const std::vector<LayerSlice>& slices, IoStats* stats) {
+namespace {
+
+Status LoadImpl(MPI_Comm comm_in, const std::string& path, const std::vector<LayerInfo>& layers,
+                const std::vector<LayerSlice>& slices, LayerParts parts, IoStats* stats) {
   const double t0 = MPI_Wtime();
   MpiComm comm(comm_in);
-  RETURN_IF_ERROR(comm.Agree(CheckLocalSlices(layers, slices)));
+  RETURN_IF_ERROR(comm.Agree(CheckLocalSlices(
+      layers, slices, parts == LayerParts::kAll ? SliceBuffers::kAll : SliceBuffers::kMaster)));
   RETURN_IF_ERROR(CheckSameOnAllRanks(comm, HashLayers(layers), "checkpoint layer layouts"));
   RETURN_IF_ERROR(CheckTiling(comm, layers, slices, SliceUse::kLoad));
   ASSIGN_OR_RETURN(H5Id file, internal::OpenForRead(comm, path));
@@ -745,13 +788,25 @@ Status Load(MPI_Comm comm_in, const std::string& path, const std::vector<LayerIn
   RETURN_IF_ERROR(comm.Agree(stored.status()));
   RETURN_IF_ERROR(comm.Agree(CompareLayers(path, *stored, layers)));
   int64_t bytes = 0;
-  RETURN_IF_ERROR(
-      ReadAllAndCheck(comm, file.get(), path, layers, slices, ReadTarget::kSliceBuffers, &bytes));
+  RETURN_IF_ERROR(ReadAllAndCheck(comm, file.get(), path, layers, slices, ReadTarget::kSliceBuffers,
+                                  &bytes, parts));
   if (stats != nullptr) {
     stats->bytes = bytes;
     stats->seconds = MPI_Wtime() - t0;
   }
   return OkStatus();
+}
+
+}  // namespace
+
+Status Load(MPI_Comm comm, const std::string& path, const std::vector<LayerInfo>& layers,
+            const std::vector<LayerSlice>& slices, IoStats* stats) {
+  return LoadImpl(comm, path, layers, slices, LayerParts::kAll, stats);
+}
+
+Status LoadWeights(MPI_Comm comm, const std::string& path, const std::vector<LayerInfo>& layers,
+                   const std::vector<LayerSlice>& slices, IoStats* stats) {
+  return LoadImpl(comm, path, layers, slices, LayerParts::kMasterOnly, stats);
 }
 
 }  // namespace l2l::ckpt

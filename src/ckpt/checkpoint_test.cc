@@ -359,6 +359,60 @@ TEST(Checkpoint, MultiRoundIoRoundTrips) {
   EXPECT_EQ(loaded.Mismatch(), "");
 }
 
+// StreamMaster hands out the layer front to back in pieces of the I/O size,
+// equal to the whole layer as ReadLayer reads it; a visitor error stops it.
+// Lowers the I/O piece size for one scope (restored on every exit, ASSERTs
+// included).
+struct SmallIoPieces {
+  explicit SmallIoPieces(int64_t n) { internal::SetMaxIoChunkElemsForTesting(n); }
+  ~SmallIoPieces() { internal::SetMaxIoChunkElemsForTesting(0); }
+};
+
+TEST(Checkpoint, StreamMasterVisitsTheLayerInOrder) {
+  const std::string dir = TestDir();
+  SaveStep(dir, 3);
+  // Rank 0 alone (the reader is local); the lambda keeps its ASSERTs from
+  // skipping the Barrier below.
+  if (Rank() == 0)
+    [&] {
+      const SmallIoPieces small(100);
+      const std::string path = CheckpointPath(dir, 3);
+      for (int layer = 0; layer < static_cast<int>(FakeLayers().size()); ++layer) {
+        StatusOr<LayerData> whole = ReadLayer(path, layer, LayerParts::kMasterOnly);
+        ASSERT_TRUE(whole.ok()) << whole.status().message();
+        std::vector<float> streamed;
+        int pieces = 0;
+        const Status s = StreamMaster(path, layer, [&](int64_t offset, int64_t n, const float* x) {
+          EXPECT_EQ(offset, static_cast<int64_t>(streamed.size()));
+          EXPECT_LE(n, 100);
+          streamed.insert(streamed.end(), x, x + n);
+          ++pieces;
+          return OkStatus();
+        });
+        ASSERT_TRUE(s.ok()) << s.message();
+        // Bitwise: the test values include NaN and infinities.
+        ASSERT_EQ(streamed.size(), whole->master.size());
+        EXPECT_EQ(
+            std::memcmp(streamed.data(), whole->master.data(), streamed.size() * sizeof(float)), 0)
+            << "layer " << layer;
+        EXPECT_EQ(pieces, (whole->master.size() + 99) / 100);
+        int calls = 0;
+        const Status stop = StreamMaster(path, layer, [&](int64_t, int64_t, const float*) {
+          ++calls;
+          return InvalidArgument("stop");
+        });
+        if (!whole->master.empty()) {
+          EXPECT_EQ(stop.message(), "stop");
+          EXPECT_EQ(calls, 1);
+        }
+      }
+      EXPECT_EQ(
+          StreamMaster(path, 99, [](int64_t, int64_t, const float*) { return OkStatus(); }).code(),
+          StatusCode::kInvalidArgument);
+    }();
+  Barrier();
+}
+
 // A layer with no elements (and no tensors) is stored as an empty dataset.
 TEST(Checkpoint, EmptyLayerRoundTrips) {
   const std::string dir = TestDir();
@@ -469,24 +523,27 @@ TEST_F(DamagedFile, Truncated) {
   ExpectAgreedError(ReadMeta(g_comm->handle(), bad).status(), StatusCode::kDataLoss, msg);
 }
 
+// Flips one byte of element `elem` of `dataset` in the file at `path`.
+void FlipByte(const std::string& path, const char* dataset, int64_t elem) {
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  hid_t d = H5Dopen2(f, dataset, H5P_DEFAULT);
+  const haddr_t at = H5Dget_offset(d);
+  H5Dclose(d);
+  H5Fclose(f);
+  ASSERT_NE(at, HADDR_UNDEF);
+  const int fd = ::open(path.c_str(), O_RDWR);
+  unsigned char byte = 0;
+  const off_t where = static_cast<off_t>(at) + 4 * elem + 2;
+  ASSERT_EQ(::pread(fd, &byte, 1, where), 1);
+  byte ^= 0x5a;
+  ASSERT_EQ(::pwrite(fd, &byte, 1, where), 1);
+  ::close(fd);
+}
+
 TEST_F(DamagedFile, FlippedBytesInsideADataset) {
   const std::string bad = dir_ + "/flipped.h5";
-  DamagedCopy(good_, bad, [](const std::string& p) {
-    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    ASSERT_GE(f, 0);
-    hid_t d = H5Dopen2(f, "/layers/00001/adam_m", H5P_DEFAULT);
-    const haddr_t at = H5Dget_offset(d);
-    H5Dclose(d);
-    H5Fclose(f);
-    ASSERT_NE(at, HADDR_UNDEF);
-    const int fd = ::open(p.c_str(), O_RDWR);
-    unsigned char byte = 0;
-    const off_t where = static_cast<off_t>(at) + 4 * 1000 + 2;  // element 1000
-    ASSERT_EQ(::pread(fd, &byte, 1, where), 1);
-    byte ^= 0x5a;
-    ASSERT_EQ(::pwrite(fd, &byte, 1, where), 1);
-    ::close(fd);
-  });
+  DamagedCopy(good_, bad, [](const std::string& p) { FlipByte(p, "/layers/00001/adam_m", 1000); });
   const Status s = LoadFake(bad, FakeLayers());
   EXPECT_EQ(s.code(), StatusCode::kDataLoss);
   const std::string prefix = bad + ": dataset /layers/00001/adam_m checksum mismatch (stored 0x";
@@ -498,6 +555,28 @@ TEST_F(DamagedFile, FlippedBytesInsideADataset) {
     EXPECT_EQ(v.code(), StatusCode::kDataLoss);
     EXPECT_EQ(v.message(), s.message());
     EXPECT_TRUE(Verify(good_).ok());
+  }
+  Barrier();
+}
+
+// A streamed layer is checked too: the mismatch is reported after the last
+// piece (the caller has seen every piece and must discard what it made).
+TEST_F(DamagedFile, StreamMasterReportsAFlippedByteAfterTheLastPiece) {
+  const std::string bad = dir_ + "/flipped-master.h5";
+  DamagedCopy(good_, bad, [](const std::string& p) { FlipByte(p, "/layers/00001/master", 7); });
+  if (Rank() == 0) {
+    const int64_t size = FakeLayers()[1].size_elems;
+    const SmallIoPieces small(100);
+    int64_t seen = 0;
+    const Status s = StreamMaster(bad, 1, [&](int64_t offset, int64_t n, const float*) {
+      EXPECT_EQ(offset, seen);
+      seen += n;
+      return OkStatus();
+    });
+    EXPECT_EQ(seen, size);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.message();
+    EXPECT_EQ(s.message().rfind(bad + ": dataset /layers/00001/master checksum mismatch", 0), 0u)
+        << s.message();
   }
   Barrier();
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "l2l/ckpt/checkpoint.h"
+#include "l2l/ckpt/model_layers.h"
 #include "l2l/ckpt/reader.h"
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
@@ -50,22 +51,7 @@ model::ModelDims Dims() {
   return d;
 }
 
-std::vector<LayerInfo> Layers() {
-  const model::ModelDims d = Dims();
-  std::vector<LayerInfo> out;
-  for (int l = 0; l < model::NumLayers(d); ++l) {
-    const model::ParamLayout layout = model::LayoutForLayer(d, l);
-    LayerInfo info;
-    info.size_elems = layout.size_elems();
-    for (const model::TensorSpec& t : layout.tensors()) {
-      TensorEntry e{.name = t.name, .offset_elems = t.offset_elems, .shape = {}};
-      for (int i = 0; i < t.shape.rank(); ++i) e.shape.push_back(t.shape.dim(i));
-      info.tensors.push_back(std::move(e));
-    }
-    out.push_back(std::move(info));
-  }
-  return out;
-}
+std::vector<LayerInfo> Layers() { return LayerInfosOf(Dims()); }
 
 // Element i of dataset `which` (0 master, 1 adam_m, 2 adam_v) of layer l.
 float Value(uint64_t seed, int64_t step, int layer, int which, int64_t i) {

@@ -419,6 +419,30 @@ Status WriteRange(MPI_Comm comm, hid_t dataset, hid_t dxpl, int64_t offset_elems
   return first_error;
 }
 
+Status WriteRangeFrom(MPI_Comm comm, hid_t dataset, hid_t dxpl, int64_t offset_elems,
+                      int64_t n_elems, int64_t chunk_elems, const RangeFill& fill) {
+  chunk_elems = std::min(chunk_elems, g_max_io_chunk_elems);
+  ASSIGN_OR_RETURN(const int64_t rounds, AgreedRounds(comm, n_elems, chunk_elems));
+  H5Id fspace = OwnSpace(H5Dget_space(dataset));
+  std::vector<float> buf(static_cast<size_t>(std::max<int64_t>(1, std::min(n_elems, chunk_elems))));
+  Status first_error;
+  for (int64_t r = 0; r < rounds; ++r) {
+    const int64_t begin = r * chunk_elems;
+    int64_t count = first_error.ok() ? std::clamp<int64_t>(n_elems - begin, 0, chunk_elems) : 0;
+    if (count > 0) {
+      first_error = fill(offset_elems + begin, count, buf.data());
+      if (!first_error.ok()) count = 0;
+    }
+    auto mem = SelectRange(fspace.get(), offset_elems + begin, count);
+    if (!mem.ok()) return mem.status();
+    if (H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem->get(), fspace.get(), dxpl, buf.data()) < 0 &&
+        first_error.ok()) {
+      first_error = IoError("write failed (" + Hdf5ErrorSummary() + ")");
+    }
+  }
+  return first_error;
+}
+
 Status ReadRange(MPI_Comm comm, hid_t dataset, hid_t dxpl, int64_t offset_elems, int64_t n_elems,
                  float* out, int64_t chunk_elems, RangeSink sink, void* ctx) {
   chunk_elems = std::min(chunk_elems, g_max_io_chunk_elems);

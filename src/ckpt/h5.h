@@ -10,6 +10,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -97,6 +98,11 @@ StatusOr<H5Id> MpioFileAccess(MPI_Comm comm);
 // (OpenMPI 4.1 OMPIO and ROMIO alike). Metadata operations stay collective.
 StatusOr<H5Id> DataTransfer();
 
+// Per-rank buffer when a dataset is written or read piece by piece (a
+// streamed save, verifying a freshly written file, streaming a layer to a
+// tool).
+inline constexpr int64_t kPieceElems = int64_t{1} << 22;  // 16 MiB of fp32
+
 // Opens an existing checkpoint read-only on every rank of `comm`, with the
 // checks that give one-line errors: NotFound (no such file), DataLoss (not an
 // HDF5 file; truncated or corrupt). Agreed across ranks. Collective.
@@ -136,6 +142,13 @@ StatusOr<int64_t> OpenFlatDataset(hid_t file, int layer, const char* leaf, const
 // checksum without a buffer for the whole range); otherwise data lands in out.
 Status WriteRange(MPI_Comm comm, hid_t dataset, hid_t dxpl, int64_t offset_elems, int64_t n_elems,
                   const float* data);
+// The same with the data made piece by piece: `fill(offset, n, out)` writes
+// the n elements from `offset` into out (n <= chunk_elems); its first error
+// is returned after this rank has joined every round with an empty
+// selection, so no rank is left waiting. Memory: one piece.
+using RangeFill = std::function<Status(int64_t offset_elems, int64_t n, float* out)>;
+Status WriteRangeFrom(MPI_Comm comm, hid_t dataset, hid_t dxpl, int64_t offset_elems,
+                      int64_t n_elems, int64_t chunk_elems, const RangeFill& fill);
 using RangeSink = void (*)(void* ctx, int64_t offset_elems, const float* data, int64_t n);
 Status ReadRange(MPI_Comm comm, hid_t dataset, hid_t dxpl, int64_t offset_elems, int64_t n_elems,
                  float* out, int64_t chunk_elems, RangeSink sink, void* ctx);

@@ -27,8 +27,14 @@ std::string ExportTensorName(int num_layers, int layer, const std::string& tenso
   return "blocks." + std::to_string(layer - 1) + "." + tensor;
 }
 
-StatusOr<LayerData> ReadLayer(const std::string& path, int layer, LayerParts parts) {
-  MpiComm comm(MPI_COMM_SELF);
+namespace {
+
+// An open checkpoint (its /meta checked) and the layer `layer` of it.
+struct OpenLayer {
+  H5Id file;
+  LayerInfo info;
+};
+StatusOr<OpenLayer> OpenCheckpointLayer(MpiComm& comm, const std::string& path, int layer) {
   ASSIGN_OR_RETURN(H5Id file, internal::OpenForRead(comm, path));
   RETURN_IF_ERROR(internal::ReadMetaFromFile(file.get(), path).status());
   ASSIGN_OR_RETURN(std::vector<LayerInfo> layers,
@@ -37,8 +43,16 @@ StatusOr<LayerData> ReadLayer(const std::string& path, int layer, LayerParts par
     return InvalidArgument(path + ": no layer " + std::to_string(layer) + " (the checkpoint has " +
                            std::to_string(layers.size()) + " layers)");
   }
+  return OpenLayer{std::move(file), layers[layer]};
+}
+
+}  // namespace
+
+StatusOr<LayerData> ReadLayer(const std::string& path, int layer, LayerParts parts) {
+  MpiComm comm(MPI_COMM_SELF);
+  ASSIGN_OR_RETURN(OpenLayer open, OpenCheckpointLayer(comm, path, layer));
   LayerData out;
-  out.info = layers[layer];
+  out.info = open.info;
   const size_t n = static_cast<size_t>(out.info.size_elems);
   out.master.resize(n);
   if (parts == LayerParts::kAll) {
@@ -52,9 +66,42 @@ StatusOr<LayerData> ReadLayer(const std::string& path, int layer, LayerParts par
                    .adam_v = out.adam_v.data(),
                    .checksummed = true};
   ASSIGN_OR_RETURN(H5Id dxpl, internal::DataTransfer());
-  RETURN_IF_ERROR(internal::ReadLayerAndCheck(comm, file.get(), dxpl.get(), path, layer, slice,
+  RETURN_IF_ERROR(internal::ReadLayerAndCheck(comm, open.file.get(), dxpl.get(), path, layer, slice,
                                               internal::ReadTarget::kSliceBuffers, parts, nullptr));
   return out;
+}
+
+Status StreamMaster(const std::string& path, int layer, const PieceVisitor& visit) {
+  MpiComm comm(MPI_COMM_SELF);
+  ASSIGN_OR_RETURN(OpenLayer open, OpenCheckpointLayer(comm, path, layer));
+  const std::string name = internal::DatasetName(layer, internal::kFlatDatasets[0]);
+  H5Id ds;
+  RETURN_IF_ERROR(
+      internal::OpenFlatDataset(open.file.get(), layer, internal::kFlatDatasets[0], path, &ds)
+          .status());
+  ASSIGN_OR_RETURN(
+      const uint64_t stored,
+      internal::ReadUint64Attr(ds.get(), internal::kChecksumAttr, path, "dataset " + name));
+  struct Stream {
+    const PieceVisitor* visit;
+    uint64_t sum = 0;
+    Status status;
+    static void Piece(void* ctx, int64_t offset, const float* data, int64_t n) {
+      auto* s = static_cast<Stream*>(ctx);
+      s->sum += DatasetChecksum(data, offset, n);
+      if (s->status.ok()) s->status = (*s->visit)(offset, n, data);
+    }
+  } stream{&visit, 0, OkStatus()};
+  ASSIGN_OR_RETURN(H5Id dxpl, internal::DataTransfer());
+  Status read = internal::ReadRange(comm.handle(), ds.get(), dxpl.get(), 0, open.info.size_elems,
+                                    nullptr, internal::kPieceElems, Stream::Piece, &stream);
+  if (!read.ok()) return IoError(path + ": reading " + name + ": " + read.message());
+  RETURN_IF_ERROR(stream.status);
+  if (stream.sum != stored) {
+    return DataLoss(path + ": dataset " + name + " checksum mismatch (stored " +
+                    internal::Hex64(stored) + ", computed " + internal::Hex64(stream.sum) + ")");
+  }
+  return OkStatus();
 }
 
 StatusOr<Summary> Inspect(const std::string& path) {

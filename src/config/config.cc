@@ -430,6 +430,12 @@ class Decoder {
       *out = RopeScalingConfig{};
       return OkStatus();
     }
+    if (node->IsMap()) {
+      const YAML::Node type = (*node)["rope_type"];
+      if (type && type.IsScalar() && type.Scalar() == "none" && node->size() > 1) {
+        return Error(key, "rope_type none takes no other keys (they would be dropped)");
+      }
+    }
     if (!node->IsMap()) {
       return Error(key, "expected none or a mapping like {rope_type: llama3, factor: 8.0}, got " +
                             Describe(*node));
@@ -601,6 +607,8 @@ struct Field {
   std::string_view applies_to;
   // Sets the default when the key is absent (null: the struct's initialiser).
   std::function<void(Config&)> set_default;
+  // ToYaml leaves the key out when this holds (an unset optional string).
+  std::function<bool(const Config&)> omit;
   std::function<Status(const Decoder&, Config&)> decode;
   std::function<void(YAML::Emitter&, const Config&)> encode;
 
@@ -713,10 +721,12 @@ const std::vector<Field>& Fields() {
                             [](Config& c) { c.model.max_positions = c.model.seq_len; }));
     f.push_back(OnlyFor(SizeField("model.type_vocab", L2L_ACC(model.type_vocab), 1),
                         "kind bert", IsBert));
-    f.push_back(OnlyFor(IntField<int>("model.pad_token_id", L2L_ACC(model.pad_token_id), -1,
-                                      Decoder::kMaxSize),
-                        "kinds bert and llama (GPT-2's embedding has no padding row)",
-                        [](const Config& c) { return c.model.kind != ModelKind::kGpt; }));
+    f.push_back(OnlyFor(
+        WithDefault(IntField<int>("model.pad_token_id", L2L_ACC(model.pad_token_id), -1,
+                                  Decoder::kMaxSize),
+                    [](Config& c) { c.model.pad_token_id = IsBert(c) ? 0 : -1; }),
+        "kinds bert and llama (GPT-2's embedding has no padding row)",
+        [](const Config& c) { return c.model.kind != ModelKind::kGpt; }));
     f.push_back(WithDefault(DoubleField("model.dropout", L2L_ACC(model.dropout), HalfOpen(0, 1)),
                             [](Config& c) { c.model.dropout = IsLlama(c) ? 0.0 : 0.1; }));
     f.push_back(OnlyFor(
@@ -726,7 +736,9 @@ const std::vector<Field>& Fields() {
                     }),
         "kinds bert and gpt (llama's MLP is SwiGLU)", NotLlama));
     f.push_back(WithDefault(DoubleField("model.norm_eps", L2L_ACC(model.norm_eps), Above(0)),
-                            [](Config& c) { c.model.norm_eps = IsBert(c) ? 1e-12 : 1e-5; }));
+                            [](Config& c) {
+                              c.model.norm_eps = IsBert(c) ? 1e-12 : IsLlama(c) ? 1e-6 : 1e-5;
+                            }));
     f.push_back(WithDefault(BoolField("model.tie_embeddings", L2L_ACC(model.tie_embeddings)),
                             [](Config& c) { c.model.tie_embeddings = NotLlama(c); }));
     f.push_back(OnlyFor(BoolField("model.attention_bias", L2L_ACC(model.attention_bias)),
@@ -766,6 +778,9 @@ const std::vector<Field>& Fields() {
     f.push_back(StringField("data.path", L2L_ACC(data.path), kReq));
     f.push_back(DoubleField("data.mask_prob", L2L_ACC(data.mask_prob), Open(0, 1)));
     f.push_back(DoubleField("data.eval_fraction", L2L_ACC(data.eval_fraction), HalfOpen(0, 1)));
+    f.push_back(OnlyFor(IntField<int>("data.mask_token_id", L2L_ACC(data.mask_token_id), -1,
+                                      Decoder::kMaxSize),
+                        "kind bert (the masked-LM objective)", IsBert));
     // train
     f.push_back(IntField<int64_t>("train.steps", L2L_ACC(train.steps), 1,
                                   std::numeric_limits<int64_t>::max(), kReq));
@@ -795,6 +810,11 @@ const std::vector<Field>& Fields() {
                               std::numeric_limits<int>::max(), kReq));
     f.push_back(IntField<int>("train.micro_batch", L2L_ACC(train.micro_batch), 1,
                               std::numeric_limits<int>::max(), kReq));
+    {
+      Field init = StringField("train.init_from", L2L_ACC(train.init_from));
+      init.omit = [](const Config& c) { return c.train.init_from.empty(); };
+      f.push_back(std::move(init));
+    }
     f.push_back(IntField<int64_t>("train.eval_every_steps", L2L_ACC(train.eval_every_steps), 0));
     f.push_back(IntField<int>("train.eval_batches", L2L_ACC(train.eval_batches), 1));
     // exec
@@ -877,6 +897,11 @@ Status CheckConsistency(const Decoder& d, const Config& c) {
     return fail(
         {"model.pad_token_id", "model.vocab"},
         "model.pad_token_id=" + num(m.pad_token_id) + " is not below model.vocab=" + num(m.vocab));
+  }
+  if (c.data.mask_token_id >= m.vocab) {
+    return fail({"data.mask_token_id", "model.vocab"},
+                "data.mask_token_id=" + num(c.data.mask_token_id) +
+                    " is not below model.vocab=" + num(m.vocab));
   }
   if (m.max_positions < m.seq_len) {
     return fail({"model.max_positions", "model.seq_len"},
@@ -969,6 +994,32 @@ bool operator==(const Config& a, const Config& b) {
          a.checkpoint == b.checkpoint && a.log == b.log;
 }
 
+std::string FirstNetworkDifference(const ModelConfig& a, const ModelConfig& b) {
+  Config ca, cb;
+  ca.model = a;
+  cb.model = b;
+  for (const Field& f : Fields()) {
+    if (f.section() != "model") continue;
+    const std::string_view key = f.key();
+    if (key == "seq_len" || key == "dropout" || key == "init" || key == "init_std") continue;
+    // llama only records max_positions (rotary embeddings have no table).
+    if (key == "max_positions" && a.kind == ModelKind::kLlama && b.kind == ModelKind::kLlama) {
+      continue;
+    }
+    const bool in_a = !f.applies || f.applies(ca), in_b = !f.applies || f.applies(cb);
+    if (!in_a && !in_b) continue;
+    const auto text = [&](const Config& c, bool in) {
+      if (!in) return std::string("(not applicable)");
+      YAML::Emitter out;
+      f.encode(out, c);
+      return std::string(out.c_str());
+    };
+    const std::string va = text(ca, in_a), vb = text(cb, in_b);
+    if (va != vb) return std::string(f.path) + ": " + va + " vs " + vb;
+  }
+  return "";
+}
+
 void ApplyModelDefaults(ModelConfig* m) {
   Config c;
   c.model = *m;
@@ -1016,7 +1067,7 @@ std::string ToYaml(const Config& c) {
       section = f.section();
       out << YAML::Key << std::string(section) << YAML::Value << YAML::BeginMap;
     }
-    if (f.applies && !f.applies(c)) continue;
+    if ((f.applies && !f.applies(c)) || (f.omit && f.omit(c))) continue;
     out << YAML::Key << std::string(f.key()) << YAML::Value;
     f.encode(out, c);
   }

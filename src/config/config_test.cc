@@ -64,6 +64,7 @@ TEST(ParseConfig, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_TRUE(c.model.tie_embeddings);
   EXPECT_EQ(c.model.max_positions, 32);  // = seq_len
   EXPECT_EQ(c.model.type_vocab, 2);
+  EXPECT_EQ(c.model.pad_token_id, 0);  // BertConfig's
   EXPECT_EQ(c.model.init, InitScheme::kNormal);
   EXPECT_EQ(c.train.weight_decay_on, WeightDecayOn::kMatrices);
   EXPECT_EQ(c.data.path, "data/tiny.tok");
@@ -96,7 +97,8 @@ TEST(ParseConfig, KindDefaultsFollowTransformers) {
   r = ParseMinimalWith({"model.kind=llama"});  // LlamaConfig
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->model.kv_heads, 4);  // = heads
-  EXPECT_EQ(r->model.norm_eps, 1e-5);
+  EXPECT_EQ(r->model.norm_eps, 1e-6);
+  EXPECT_EQ(r->model.pad_token_id, -1);
   EXPECT_FALSE(r->model.tie_embeddings);
   EXPECT_FALSE(r->model.attention_bias);
   EXPECT_EQ(r->model.rope_theta, 10000.0);
@@ -112,6 +114,24 @@ TEST(ParseConfig, KindDefaultsFollowTransformers) {
   EXPECT_EQ(r->model.rope_scaling.factor, 32.0);
   EXPECT_EQ(r->model.rope_scaling.high_freq_factor, 4.0);  // Llama-3.1's
   EXPECT_EQ(r->model.rope_scaling.original_max_positions, 8192);
+}
+
+// data.mask_token_id: bert's [MASK] id (an import sets it), below model.vocab;
+// -1 (the default) keeps the token file's vocab_size as the mask token.
+TEST(ParseConfig, MaskTokenIdIsBertsAndBelowTheVocab) {
+  StatusOr<Config> r = Parse(kMinimal);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->data.mask_token_id, -1);
+  r = ParseMinimalWith({"data.mask_token_id=7"});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->data.mask_token_id, 7);
+  StatusOr<Config> again = ParseConfig(ToYaml(*r), "again", {});
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->data.mask_token_id, 7);
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"data.mask_token_id=1000"}),
+                        "data.mask_token_id=1000 is not below model.vocab="));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=gpt", "data.mask_token_id=3"}),
+                        "data.mask_token_id: applies to kind bert (the masked-LM objective) only"));
 }
 
 TEST(ParseConfigErrors, KeysOfAnotherKindAreRefused) {
@@ -134,6 +154,9 @@ TEST(ParseConfigErrors, KeysOfAnotherKindAreRefused) {
   EXPECT_TRUE(FailsWith(
       ParseMinimalWith({"model.kind=llama", "model.rope_scaling={rope_type: llama3, beta: 1}"}),
       "model.rope_scaling: unknown key 'beta'"));
+  EXPECT_TRUE(FailsWith(
+      ParseMinimalWith({"model.kind=llama", "model.rope_scaling={rope_type: none, factor: 2.0}"}),
+      "rope_type none takes no other keys"));
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.max_positions=16"}),
                         "model.max_positions=16 is less than model.seq_len=32"));
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=llama", "model.hidden=12", "model.heads=4"}),
@@ -181,6 +204,7 @@ Config FullConfig() {
   c.train.grad_clip = 0.0;
   c.train.global_batch = 512;
   c.train.micro_batch = 8;
+  c.train.init_from = "checkpoints/imported";
   c.train.eval_every_steps = 0;
   c.train.eval_batches = 4;
   c.exec = {.mode = ExecMode::kResident,
@@ -209,6 +233,16 @@ TEST(ToYaml, RoundTripsEveryField) {
   // read "1e-06" as a string.
   EXPECT_NE(yaml.find("eps: 1.0e-06"), std::string::npos) << yaml;
   EXPECT_EQ(yaml.find("type_vocab"), std::string::npos) << "bert-only key written for llama";
+  // An unset optional string is left out (an empty value would not parse back).
+  Config unset = c;
+  unset.train.init_from.clear();
+  const std::string y2 = ToYaml(unset);
+  EXPECT_EQ(y2.find("init_from"), std::string::npos);
+  StatusOr<Config> r2 = ParseConfig(y2, "again.yaml", {});
+  ASSERT_TRUE(r2.ok()) << r2.status().message();
+  EXPECT_TRUE(*r2 == unset);
+  EXPECT_TRUE(
+      FailsWith(ParseMinimalWith({"train.init_from=''"}), "train.init_from: must not be empty"));
 }
 
 TEST(ToYaml, RoundTripsDefaultsAndByteSizes) {

@@ -461,6 +461,41 @@ TEST_F(SamplerTest, VocabCheckNamesFileAndBothVocabs) {
   EXPECT_EQ(Sampler::Create(file_.get(), spec).status().code(), StatusCode::kInvalidArgument);
 }
 
+// With the tokenizer's own [MASK] id (data.mask_token_id, as an imported
+// BERT has), masked positions carry that id and the model needs no extra row.
+TEST_F(SamplerTest, MlmUsesTheGivenMaskToken) {
+  BatchSpec spec = Spec(Objective::kMlm);
+  spec.model_vocab = static_cast<int>(kTokens);  // the file's vocab: no extra row
+  spec.mask_token = 103;
+  spec.mask_prob = 0.5;
+  Sampler s = Make(spec);
+  EXPECT_EQ(s.mask_token(), 103);
+  const BatchSpec plain_spec = [&] {
+    BatchSpec p = spec;
+    p.mask_token = -1;
+    p.model_vocab = static_cast<int>(kTokens) + 1;
+    return p;
+  }();
+  Sampler plain = Make(plain_spec);
+  int masked = 0;
+  for (int64_t step = 0; step < 4; ++step) {
+    const MicroBatch a = s.TrainMicroBatch(step, 0, 1, 0);
+    const MicroBatch b = plain.TrainMicroBatch(step, 0, 1, 0);
+    ASSERT_EQ(a.targets, b.targets) << "the same positions are selected";
+    for (size_t i = 0; i < a.tokens.size(); ++i) {
+      if (b.tokens[i] == static_cast<int32_t>(kTokens)) {
+        EXPECT_EQ(a.tokens[i], 103);
+        ++masked;
+      } else {
+        EXPECT_EQ(a.tokens[i], b.tokens[i]);
+      }
+    }
+  }
+  EXPECT_GT(masked, 0);
+  spec.mask_token = static_cast<int32_t>(kTokens);  // not below model.vocab
+  EXPECT_EQ(Sampler::Create(file_.get(), spec).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(SamplerTest, TooFewTokensForATrainSample) {
   BatchSpec spec = Spec(Objective::kCausal);
   spec.seq_len = 1000;  // one sample, and it goes to eval

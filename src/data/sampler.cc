@@ -161,14 +161,18 @@ StatusOr<Sampler> Sampler::Create(const TokenFile* file, const BatchSpec& spec) 
     return InvalidArgument("data eval_fraction is " + FormatDouble(spec.eval_fraction) +
                            ", expected in [0, 1)");
   }
-  const int64_t needed_vocab =
-      static_cast<int64_t>(file->vocab_size()) + (spec.objective == Objective::kMlm ? 1 : 0);
+  const bool extra_mask = spec.objective == Objective::kMlm && spec.mask_token < 0;
+  const int64_t needed_vocab = static_cast<int64_t>(file->vocab_size()) + (extra_mask ? 1 : 0);
   if (spec.model_vocab < needed_vocab) {
     return InvalidArgument(
         "data file " + path + " has vocab_size " + std::to_string(file->vocab_size()) +
         " but model.vocab is " + std::to_string(spec.model_vocab) +
         "; expected model.vocab >= " + std::to_string(needed_vocab) +
-        (spec.objective == Objective::kMlm ? " (data vocab + 1 for the MLM mask token)" : ""));
+        (extra_mask ? " (data vocab + 1 for the MLM mask token; or set data.mask_token_id)" : ""));
+  }
+  if (spec.mask_token >= spec.model_vocab) {
+    return InvalidArgument("data mask token " + std::to_string(spec.mask_token) +
+                           " is not below model.vocab " + std::to_string(spec.model_vocab));
   }
   const int64_t num_samples = file->num_tokens() < 1 ? 0 : (file->num_tokens() - 1) / spec.seq_len;
   int64_t n_eval = 0;

@@ -18,8 +18,8 @@
 #include "l2l/interop/hf_config.h"
 #include "l2l/interop/hf_names.h"
 #include "l2l/interop/safetensors.h"
+#include "l2l/model/config_dims.h"
 #include "l2l/model/model.h"
-#include "l2l/train/trainer.h"
 
 namespace l2l::interop::testing {
 
@@ -72,7 +72,7 @@ inline Fixture Load(const std::string& name) {
   const std::string dir = kDir + "/" + name;
   StatusOr<config::ModelConfig> cfg = ModelConfigFromHfFile(dir + "/config.json", kSeq);
   EXPECT_TRUE(cfg.ok()) << cfg.status().message();
-  fx.d = train::DimsFromConfig(*cfg);
+  fx.d = model::DimsFromConfig(*cfg);
   StatusOr<SafetensorsFile> w = SafetensorsFile::Open(dir + "/model.safetensors");
   EXPECT_TRUE(w.ok()) << w.status().message();
   size_t mapped = 0;
@@ -155,6 +155,29 @@ inline void ExpectGradientsMatch(const model::ModelDims& d, const SafetensorsFil
     ++checked;
   }
   EXPECT_GT(checked, 10);
+}
+
+// Logits [rows, S, V] of the model `params` (per layer, l2l layout) on the
+// fixture's inputs, through the CPU layer functions, eval mode.
+inline std::vector<float> ForwardLogits(const model::ModelDims& d,
+                                        const std::vector<std::vector<float>>& params,
+                                        const Expected& x) {
+  const int64_t N = int64_t{kRows} * kSeq, H = d.hidden;
+  const model::StepContext ctx{0, 0, 0, /*training=*/false, nullptr};
+  std::vector<float> ws(
+      std::max({model::EmbeddingWorkspaceElems(d, kRows), model::BlockWorkspaceElems(d, kRows),
+                model::HeadWorkspaceElems(d, kRows)}));
+  std::vector<float> a(N * H), b(N * H), logits(N * d.vocab);
+  model::EmbeddingForward(d, ctx, params[0].data(), x.ids.data(), x.types.data(), kRows, a.data(),
+                          ws.data());
+  for (int l = 1; l <= d.num_blocks; ++l) {
+    model::BlockForward(d, ctx, params[l].data(), a.data(), x.mask.data(), kRows, b.data(),
+                        ws.data());
+    std::swap(a, b);
+  }
+  model::HeadLogits(d, params[d.num_blocks + 1].data(), params[0].data(), a.data(), kRows,
+                    logits.data(), ws.data());
+  return logits;
 }
 
 // The fixture directories, sorted.

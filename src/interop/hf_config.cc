@@ -167,6 +167,7 @@ Status ReadBert(const Reader& r, ModelConfig* m) {
       OneDropout(r, {"hidden_dropout_prob", "attention_probs_dropout_prob"}, 0.1, &m->dropout));
   RETURN_IF_ERROR(r.Double("layer_norm_eps", 1e-12, &m->norm_eps));
   RETURN_IF_ERROR(r.Bool("tie_word_embeddings", true, &m->tie_embeddings));
+  m->pad_token_id = 0;  // BertConfig's default (a present key overrides it below)
   RETURN_IF_ERROR(r.Expect("position_embedding_type", "\"absolute\"",
                            "only absolute position embeddings are implemented"));
   RETURN_IF_ERROR(r.Expect("is_decoder", "false", "BERT as a decoder is not implemented"));
@@ -264,7 +265,11 @@ Status ReadLlamaFamily(const Reader& r, const std::string& model_type, ModelConf
       return r.Unsupported("use_sliding_window", "sliding-window attention is not implemented");
     }
   } else {
-    RETURN_IF_ERROR(r.Bool("attention_bias", false, &m->attention_bias));
+    // LlamaAttention's attention_bias puts a bias on o_proj too; l2l has the
+    // q/k/v biases of Qwen2 only.
+    RETURN_IF_ERROR(r.Expect("attention_bias", "false",
+                             "attention_bias adds q, k, v and o_proj biases in " + model_type +
+                                 "; l2l has Qwen2's q/k/v biases only"));
   }
   if (model_type == "mistral" && r.Present("sliding_window")) {
     int window = 0;
@@ -286,7 +291,7 @@ Status ReadLlamaFamily(const Reader& r, const std::string& model_type, ModelConf
                                            ", got " + std::to_string(head_dim));
     }
   }
-  RETURN_IF_ERROR(ReadRope(r, model_type == "qwen2" ? 1000000.0 : 10000.0, m));
+  RETURN_IF_ERROR(ReadRope(r, 10000.0, m));  // every config class's default theta
   m->init = config::InitScheme::kNormal;
   return OkStatus();
 }
@@ -347,6 +352,121 @@ StatusOr<ModelConfig> ModelConfigFromHfFile(const std::string& path, int seq_len
   StatusOr<Json> root = ParseJson(text);
   if (!root.ok()) return InvalidArgument(path + ": not valid JSON: " + root.status().message());
   return ModelConfigFromHf(*root, path, seq_len);
+}
+
+StatusOr<std::string> HfConfigJson(const ModelConfig& m, const Json* original,
+                                   const std::string& model_type_in,
+                                   const std::string& dtype_name) {
+  std::string flavour = model_type_in;
+  if (flavour.empty() && original != nullptr) {
+    if (const Json* t = original->Find("model_type"); t != nullptr && t->is_string()) {
+      flavour = t->text;
+    }
+  }
+  if (m.kind == ModelKind::kLlama) {
+    if (flavour.empty()) flavour = m.attention_bias ? "qwen2" : "llama";
+    if (flavour != "llama" && flavour != "mistral" && flavour != "qwen2") {
+      return InvalidArgument("export: model type '" + flavour +
+                             "' is not one of llama, mistral, qwen2 for a kind llama model");
+    }
+    if (flavour == "qwen2" && !m.attention_bias) {
+      return InvalidArgument(
+          "export: qwen2 always has q/k/v biases; this model has model.attention_bias false");
+    }
+    if (flavour != "qwen2" && m.attention_bias) {
+      return InvalidArgument("export: " + flavour +
+                             " has no q/k/v-only biases (its attention_bias adds o_proj's too); "
+                             "export this model as qwen2");
+    }
+  }
+  const HfArchitecture arch = HfArchitectureOf(m, flavour);
+  if (!model_type_in.empty() && model_type_in != arch.model_type) {
+    return InvalidArgument("export: model type '" + model_type_in + "' does not fit a kind " +
+                           config::Name(m.kind) + " model (expected " + arch.model_type + ")");
+  }
+  JsonObjectWriter w;
+  w.Set("architectures", "[" + JsonQuote(arch.architecture) + "]");
+  w.SetString("model_type", arch.model_type);
+  w.SetInt("vocab_size", m.vocab);
+  const auto act = [&] {
+    return m.activation == config::Activation::kGelu ? std::string("gelu")
+                                                     : std::string("gelu_new");
+  };
+  switch (m.kind) {
+    case ModelKind::kGpt:
+      w.SetInt("n_embd", m.hidden);
+      w.SetInt("n_layer", m.layers);
+      w.SetInt("n_head", m.heads);
+      w.SetInt("n_inner", m.ffn);
+      w.SetInt("n_positions", m.max_positions);
+      w.SetInt("n_ctx", m.max_positions);
+      w.SetString("activation_function", act());
+      for (const char* k : {"resid_pdrop", "embd_pdrop", "attn_pdrop"}) w.SetNumber(k, m.dropout);
+      w.SetNumber("layer_norm_epsilon", m.norm_eps);
+      w.SetBool("scale_attn_weights", true);
+      break;
+    case ModelKind::kBert:
+      w.SetInt("hidden_size", m.hidden);
+      w.SetInt("num_hidden_layers", m.layers);
+      w.SetInt("num_attention_heads", m.heads);
+      w.SetInt("intermediate_size", m.ffn);
+      w.SetInt("max_position_embeddings", m.max_positions);
+      w.SetInt("type_vocab_size", m.type_vocab);
+      w.SetString("hidden_act", act());
+      w.SetNumber("hidden_dropout_prob", m.dropout);
+      w.SetNumber("attention_probs_dropout_prob", m.dropout);
+      w.SetNumber("layer_norm_eps", m.norm_eps);
+      w.SetString("position_embedding_type", "absolute");
+      w.Set("pad_token_id", m.pad_token_id >= 0 ? std::to_string(m.pad_token_id) : "null");
+      break;
+    case ModelKind::kLlama:
+      w.SetInt("hidden_size", m.hidden);
+      w.SetInt("num_hidden_layers", m.layers);
+      w.SetInt("num_attention_heads", m.heads);
+      w.SetInt("num_key_value_heads", m.kv_heads);
+      w.SetInt("head_dim", m.hidden / m.heads);
+      w.SetInt("intermediate_size", m.ffn);
+      w.SetInt("max_position_embeddings", m.max_positions);
+      w.SetString("hidden_act", "silu");
+      w.SetNumber("rms_norm_eps", m.norm_eps);
+      w.SetNumber("attention_dropout", m.dropout);
+      w.SetBool("mlp_bias", false);
+      if (arch.model_type == "qwen2") {
+        w.SetBool("use_sliding_window", false);
+      } else {
+        w.SetBool("attention_bias", false);
+      }
+      if (arch.model_type == "mistral") w.Set("sliding_window", "null");
+      w.Set("pad_token_id", m.pad_token_id >= 0 ? std::to_string(m.pad_token_id) : "null");
+      // The rotary settings in the spelling of transformers 4 and 5 alike.
+      w.SetNumber("rope_theta", m.rope_theta);
+      if (m.rope_scaling.type == config::RopeScalingType::kLlama3) {
+        JsonObjectWriter r;
+        r.SetString("rope_type", "llama3");
+        r.SetNumber("factor", m.rope_scaling.factor);
+        r.SetNumber("low_freq_factor", m.rope_scaling.low_freq_factor);
+        r.SetNumber("high_freq_factor", m.rope_scaling.high_freq_factor);
+        r.SetInt("original_max_position_embeddings", m.rope_scaling.original_max_positions);
+        std::string text = r.Text();
+        text.pop_back();  // the trailing newline
+        w.Set("rope_scaling", text);
+      } else {
+        w.Set("rope_scaling", "null");
+      }
+      break;
+  }
+  w.SetBool("tie_word_embeddings", m.tie_embeddings);
+  w.SetNumber("initializer_range", m.init_std);
+  w.SetString("torch_dtype", dtype_name);
+  w.SetString("dtype", dtype_name);
+  // The original's other keys (token ids, generation defaults, versions).
+  if (original != nullptr && original->is_object()) {
+    for (const auto& [key, value] : original->members) {
+      if (w.Has(key) || key == "rope_parameters") continue;
+      w.Set(key, JsonText(value, 2));
+    }
+  }
+  return w.Text();
 }
 
 HfArchitecture HfArchitectureOf(const ModelConfig& m, const std::string& flavour) {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 namespace l2l::interop {
 namespace {
@@ -264,6 +266,104 @@ std::string JsonQuote(const std::string& s) {
     }
   }
   return out + "\"";
+}
+
+namespace {
+void AppendJsonText(const Json& v, int indent, int depth, std::string* out) {
+  const std::string nl = indent > 0 ? "\n" : "";
+  const std::string pad(static_cast<size_t>(indent * (depth + 1)), ' ');
+  const std::string close_pad(static_cast<size_t>(indent * depth), ' ');
+  switch (v.kind) {
+    case Json::Kind::kString:
+      *out += JsonQuote(v.text);
+      return;
+    case Json::Kind::kArray:
+      if (v.items.empty()) {
+        *out += "[]";
+        return;
+      }
+      *out += "[" + nl;
+      for (size_t i = 0; i < v.items.size(); ++i) {
+        *out += pad;
+        AppendJsonText(v.items[i], indent, depth + 1, out);
+        *out += (i + 1 < v.items.size() ? "," : "") + nl;
+      }
+      *out += close_pad + "]";
+      return;
+    case Json::Kind::kObject:
+      if (v.members.empty()) {
+        *out += "{}";
+        return;
+      }
+      *out += "{" + nl;
+      for (size_t i = 0; i < v.members.size(); ++i) {
+        *out += pad + JsonQuote(v.members[i].first) + (indent > 0 ? ": " : ":");
+        AppendJsonText(v.members[i].second, indent, depth + 1, out);
+        *out += (i + 1 < v.members.size() ? "," : "") + nl;
+      }
+      *out += close_pad + "}";
+      return;
+    default:  // null, bool, number: their literal text
+      *out += v.text;
+  }
+}
+}  // namespace
+
+std::string JsonText(const Json& v, int indent) {
+  std::string out;
+  AppendJsonText(v, indent, 0, &out);
+  return out;
+}
+
+void JsonObjectWriter::Set(const std::string& key, std::string json_text) {
+  for (auto& m : members_) {
+    if (m.first == key) {
+      m.second = std::move(json_text);
+      return;
+    }
+  }
+  members_.emplace_back(key, std::move(json_text));
+}
+
+void JsonObjectWriter::SetNumber(const std::string& key, double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  std::string text(buf, r.ptr);
+  // JSON readers take "1e-05"; keep integral values looking like floats ("1.0").
+  if (text.find_first_of(".eE") == std::string::npos) text += ".0";
+  Set(key, text);
+}
+
+bool JsonObjectWriter::Has(const std::string& key) const {
+  for (const auto& m : members_) {
+    if (m.first == key) return true;
+  }
+  return false;
+}
+
+std::string JsonObjectWriter::Text() const {
+  std::string out = "{\n";
+  for (size_t i = 0; i < members_.size(); ++i) {
+    std::string value = members_[i].second;
+    // Re-indent a nested multi-line value by one level.
+    std::string shifted;
+    for (char c : value) {
+      shifted += c;
+      if (c == '\n') shifted += "  ";
+    }
+    out += "  " + JsonQuote(members_[i].first) + ": " + shifted +
+           (i + 1 < members_.size() ? "," : "") + "\n";
+  }
+  return out + "}\n";
+}
+
+StatusOr<Json> ReadJsonFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound(path + ": cannot open");
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  StatusOr<Json> j = ParseJson(text);
+  if (!j.ok()) return InvalidArgument(path + ": not valid JSON: " + j.status().message());
+  return j;
 }
 
 }  // namespace l2l::interop

@@ -1,19 +1,25 @@
-// l2l-ckpt: look inside, check and export l2l checkpoints
-// (docs/checkpoint-format.md).
+// l2l-ckpt: look inside, check, import and export l2l checkpoints
+// (docs/checkpoint-format.md, docs/interop.md).
 //
 //   l2l-ckpt inspect FILE|DIR
 //   l2l-ckpt verify FILE|DIR
-//   l2l-ckpt export FILE|DIR --out OUT.safetensors [--format safetensors] [--dtype fp32|bf16]
+//   l2l-ckpt import HF_DIR --out CKPT_DIR [--seq-len N]        (also under mpirun)
+//   l2l-ckpt export FILE|DIR --out OUT [--format safetensors|hf] [--dtype fp32|bf16]
+//                   [--model-type llama|mistral|qwen2] [--max-shard-size BYTES]
+//   l2l-ckpt logits FILE|DIR --ids 1,2,3[/4,5,6] --out LOGITS.safetensors
 //   l2l-ckpt dump FILE|DIR --tensor NAME [--part master|adam_m|adam_v]
 //
-// A DIR means the checkpoint its `latest` file names. The tool runs on one
-// rank (MPI is initialised for parallel HDF5; the file is opened on
-// MPI_COMM_SELF). Any failure prints one line on stderr and exits 2 (1 for
-// an internal error); export writes OUT.tmp, checks it, then renames it, so a
-// failure leaves no partial OUT.
+// A DIR means the checkpoint its `latest` file names. Every verb but import
+// runs on one rank (MPI is initialised for parallel HDF5; the file is opened
+// on MPI_COMM_SELF). Any failure prints one line on stderr and exits 2 (1 for
+// an internal error). Outputs are written under a temporary name, checked,
+// then renamed; an existing output is never replaced.
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -22,12 +28,18 @@
 #include <vector>
 
 #include "l2l/ckpt/checkpoint.h"
+#include "l2l/ckpt/model_layers.h"
 #include "l2l/ckpt/reader.h"
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
 #include "l2l/core/dtype.h"
+#include "l2l/core/fs.h"
 #include "l2l/core/status.h"
+#include "l2l/interop/hf_export.h"
+#include "l2l/interop/hf_import.h"
 #include "l2l/interop/safetensors.h"
+#include "l2l/model/config_dims.h"
+#include "l2l/model/model.h"
 #include "verb_args.h"
 
 namespace l2l::ckpt {
@@ -39,10 +51,19 @@ constexpr const char* kUsage =
     "      print the metadata, the config and every layer's tensors with totals\n"
     "  l2l-ckpt verify FILE|DIR\n"
     "      check completeness, shapes and every dataset's checksum; prints 'ok: FILE'\n"
-    "  l2l-ckpt export FILE|DIR --out OUT.safetensors [--format safetensors]\n"
-    "                  [--dtype fp32|bf16]\n"
-    "      write the named master weights (no optimizer state) as safetensors, then\n"
-    "      re-read and check them against the checkpoint\n"
+    "  l2l-ckpt import HF_DIR --out CKPT_DIR [--seq-len N]\n"
+    "      a Hugging Face model directory (config.json + safetensors; gpt2, bert, llama,\n"
+    "      mistral, qwen2) as a new l2l checkpoint directory with a config.yaml to\n"
+    "      fine-tune from (train.init_from); runs under mpirun too (parallel writes)\n"
+    "  l2l-ckpt export FILE|DIR --out OUT [--format safetensors|hf] [--dtype fp32|bf16]\n"
+    "                  [--model-type llama|mistral|qwen2] [--max-shard-size BYTES]\n"
+    "      safetensors: the master weights under l2l's names in one file OUT;\n"
+    "      hf: a Hugging Face model directory OUT that transformers loads\n"
+    "      (config.json, weights under transformers' names, shards above 5GB,\n"
+    "      tokenizer files of the imported model); both re-read and checked\n"
+    "  l2l-ckpt logits FILE|DIR --ids IDS --out LOGITS.safetensors\n"
+    "      the model's logits on token ids (comma-separated; '/' between sequences\n"
+    "      of equal length), as a safetensors tensor \"logits\" [rows, len, vocab]\n"
     "  l2l-ckpt dump FILE|DIR --tensor NAME [--part master|adam_m|adam_v]\n"
     "      print one tensor (export name, e.g. blocks.0.attn.qkv.weight), one value a line\n"
     "A DIR means the checkpoint named by DIR/latest. Failures print one line on stderr\n"
@@ -221,17 +242,53 @@ Status CheckExport(const std::string& ckpt, const Summary& s,
   return OkStatus();
 }
 
+Status RunExportHf(const Args& args, const std::string& out, SafetensorsDType dtype) {
+  if (args.positional.size() != 1) return InvalidArgument("export: expected one FILE|DIR");
+  interop::HfExportOptions o;
+  o.dtype = dtype;
+  if (args.flags.count("--model-type")) o.model_type = args.flags.at("--model-type");
+  if (args.flags.count("--max-shard-size")) {
+    ASSIGN_OR_RETURN(o.max_shard_bytes, config::ParseByteSize(args.flags.at("--max-shard-size")));
+    if (o.max_shard_bytes < 1) return InvalidArgument("export: --max-shard-size must be > 0");
+  }
+  ASSIGN_OR_RETURN(interop::HfExportReport r, interop::ExportHf(args.positional[0], out, o));
+  std::printf("wrote %s: %s, %lld tensors, %s, %lld data bytes in %d weight file(s)\n", out.c_str(),
+              r.model_type.c_str(), static_cast<long long>(r.tensors), SafetensorsDTypeName(dtype),
+              static_cast<long long>(r.data_bytes), r.shards);
+  if (!r.side_files.empty()) {
+    std::printf("copied from the imported model:");
+    for (const std::string& f : r.side_files) std::printf(" %s", f.c_str());
+    std::printf("\n");
+  } else {
+    std::printf(
+        "no tokenizer files: the checkpoint is not an import nor fine-tuned from one (its hf/ "
+        "directory, or train.init_from's, was not found); copy them into %s yourself\n",
+        out.c_str());
+  }
+  std::printf("export verified: %lld tensors\n", static_cast<long long>(r.tensors));
+  return OkStatus();
+}
+
 Status RunExport(const std::vector<std::string>& argv) {
-  ASSIGN_OR_RETURN(Args args, ParseArgs("export", argv, {"--out", "--format", "--dtype"}));
+  ASSIGN_OR_RETURN(Args args,
+                   ParseArgs("export", argv,
+                             {"--out", "--format", "--dtype", "--model-type", "--max-shard-size"}));
   auto flag = [&](const std::string& name, const std::string& def) {
     auto it = args.flags.find(name);
     return it == args.flags.end() ? def : it->second;
   };
-  const std::string out = flag("--out", "");
-  if (out.empty()) return InvalidArgument("export: missing required flag --out OUT.safetensors");
-  if (flag("--format", "safetensors") != "safetensors") {
-    return InvalidArgument("export: --format '" + flag("--format", "") +
-                           "' is not supported (only safetensors)");
+  const std::string out = fs::WithoutTrailingSlashes(flag("--out", ""));
+  if (out.empty()) return InvalidArgument("export: missing required flag --out OUT");
+  const std::string format = flag("--format", "safetensors");
+  if (format != "safetensors" && format != "hf") {
+    return InvalidArgument("export: --format '" + format + "', expected safetensors or hf");
+  }
+  if (format != "hf" &&
+      (args.flags.count("--model-type") || args.flags.count("--max-shard-size"))) {
+    return InvalidArgument("export: --model-type and --max-shard-size go with --format hf");
+  }
+  if (fs::Exists(out)) {
+    return FailedPrecondition(out + ": already exists; export never replaces a file");
   }
   const std::string dtype_text = flag("--dtype", "fp32");
   SafetensorsDType dtype;
@@ -242,6 +299,7 @@ Status RunExport(const std::vector<std::string>& argv) {
   } else {
     return InvalidArgument("export: --dtype '" + dtype_text + "', expected fp32 or bf16");
   }
+  if (format == "hf") return RunExportHf(args, out, dtype);
   ASSIGN_OR_RETURN(std::string path, Input("export", args));
   ASSIGN_OR_RETURN(Summary s, Inspect(path));
   std::vector<SafetensorsTensor> entries = ExportEntries(s, dtype);
@@ -253,12 +311,10 @@ Status RunExport(const std::vector<std::string>& argv) {
   }
   const std::string header = EncodeSafetensorsHeader(
       &entries, {{"format", "pt"}, {"l2l_step", std::to_string(s.meta.step)}});
-  const std::string tmp = out + ".tmp";
+  const std::string tmp = out + ".tmp-" + std::to_string(::getpid());
   Status st = WriteExport(path, s, header, dtype, tmp);
   if (st.ok()) st = CheckExport(path, s, entries, tmp);
-  if (st.ok() && std::rename(tmp.c_str(), out.c_str()) != 0) {
-    st = IoError(tmp + ": cannot rename to " + out + " (" + std::strerror(errno) + ")");
-  }
+  if (st.ok()) st = fs::RenameNoReplace(tmp, out);  // never replaces an OUT that appeared
   if (!st.ok()) {
     ::unlink(tmp.c_str());
     return st;
@@ -267,6 +323,147 @@ Status RunExport(const std::vector<std::string>& argv) {
   std::printf("wrote %s: %zu tensors, %s, %lld data bytes\n", out.c_str(), entries.size(),
               SafetensorsDTypeName(dtype), static_cast<long long>(bytes));
   std::printf("export verified: %zu tensors\n", entries.size());
+  return OkStatus();
+}
+
+Status RunImport(const std::vector<std::string>& argv, const MpiRuntime& mpi) {
+  ASSIGN_OR_RETURN(Args args, ParseArgs("import", argv, {"--out", "--seq-len"}));
+  if (args.positional.size() != 1) return InvalidArgument("import: expected one HF_DIR");
+  if (!args.flags.count("--out") || args.flags.at("--out").empty()) {
+    return InvalidArgument("import: missing required flag --out CKPT_DIR");
+  }
+  interop::HfImportOptions o;
+  if (args.flags.count("--seq-len")) {
+    const std::string& v = args.flags.at("--seq-len");
+    char* end = nullptr;
+    const long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < 1 || n > (1 << 24)) {
+      return InvalidArgument("import: --seq-len '" + v + "', expected a positive integer");
+    }
+    o.seq_len = static_cast<int>(n);
+  }
+  MpiComm comm;
+  ASSIGN_OR_RETURN(interop::HfImportReport r,
+                   interop::ImportHf(comm.handle(), args.positional[0], args.flags.at("--out"), o));
+  if (mpi.world_rank() == 0) {
+    std::printf(
+        "imported %s: %lld parameters, %s read, %s written in %.2f s (%.2f GB/s), %d rank(s)\n",
+        args.positional[0].c_str(), static_cast<long long>(r.parameters),
+        config::FormatBytes(r.bytes_read).c_str(), config::FormatBytes(r.bytes_written).c_str(),
+        r.seconds, r.seconds > 0 ? (r.bytes_read + r.bytes_written) / r.seconds / 1e9 : 0.0,
+        mpi.world_size());
+    for (const std::string& n : r.ignored)
+      std::printf("ignored non-parameter tensor %s\n", n.c_str());
+    std::printf("checkpoint: %s\nconfig: %s (edit data and train, then l2l-train --config it)\n",
+                r.checkpoint.c_str(), r.config.c_str());
+    if (!r.copied.empty()) {
+      std::printf("kept for export:");
+      for (const std::string& f : r.copied) std::printf(" %s", f.c_str());
+      std::printf("\n");
+    }
+  }
+  return OkStatus();
+}
+
+// "1,2,3/4,5,6" -> rows of ids.
+StatusOr<std::vector<std::vector<int32_t>>> ParseIds(const std::string& text) {
+  std::vector<std::vector<int32_t>> rows(1);
+  std::string cur;
+  const auto push = [&]() -> Status {
+    char* end = nullptr;
+    const long v = std::strtol(cur.c_str(), &end, 10);
+    if (cur.empty() || *end != '\0' || v < 0 || v > INT32_MAX) {
+      return InvalidArgument("logits: --ids: '" + cur + "' is not a token id");
+    }
+    rows.back().push_back(static_cast<int32_t>(v));
+    cur.clear();
+    return OkStatus();
+  };
+  for (char c : text) {
+    if (c == ',' || c == '/') {
+      RETURN_IF_ERROR(push());
+      if (c == '/') rows.emplace_back();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  RETURN_IF_ERROR(push());
+  for (const auto& r : rows) {
+    if (r.size() != rows[0].size()) {
+      return InvalidArgument("logits: --ids: every sequence needs the same length");
+    }
+  }
+  return rows;
+}
+
+Status RunLogits(const std::vector<std::string>& argv) {
+  ASSIGN_OR_RETURN(Args args, ParseArgs("logits", argv, {"--ids", "--out"}));
+  if (!args.flags.count("--ids") || !args.flags.count("--out")) {
+    return InvalidArgument("logits: needs --ids IDS and --out LOGITS.safetensors");
+  }
+  const std::string out = args.flags.at("--out");
+  if (fs::Exists(out)) {
+    return FailedPrecondition(out + ": already exists; logits never replaces a file");
+  }
+  ASSIGN_OR_RETURN(const auto rows, ParseIds(args.flags.at("--ids")));
+  ASSIGN_OR_RETURN(std::string path, Input("logits", args));
+  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  ASSIGN_OR_RETURN(config::Config cfg, config::ParseConfig(s.meta.config_yaml, path, {}));
+  model::ModelDims d = model::DimsFromConfig(cfg.model);
+  RETURN_IF_ERROR(CheckLayersMatch(path, s.layers, d));
+  d.seq_len = static_cast<int>(rows[0].size());  // positions beyond the table: refused here
+  RETURN_IF_ERROR(model::ValidateModelDims(d).WithContext("logits: --ids"));
+  std::vector<int32_t> ids, types;
+  for (const auto& r : rows) {
+    for (int32_t id : r) {
+      if (id >= d.vocab) {
+        return InvalidArgument("logits: --ids: token " + std::to_string(id) + " >= vocab " +
+                               std::to_string(d.vocab));
+      }
+      ids.push_back(id);
+      types.push_back(0);
+    }
+  }
+  const int R = static_cast<int>(rows.size());
+  const int L = d.num_blocks;
+  std::vector<std::vector<float>> w;
+  for (int l = 0; l < model::NumLayers(d); ++l) {
+    ASSIGN_OR_RETURN(LayerData layer, ReadLayer(path, l, LayerParts::kMasterOnly));
+    w.push_back(std::move(layer.master));
+  }
+  const int64_t N = int64_t{R} * d.seq_len, H = d.hidden, V = d.vocab;
+  std::vector<float> ws(
+      std::max({model::EmbeddingWorkspaceElems(d, R), model::BlockWorkspaceElems(d, R),
+                model::HeadWorkspaceElems(d, R)}));
+  std::vector<float> x(N * H), y(N * H), logits(N * V);
+  std::vector<uint8_t> mask(N, 1);
+  const model::StepContext ctx{0, 0, 0, /*training=*/false, nullptr};
+  model::EmbeddingForward(d, ctx, w[0].data(), ids.data(), types.data(), R, x.data(), ws.data());
+  for (int l = 1; l <= L; ++l) {
+    model::BlockForward(d, ctx, w[l].data(), x.data(), mask.data(), R, y.data(), ws.data());
+    std::swap(x, y);
+  }
+  model::HeadLogits(d, w[L + 1].data(), w[0].data(), x.data(), R, logits.data(), ws.data());
+  std::vector<SafetensorsTensor> entries = {
+      {.name = "logits", .dtype = SafetensorsDType::kF32, .shape = {R, d.seq_len, d.vocab}}};
+  const std::string header = EncodeSafetensorsHeader(&entries, {{"format", "pt"}});
+  const std::string tmp = out + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(header.data(), static_cast<std::streamsize>(header.size()));
+    f.write(reinterpret_cast<const char*>(logits.data()),
+            static_cast<std::streamsize>(logits.size() * sizeof(float)));
+    f.flush();
+    if (!f) {
+      ::unlink(tmp.c_str());
+      return IoError(tmp + ": write failed");
+    }
+  }
+  if (Status moved = fs::RenameNoReplace(tmp, out); !moved.ok()) {
+    ::unlink(tmp.c_str());
+    return moved;
+  }
+  std::printf("wrote %s: logits [%d, %d, %d]\n", out.c_str(), R, d.seq_len, d.vocab);
   return OkStatus();
 }
 
@@ -313,14 +510,17 @@ Status Main(int argc, char** argv, const MpiRuntime& mpi) {
     std::fputs(kUsage, stdout);
     return OkStatus();
   }
-  if (mpi.world_size() != 1) {
-    return InvalidArgument("l2l-ckpt runs on one rank, not " + std::to_string(mpi.world_size()));
-  }
   const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (verb == "import") return RunImport(rest, mpi);
+  if (mpi.world_size() != 1) {
+    return InvalidArgument("l2l-ckpt " + verb + " runs on one rank, not " +
+                           std::to_string(mpi.world_size()) + " (only import runs under mpirun)");
+  }
   if (verb == "inspect") return RunInspect(rest);
   if (verb == "verify") return RunVerify(rest);
   if (verb == "export") return RunExport(rest);
   if (verb == "dump") return RunDump(rest);
+  if (verb == "logits") return RunLogits(rest);
   return InvalidArgument("unknown command '" + verb + "'; run l2l-ckpt --help");
 }
 

@@ -1,7 +1,7 @@
 // l2l-train: train a model layer to layer.
 //
 //   mpirun -np N l2l-train --config FILE [--set key=value]... [--resume auto|PATH]
-//                          [--print-config]
+//                          [--init-from PATH] [--print-config]
 //
 // Every rank parses the same arguments and config; failures are agreed across
 // ranks, printed once (rank 0) as one line, and exit with code 2 on every
@@ -19,12 +19,16 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: l2l-train --config FILE [--set key=value]... [--resume auto|PATH] [--print-config]\n"
+    "usage: l2l-train --config FILE [--set key=value]... [--resume auto|PATH] [--init-from PATH]\n"
+    "                 [--print-config]\n"
     "  --config FILE      YAML configuration (see docs/config.md)\n"
     "  --set key=value    override one key, e.g. --set model.layers=48 (repeatable)\n"
     "  --resume auto|PATH continue from a checkpoint: auto = the latest in checkpoint.dir\n"
     "                     (or start fresh if there is none); any world size with the same\n"
     "                     global batch\n"
+    "  --init-from PATH   fine-tune: start from a checkpoint's weights (file or directory,\n"
+    "                     e.g. one made by l2l-ckpt import) with fresh optimizer state at\n"
+    "                     step 0 (sets train.init_from; a checkpoint --resume loads wins)\n"
     "  --print-config     print the effective configuration as YAML and exit\n"
     "SIGTERM or SIGUSR1 on any rank: all ranks finish the step, save, and exit 0.\n";
 
@@ -32,6 +36,8 @@ struct Args {
   std::string config;
   std::vector<std::string> overrides;
   std::string resume;
+  std::string init_from;
+  bool has_init_from = false;
   bool print_config = false;
   bool help = false;
 };
@@ -57,6 +63,12 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
       ASSIGN_OR_RETURN(a.resume, value("--resume"));
     } else if (arg.rfind("--resume=", 0) == 0) {
       a.resume = arg.substr(9);
+    } else if (arg == "--init-from") {
+      ASSIGN_OR_RETURN(a.init_from, value("--init-from"));
+      a.has_init_from = true;
+    } else if (arg.rfind("--init-from=", 0) == 0) {
+      a.init_from = arg.substr(12);
+      a.has_init_from = true;
     } else if (arg == "--print-config") {
       a.print_config = true;
     } else if (arg == "--help" || arg == "-h") {
@@ -66,6 +78,9 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
     }
   }
   if (!a.help && a.config.empty()) return l2l::InvalidArgument("--config FILE is required");
+  if (a.has_init_from && a.init_from.empty()) {
+    return l2l::InvalidArgument("--init-from needs a checkpoint path, got an empty one");
+  }
   return a;
 }
 
@@ -78,6 +93,7 @@ l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::MpiComm& comm
   }
   auto cfg = l2l::config::LoadConfig(args->config, args->overrides);
   RETURN_IF_ERROR(comm.Agree(cfg.status()));
+  if (args->has_init_from) cfg->train.init_from = args->init_from;
   if (args->print_config) {
     if (comm.rank() == 0) std::fputs(l2l::config::ToYaml(*cfg).c_str(), stdout);
     return l2l::OkStatus();
@@ -85,6 +101,11 @@ l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::MpiComm& comm
   ASSIGN_OR_RETURN(auto trainer,
                    l2l::train::Trainer::Create(*cfg, &comm, mpi.local_size(), mpi.local_rank()));
   if (!args->resume.empty()) RETURN_IF_ERROR(trainer->Resume(args->resume));
+  // A run that resumed its own checkpoint continues it; otherwise a
+  // fine-tune starts from the given weights.
+  if (!trainer->resumed() && !cfg->train.init_from.empty()) {
+    RETURN_IF_ERROR(trainer->InitFrom(cfg->train.init_from));
+  }
   RETURN_IF_ERROR(trainer->Run());
   if (trainer->stopped_by_signal()) {
     if (comm.rank() == 0) {

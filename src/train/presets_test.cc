@@ -9,6 +9,7 @@
 #include <string>
 
 #include "l2l/config/config.h"
+#include "l2l/model/config_dims.h"
 #include "l2l/model/model.h"
 #include "l2l/train/trainer.h"
 
@@ -35,7 +36,7 @@ TEST(Presets, EveryPresetParses) {
     StatusOr<config::Config> c = config::LoadConfig(e.path().string(), {});
     EXPECT_TRUE(c.ok()) << c.status().message();
     if (c.ok()) {
-      EXPECT_TRUE(model::ValidateModelDims(DimsFromConfig(c->model)).ok()) << e.path();
+      EXPECT_TRUE(model::ValidateModelDims(model::DimsFromConfig(c->model)).ok()) << e.path();
     }
     ++n;
   }
@@ -50,7 +51,7 @@ TEST(Presets, RealShapesHaveTheirModelsParameterCounts) {
   for (const auto& [name, count] : want) {
     StatusOr<config::Config> c = config::LoadConfig(kDir + "/" + name + ".yaml", {});
     ASSERT_TRUE(c.ok()) << c.status().message();
-    EXPECT_EQ(ParameterCount(DimsFromConfig(c->model)), count) << name;
+    EXPECT_EQ(ParameterCount(model::DimsFromConfig(c->model)), count) << name;
   }
 }
 

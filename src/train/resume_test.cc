@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "l2l/ckpt/checkpoint.h"
+#include "l2l/model/config_dims.h"
 #include "l2l/train/signals.h"
 #include "l2l/train/trainer.h"
 #include "test_util.h"
@@ -124,7 +125,7 @@ void ExpectSameCheckpointState(const std::string& a, const std::string& b,
 }
 
 std::vector<ckpt::LayerInfo> LayersOf(const config::Config& cfg) {
-  const model::ModelDims d = DimsFromConfig(cfg.model);
+  const model::ModelDims d = model::DimsFromConfig(cfg.model);
   std::vector<ckpt::LayerInfo> layers;
   for (int l = 0; l < model::NumLayers(d); ++l) {
     const model::ParamLayout p = model::LayoutFor(d, model::KindOf(d, l));

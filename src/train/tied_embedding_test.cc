@@ -118,7 +118,7 @@ void CheckTied(config::ModelKind kind) {
     eval.push_back(tr.sampler().EvalMicroBatch(0, 0, 1, m));
   }
   const Reference after = Run(d, ReadWeights(tr), eval, /*grads=*/false);
-  cfg.train.eval_batches = 1;
+  ASSERT_EQ(cfg.train.eval_batches, 1);  // Evaluate() runs eval batch 0 only, as above
   StatusOr<double> got = tr.Evaluate();
   ASSERT_TRUE(got.ok());
   EXPECT_NEAR(*got, after.loss_sum / after.targets, 1e-6 * *got)

@@ -6,8 +6,11 @@
 #include <cstring>
 #include <filesystem>
 
+#include "l2l/ckpt/model_layers.h"
+#include "l2l/ckpt/reader.h"
 #include "l2l/comm/device_comm.h"
 #include "l2l/core/log.h"
+#include "l2l/model/config_dims.h"
 #include "l2l/model/layer_exec.h"
 #include "l2l/train/schedule.h"
 #include "l2l/train/signals.h"
@@ -52,47 +55,6 @@ std::string Duration(double s) {
 
 }  // namespace
 
-model::ModelDims DimsFromConfig(const config::ModelConfig& m) {
-  model::ModelDims d;
-  switch (m.kind) {
-    case config::ModelKind::kBert:
-      d.arch = model::Arch::kBert;
-      break;
-    case config::ModelKind::kGpt:
-      d.arch = model::Arch::kGpt2;
-      break;
-    case config::ModelKind::kLlama:
-      d.arch = model::Arch::kLlama;
-      break;
-  }
-  d.num_blocks = m.layers;
-  d.hidden = m.hidden;
-  d.heads = m.heads;
-  d.kv_heads = d.arch == model::Arch::kLlama ? m.kv_heads : 0;
-  d.ffn = m.ffn;
-  d.vocab = m.vocab;
-  d.seq_len = m.seq_len;
-  d.max_positions = m.max_positions;
-  d.type_vocab = m.type_vocab;
-  d.pad_token_id = m.kind == config::ModelKind::kGpt ? -1 : m.pad_token_id;
-  d.dropout = m.dropout;
-  d.norm_eps = m.norm_eps;
-  d.gelu = m.activation == config::Activation::kGelu ? kernels::Gelu::kErf : kernels::Gelu::kTanh;
-  d.tie_embeddings = m.tie_embeddings;
-  d.attention_bias = d.arch == model::Arch::kLlama && m.attention_bias;
-  d.rope.theta = m.rope_theta;
-  if (m.rope_scaling.type == config::RopeScalingType::kLlama3) {
-    d.rope.scaling = kernels::RopeScaling::kLlama3;
-    d.rope.factor = m.rope_scaling.factor;
-    d.rope.low_freq_factor = m.rope_scaling.low_freq_factor;
-    d.rope.high_freq_factor = m.rope_scaling.high_freq_factor;
-    d.rope.original_max_positions = m.rope_scaling.original_max_positions;
-  }
-  d.init_std = m.init_std;
-  d.scale_residual_init = m.init == config::InitScheme::kGpt2;
-  return d;
-}
-
 std::vector<eps::Shard> NoDecayRanges(const model::ParamLayout& layout) {
   std::vector<eps::Shard> r;
   for (const model::TensorSpec& t : layout.tensors()) {
@@ -108,7 +70,7 @@ std::vector<eps::Shard> NoDecayRanges(const model::ParamLayout& layout) {
 }
 
 Trainer::Trainer(const config::Config& cfg, MpiComm* comm)
-    : cfg_(cfg), comm_(comm), dims_(DimsFromConfig(cfg.model)) {}
+    : cfg_(cfg), comm_(comm), dims_(model::DimsFromConfig(cfg.model)) {}
 
 Trainer::~Trainer() {
   if (source_) source_->WaitForUpdates();
@@ -142,6 +104,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
       spec.eval_fraction = cfg_.data.eval_fraction;
       spec.seed = cfg_.train.seed;
       spec.model_vocab = dims_.vocab;
+      spec.mask_token = cfg_.data.mask_token_id;
       auto sampler = data::Sampler::Create(token_file_.get(), spec);
       if (sampler.ok()) {
         sampler_ = std::make_unique<data::Sampler>(std::move(sampler).value());
@@ -435,23 +398,7 @@ Status Trainer::Run() {
   return OkStatus();
 }
 
-std::vector<ckpt::LayerInfo> Trainer::CheckpointLayers() const {
-  std::vector<ckpt::LayerInfo> layers;
-  for (int l = 0; l < model::NumLayers(dims_); ++l) {
-    const model::ParamLayout layout = model::LayoutFor(dims_, model::KindOf(dims_, l));
-    ckpt::LayerInfo info;
-    info.size_elems = layer_sizes_[l];
-    for (const model::TensorSpec& t : layout.tensors()) {
-      ckpt::TensorEntry e;
-      e.name = t.name;
-      e.offset_elems = t.offset_elems;
-      for (int i = 0; i < t.shape.rank(); ++i) e.shape.push_back(t.shape.dim(i));
-      info.tensors.push_back(std::move(e));
-    }
-    layers.push_back(std::move(info));
-  }
-  return layers;
-}
+std::vector<ckpt::LayerInfo> Trainer::CheckpointLayers() const { return ckpt::LayerInfosOf(dims_); }
 
 Status Trainer::SaveCheckpoint() {
   // A failure to stage a slice on one rank is agreed before the collective
@@ -514,8 +461,18 @@ Status Trainer::Resume(const std::string& spec) {
       }
       return OkStatus();
     }
+  } else {
+    ASSIGN_OR_RETURN(path, ResolveOnRankZero(spec));  // a directory means its latest
   }
   ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));
+  if (meta.sampler_state.empty()) {
+    return comm_->Agree(FailedPrecondition(
+        path +
+        ": an imported checkpoint holds weights only (no training state to resume); "
+        "start from it with --init-from " +
+        path));
+  }
+  RETURN_IF_ERROR(CheckSameNetwork("--resume", path, meta));
   {
     Status s;
     auto saved = data::SamplerState::Parse(meta.sampler_state);
@@ -530,6 +487,57 @@ Status Trainer::Resume(const std::string& spec) {
     }
     RETURN_IF_ERROR(comm_->Agree(s));
   }
+  ASSIGN_OR_RETURN(const std::vector<ckpt::LayerSlice> slices, LoadSlices());
+  ckpt::IoStats stats;
+  RETURN_IF_ERROR(ckpt::Load(comm_->handle(), path, CheckpointLayers(), slices, &stats));
+  for (int l = 0; l < model::NumLayers(dims_); ++l) RETURN_IF_ERROR(source_->CommitLoaded(l));
+  step_ = meta.step;
+  last_checkpoint_ = path;
+  pending_load_stats_ = stats;
+  resumed_ = true;
+  if (comm_->rank() == 0) {
+    std::printf("l2l: resumed from %s at step %lld (saved on %d ranks; %s in %.2f s, %.2f GB/s)\n",
+                path.c_str(), static_cast<long long>(step_), meta.world_size,
+                config::FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
+    std::fflush(stdout);
+  }
+  return OkStatus();
+}
+
+StatusOr<std::string> Trainer::ResolveOnRankZero(const std::string& spec) {
+  std::string path;
+  Status found;
+  if (comm_->rank() == 0) {
+    auto resolved = ckpt::ResolveCheckpoint(spec);
+    if (resolved.ok()) {
+      path = *resolved;
+    } else {
+      found = resolved.status();
+    }
+  }
+  RETURN_IF_ERROR(comm_->Agree(found));
+  RETURN_IF_ERROR(comm_->BroadcastString(&path, 0));
+  return path;
+}
+
+Status Trainer::CheckSameNetwork(const std::string& what, const std::string& path,
+                                 const ckpt::Meta& meta) {
+  Status s;
+  auto saved = config::ParseConfig(meta.config_yaml, path + " (its config)", {});
+  if (!saved.ok()) {
+    s = DataLoss(path + ": unreadable config: " + saved.status().message());
+  } else {
+    const std::string diff = config::FirstNetworkDifference(saved->model, cfg_.model);
+    if (!diff.empty()) {
+      s = FailedPrecondition(what + " " + path +
+                             ": the checkpoint's model differs from this config's: " + diff +
+                             " (checkpoint vs config)");
+    }
+  }
+  return comm_->Agree(s);
+}
+
+StatusOr<std::vector<ckpt::LayerSlice>> Trainer::LoadSlices() {
   std::vector<ckpt::LayerSlice> slices;
   Status staged;
   for (int l = 0; l < model::NumLayers(dims_) && staged.ok(); ++l) {
@@ -544,16 +552,50 @@ Status Trainer::Resume(const std::string& spec) {
     slices.push_back({s->offset_elems, s->size_elems, s->master, s->adam_m, s->adam_v, tiles});
   }
   RETURN_IF_ERROR(comm_->Agree(staged));
+  return slices;
+}
+
+Status Trainer::InitFrom(const std::string& spec) {
+  ASSIGN_OR_RETURN(const std::string path, ResolveOnRankZero(spec));
+  {
+    // Saves restart at step 0 in checkpoint.dir and prune it to keep_last:
+    // a source inside it would be deleted by this run.
+    Status s;
+    if (comm_->rank() == 0) {
+      std::error_code e1, e2;
+      const auto src =
+          std::filesystem::weakly_canonical(std::filesystem::absolute(path).parent_path(), e1);
+      const auto dst =
+          std::filesystem::weakly_canonical(std::filesystem::absolute(cfg_.checkpoint.dir), e2);
+      if (!e1 && !e2 && src == dst) {
+        s = FailedPrecondition("train.init_from " + path + " lies in checkpoint.dir " +
+                               cfg_.checkpoint.dir +
+                               ", whose saves would prune it; save the fine-tune elsewhere "
+                               "(checkpoint.dir)");
+      }
+    }
+    RETURN_IF_ERROR(comm_->Agree(s));
+  }
+  ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));
+  RETURN_IF_ERROR(CheckSameNetwork("train.init_from", path, meta));
+  ASSIGN_OR_RETURN(const std::vector<ckpt::LayerSlice> slices, LoadSlices());
   ckpt::IoStats stats;
-  RETURN_IF_ERROR(ckpt::Load(comm_->handle(), path, CheckpointLayers(), slices, &stats));
-  for (int l = 0; l < model::NumLayers(dims_); ++l) RETURN_IF_ERROR(source_->CommitLoaded(l));
-  step_ = meta.step;
-  last_checkpoint_ = path;
+  RETURN_IF_ERROR(ckpt::LoadWeights(comm_->handle(), path, CheckpointLayers(), slices, &stats));
+  for (size_t l = 0; l < slices.size(); ++l) {
+    // A fine-tune starts with fresh optimizer state.
+    const ckpt::LayerSlice& s = slices[l];
+    std::fill(s.adam_m, s.adam_m + s.size_elems, 0.0f);
+    std::fill(s.adam_v, s.adam_v + s.size_elems, 0.0f);
+    RETURN_IF_ERROR(source_->CommitLoaded(static_cast<int>(l)));
+  }
+  step_ = 0;
   pending_load_stats_ = stats;
   if (comm_->rank() == 0) {
-    std::printf("l2l: resumed from %s at step %lld (saved on %d ranks; %s in %.2f s, %.2f GB/s)\n",
-                path.c_str(), static_cast<long long>(step_), meta.world_size,
-                config::FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
+    std::printf(
+        "l2l: initialised from %s (weights after its step %lld; fresh AdamW state, step 0; %s in "
+        "%.2f s)\n",
+        path.c_str(), static_cast<long long>(meta.step), config::FormatBytes(stats.bytes).c_str(),
+        stats.seconds);
     std::fflush(stdout);
   }
   return OkStatus();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "l2l/comm/mpi_comm.h"
+#include "l2l/model/config_dims.h"
 #include "test_util.h"
 
 namespace l2l::train {
@@ -202,7 +203,7 @@ TEST(Engine, WeightDecayOnMatricesSparesBiasesAndGains) {
   {
     config::Config cfg = TinyConfig(config::ModelKind::kLlama);
     cfg.model.attention_bias = true;
-    const model::ModelDims d = DimsFromConfig(cfg.model);
+    const model::ModelDims d = model::DimsFromConfig(cfg.model);
     const model::ParamLayout block = model::LayoutForLayer(d, 1);
     const std::vector<eps::Shard> r = NoDecayRanges(block);
     const int64_t H = d.hidden, KV = int64_t{model::KvHeads(d)} * model::HeadDim(d);
@@ -211,17 +212,21 @@ TEST(Engine, WeightDecayOnMatricesSparesBiasesAndGains) {
                                           {block.OffsetOf("ln2.gain"), H}};
     EXPECT_EQ(r, want);
   }
-  for (config::ExecMode mode : {config::ExecMode::kL2L, config::ExecMode::kResident}) {
+  // Two ranks too: each EPS shard starts inside a layer (shard vs layer coordinates).
+  for (const auto& [mode, world] :
+       {std::pair{config::ExecMode::kL2L, 1}, std::pair{config::ExecMode::kL2L, 2},
+        std::pair{config::ExecMode::kResident, 1}}) {
+    if (world > g_size) continue;
     config::Config cfg = TinyConfig(config::ModelKind::kGpt);
     cfg.exec.mode = mode;
     cfg.train.steps = 1;
     cfg.train.weight_decay = 0.5;  // large, so one step's decay is far above rounding
     cfg.train.weight_decay_on = config::WeightDecayOn::kMatrices;
-    RunResult matrices = RunOn(1, cfg);
+    RunResult matrices = RunOn(world, cfg);
     cfg.train.weight_decay_on = config::WeightDecayOn::kAll;
-    RunResult all = RunOn(1, cfg);
+    RunResult all = RunOn(world, cfg);
     if (!matrices.ran) continue;
-    const model::ModelDims d = DimsFromConfig(cfg.model);
+    const model::ModelDims d = model::DimsFromConfig(cfg.model);
     int gains = 0;
     for (int l = 0; l < model::NumLayers(d); ++l) {
       const model::ParamLayout layout = model::LayoutForLayer(d, l);

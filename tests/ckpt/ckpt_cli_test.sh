@@ -51,7 +51,7 @@ ok verify-file verify "$file"
 # --- export
 ok export-fp32 export ck --out w32.safetensors
 has "export verified: 42 tensors" export-fp32
-[ ! -e w32.safetensors.tmp ] || fail "export-fp32: left the .tmp file"
+! compgen -G "w32.safetensors.tmp*" >/dev/null || fail "export-fp32: left a temporary file"
 ok export-bf16 export ck --out w16.safetensors --format safetensors --dtype bf16
 has "export verified: 42 tensors" export-bf16
 
@@ -172,10 +172,16 @@ bad export-flipped "checksum mismatch" out.safetensors export flipped.h5 --out o
 bad export-no-out "export: missing required flag --out" "" export ck
 bad export-dtype "--dtype 'fp16', expected fp32 or bf16" x.safetensors \
   export ck --out x.safetensors --dtype fp16
-bad export-format "--format 'gguf' is not supported" x.safetensors \
+bad export-format "--format 'gguf', expected safetensors or hf" x.safetensors \
   export ck --out x.safetensors --format gguf
-bad export-no-dir "nodir/x.safetensors.tmp: cannot create" nodir/x.safetensors \
+bad export-no-dir "nodir/x.safetensors.tmp-" nodir/x.safetensors \
   export ck --out nodir/x.safetensors
+echo "not ours" >theirs.safetensors
+"$tool" export ck --out theirs.safetensors >out.txt 2>err.txt
+[ $? -eq 2 ] && grep -qF "theirs.safetensors: already exists; export never replaces a file" err.txt ||
+  fail "export-existing: $(cat err.txt)"
+[ "$(cat theirs.safetensors)" = "not ours" ] || fail "export-existing: replaced the user's file"
+! compgen -G "theirs.safetensors.tmp*" >/dev/null || fail "export-existing: left a temporary file"
 bad export-truncated "file is truncated or corrupt" x.safetensors export trunc.h5 --out x.safetensors
 bad dump-unknown "no tensor 'blocks.9.x'" "" dump ck --tensor blocks.9.x
 bad dump-part "--part 'grad', expected master, adam_m or adam_v" "" \

@@ -5,7 +5,7 @@
 #   ok NAME ARGS...                    exit 0, empty stderr; stdout in out.txt
 #   bad NAME TEXT OUTFILE ARGS...      exit 2, empty stdout, exactly one stderr
 #                                      line containing TEXT, and neither
-#                                      OUTFILE nor OUTFILE.tmp left behind
+#                                      OUTFILE nor OUTFILE.tmp* left behind
 #                                      (OUTFILE "" = no output file involved)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -37,6 +37,6 @@ bad() {
   grep -qF -- "$text" err.txt || fail "$name: stderr '$(cat err.txt)' does not contain '$text'"
   if [ -n "$outfile" ]; then
     [ ! -e "$outfile" ] || fail "$name: left $outfile behind"
-    [ ! -e "$outfile.tmp" ] || fail "$name: left $outfile.tmp behind"
+    ! compgen -G "$outfile.tmp*" >/dev/null || fail "$name: left $(compgen -G "$outfile.tmp*") behind"
   fi
 }

@@ -52,7 +52,8 @@ cp "$good" dropped.h5
 "$mpiexec" 1 "$fixture" --drop-dataset dropped.h5 --name /layers/00001/adam_m >/dev/null 2>&1 ||
   bad "could not drop a dataset"
 resume_error "missing dataset" "missing dataset /layers/00001/adam_m" dropped.h5
-resume_error "other model shape" "layer" "$good" --set model.hidden=64
+resume_error "other model shape" "the checkpoint's model differs from this config's: model.hidden: 32 vs 64" \
+  "$good" --set model.hidden=64
 resume_error "missing file" "nope.h5" nope.h5
 
 # Crash during a save: the previous checkpoint stays loadable and

@@ -34,6 +34,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -114,6 +115,19 @@ Status Save(MPI_Comm comm, const std::string& dir, const Meta& meta,
             const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& slices,
             int keep_last, IoStats* stats);
 
+// Save with the data made piece by piece instead of held in buffers (import
+// of a model much larger than memory: each rank holds one piece of at most
+// 16 MiB). `tiles` give each rank's ranges like Save's slices (their buffer
+// pointers are not used); `fill(layer, dataset, offset, n, out)` writes the n
+// elements of dataset (0 master, 1 adam_m, 2 adam_v) from `offset` into out.
+// A fill error aborts the save as a write error does (agreed, nothing
+// published).
+using SaveFill =
+    std::function<Status(int layer, int dataset, int64_t offset_elems, int64_t n, float* out)>;
+Status SaveStreamed(MPI_Comm comm, const std::string& dir, const Meta& meta,
+                    const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& tiles,
+                    const SaveFill& fill, int keep_last, IoStats* stats);
+
 // The checkpoint `<dir>/latest` names, or NotFound if there is none. A
 // `latest` naming a missing file is DataLoss. Local (call on every rank).
 StatusOr<std::string> FindLatest(const std::string& dir);
@@ -131,6 +145,12 @@ StatusOr<Meta> ReadMeta(MPI_Comm comm, const std::string& path);
 // slice must lie inside its layer (InvalidArgument). `stats` may be null.
 Status Load(MPI_Comm comm, const std::string& path, const std::vector<LayerInfo>& layers,
             const std::vector<LayerSlice>& slices, IoStats* stats);
+
+// Load of the fp32 master weights only (train.init_from, export): the
+// slices' adam_m / adam_v may be null and are not touched; the master
+// datasets' checksums are verified as in Load.
+Status LoadWeights(MPI_Comm comm, const std::string& path, const std::vector<LayerInfo>& layers,
+                   const std::vector<LayerSlice>& slices, IoStats* stats);
 
 // The layers stored in a checkpoint (sizes and tensor indexes), without
 // reading the flat datasets. Collective; same errors as Load's structure

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,15 @@ struct LayerData {
 // Reads layer `layer` (InvalidArgument if out of range) and verifies the
 // checksum of every dataset it reads.
 StatusOr<LayerData> ReadLayer(const std::string& path, int layer, LayerParts parts);
+
+// Streams layer `layer`'s fp32 master weights front to back in pieces of at
+// most 16 MiB: visit(offset_elems, n, values), `values` valid during the call
+// only. Then checks the dataset's checksum: DataLoss if it differs, reported
+// after every piece was visited (a caller that wrote them out must discard
+// its output). A visitor error ends the visits (the rest of the layer is
+// still read) and is returned. Memory: one piece, whatever the layer's size.
+using PieceVisitor = std::function<Status(int64_t offset_elems, int64_t n, const float* values)>;
+Status StreamMaster(const std::string& path, int layer, const PieceVisitor& visit);
 
 // What `l2l-ckpt inspect` prints. Reads /meta and the layer structure only
 // (no flat data, no checksums: see Verify).

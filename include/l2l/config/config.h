@@ -77,17 +77,19 @@ struct ModelConfig {
   int kv_heads = 0;       // llama: key/value heads, divides heads; default heads
   int type_vocab = 2;     // bert: token types, >= 1
   // bert, llama: transformers' pad_token_id as the embedding's padding_idx
-  // (its row gets no lookup gradient and starts at 0); -1 = none.
+  // (its row gets no lookup gradient and starts at 0); -1 = none. Default 0
+  // for bert (BertConfig's), -1 for llama.
   int pad_token_id = -1;
   // bert, gpt: every dropout site; llama: the attention probabilities only
   // (transformers' attention_dropout). In [0, 1); default 0.1 (bert, gpt), 0 (llama).
   double dropout = 0.1;
   Activation activation = Activation::kGelu;  // bert, gpt; default gelu (bert), gelu_tanh (gpt)
-  double norm_eps = 1e-12;  // layernorm / RMSNorm epsilon, > 0; default 1e-12 bert, 1e-5 gpt, llama
+  double norm_eps =
+      1e-12;  // layernorm / RMSNorm eps, > 0; default 1e-12 bert, 1e-5 gpt, 1e-6 llama
   bool tie_embeddings = true;  // decoder = word embeddings; default true (bert, gpt), false (llama)
-  bool attention_bias = false;            // llama: biases on q, k, v (Qwen2)
-  double rope_theta = 10000.0;            // llama: rotary base, > 0
-  RopeScalingConfig rope_scaling;         // llama
+  bool attention_bias = false;     // llama: q, k, v biases (Qwen2's; Llama's would add o_proj's)
+  double rope_theta = 10000.0;     // llama: rotary base, > 0
+  RopeScalingConfig rope_scaling;  // llama
   InitScheme init = InitScheme::kNormal;  // default gpt2 for gpt, normal otherwise
   double init_std = 0.02;                 // > 0 (transformers' initializer_range)
 
@@ -98,6 +100,10 @@ struct DataConfig {
   std::string path;             // token file (required, non-empty)
   double mask_prob = 0.15;      // MLM masking probability, in (0, 1); bert only
   double eval_fraction = 0.05;  // share of samples held out for eval, in [0, 1)
+  // MLM (bert) mask token: -1 = the token file's vocab_size (a token the data
+  // never holds; model.vocab must exceed it), else the id of the tokenizer's
+  // [MASK] (< model.vocab; set by an import).
+  int mask_token_id = -1;
 
   friend bool operator==(const DataConfig&, const DataConfig&) = default;
 };
@@ -116,6 +122,9 @@ struct TrainConfig {
   double grad_clip = 1.0;             // global-norm clip, >= 0; 0 = no clipping
   int global_batch = 0;               // samples per optimizer step over all ranks, >= 1 (required)
   int micro_batch = 0;  // samples per rank per forward pass, >= 1, divides global_batch (required)
+  // Fine-tuning: start from this checkpoint's weights (a file, or a directory
+  // whose `latest` names one) with fresh AdamW state at step 0; "" = no.
+  std::string init_from;
   int64_t eval_every_steps = 0;  // 0 = never; > 0 needs data.eval_fraction > 0
   int eval_batches = 1;          // global batches per evaluation, >= 1
 
@@ -188,6 +197,13 @@ StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source
 // tie_embeddings, init) from m->kind and the sizes, as ParseConfig does for
 // absent keys; for configs built in code.
 void ApplyModelDefaults(ModelConfig* m);
+
+// The first key of the model section that differs between a and b among
+// those that define the network's tensors and math (all but seq_len,
+// dropout, init and init_std, which a fine-tune may change, and llama's
+// max_positions, which is only recorded), as
+// "model.<key>: <a's value> vs <b's value>"; "" when they agree.
+std::string FirstNetworkDifference(const ModelConfig& a, const ModelConfig& b);
 
 // The complete configuration as YAML (every key, defaults included, in schema
 // order). Re-parseable: ParseConfig(ToYaml(c), ...) == c for any valid c.

@@ -37,6 +37,9 @@ struct BatchSpec {
   double eval_fraction = 0;  // share of samples held out for eval; [0, 1)
   uint64_t seed = 0;
   int model_vocab = 0;  // the model's embedding rows; must cover the data vocab (+1 for MLM)
+  // MLM mask token id: -1 = the file's vocab_size (then model_vocab must
+  // exceed it), else a token id < model_vocab (the tokenizer's [MASK]).
+  int32_t mask_token = -1;
 };
 
 // One micro-batch, row-major [rows, seq_len] host arrays.
@@ -80,8 +83,9 @@ class Sampler {
  public:
   // `file` is not owned and must outlive the sampler. InvalidArgument when the
   // spec is out of range, when model_vocab is smaller than the file's vocab
-  // (+1 for MLM, whose mask token id is the file's vocab_size), or when the
-  // file has no train samples. Messages name the file and the values.
+  // (+1 for MLM without a mask_token, whose mask token id is then the file's
+  // vocab_size), or when the file has no train samples. Messages name the
+  // file and the values.
   static StatusOr<Sampler> Create(const TokenFile* file, const BatchSpec& spec);
 
   Sampler(Sampler&&) noexcept;
@@ -92,8 +96,10 @@ class Sampler {
   int64_t num_eval_samples() const { return n_eval_; }
   // Eval batches that cover the eval split once: ceil(n_eval / global_batch).
   int64_t num_eval_batches() const;
-  // MLM mask token id (= the file's vocab_size).
-  int32_t mask_token() const { return static_cast<int32_t>(file_->vocab_size()); }
+  // MLM mask token id: spec.mask_token, else the file's vocab_size.
+  int32_t mask_token() const {
+    return spec_.mask_token >= 0 ? spec_.mask_token : static_cast<int32_t>(file_->vocab_size());
+  }
   const BatchSpec& spec() const { return spec_; }
 
   // InvalidArgument unless world_size >= 1 and global_batch is a multiple of

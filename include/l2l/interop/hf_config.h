@@ -34,4 +34,14 @@ struct HfArchitecture {
 };
 HfArchitecture HfArchitectureOf(const config::ModelConfig& m, const std::string& flavour);
 
+// config.json for a model section: the keys transformers' class reads, as
+// the reader above maps them (a write-read round trip gives `m` back, seq_len
+// aside), plus `torch_dtype` / `dtype` ("float32" or "bfloat16"). `original`
+// (nullable) is the config.json the model came from: its other keys (token
+// ids, transformers_version, ...) are kept. `model_type` picks the llama
+// flavour ("llama", "mistral", "qwen2"; "" = the original's, else "llama").
+// Returns the JSON text.
+StatusOr<std::string> HfConfigJson(const config::ModelConfig& m, const Json* original,
+                                   const std::string& model_type, const std::string& dtype_name);
+
 }  // namespace l2l::interop

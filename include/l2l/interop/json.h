@@ -33,6 +33,10 @@ struct Json {
 // bad input; callers prefix the file name.
 StatusOr<Json> ParseJson(const std::string& text);
 
+// The JSON document in the file at `path`: NotFound "<path>: cannot open",
+// InvalidArgument "<path>: not valid JSON: <problem>".
+StatusOr<Json> ReadJsonFile(const std::string& path);
+
 // A non-negative integer literal (no sign, fraction or exponent), < 10^18.
 bool JsonCount(const Json& v, int64_t* out);
 // Any JSON number, as a finite double.
@@ -40,5 +44,27 @@ bool JsonNumber(const Json& v, double* out);
 
 // `s` as a JSON string literal, quotes included.
 std::string JsonQuote(const std::string& s);
+
+// A value back as JSON text (numbers keep their literal text), indented by
+// `indent` spaces per level; 0 = one line.
+std::string JsonText(const Json& v, int indent = 0);
+
+// Builds a JSON object from values given as JSON text, in insertion order.
+class JsonObjectWriter {
+ public:
+  // Adds (or replaces) `key` with `json_text`, e.g. Set("n", "12"),
+  // Set("s", JsonQuote("x")), Set("o", JsonText(value)).
+  void Set(const std::string& key, std::string json_text);
+  void SetString(const std::string& key, const std::string& s) { Set(key, JsonQuote(s)); }
+  void SetInt(const std::string& key, int64_t v) { Set(key, std::to_string(v)); }
+  void SetNumber(const std::string& key, double v);  // shortest text that reads back exactly
+  void SetBool(const std::string& key, bool v) { Set(key, v ? "true" : "false"); }
+  bool Has(const std::string& key) const;
+  // The object, two-space indented, ending with a newline.
+  std::string Text() const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> members_;
+};
 
 }  // namespace l2l::interop

@@ -43,7 +43,6 @@ struct StepRecord {
   std::optional<ckpt::IoStats> ckpt_save, ckpt_load;
 };
 
-model::ModelDims DimsFromConfig(const config::ModelConfig& m);
 // The element ranges of a layer that get no weight decay under
 // train.weight_decay_on: matrices (biases and norm gains), merged where
 // adjacent.
@@ -60,9 +59,21 @@ class Trainer {
   ~Trainer();
 
   // Restores the state of a checkpoint: `spec` is "auto" (the latest in
-  // checkpoint.dir, or a fresh start when there is none) or a file path.
-  // The checkpoint may come from any world size with the same global batch.
+  // checkpoint.dir, or a fresh start when there is none), a file path, or a
+  // directory (the checkpoint its `latest` names).
+  // The checkpoint may come from any world size with the same global batch;
+  // its model must define the same network (as for InitFrom).
   Status Resume(const std::string& spec);
+  // Whether Resume loaded a checkpoint (false after a fresh start).
+  bool resumed() const { return resumed_; }
+
+  // Fine-tuning (train.init_from): loads the fp32 weights of the checkpoint
+  // `spec` (a file, or a directory whose `latest` names one) from any world
+  // size, keeps the fresh AdamW state and step 0. The checkpoint's model
+  // section must define the same network (config::FirstNetworkDifference
+  // names the first key that differs), and it must not lie in
+  // checkpoint.dir (this run's saves would prune it). Collective.
+  Status InitFrom(const std::string& spec);
 
   // Runs train.steps steps (from the current step), logging as configured,
   // saving a checkpoint every checkpoint.every_steps steps and at the end.
@@ -99,6 +110,15 @@ class Trainer {
   Status CheckCheckpointDir() const;
   void WriteRecord(const StepRecord& r);
   std::vector<data::MicroBatch> TrainBatches(int64_t step) const;
+  // Rank 0's answer for a checkpoint path given as a file or directory.
+  StatusOr<std::string> ResolveOnRankZero(const std::string& spec);
+  // Agreed: OK when the config saved in checkpoint `path` (`meta`) defines
+  // this run's network (config::FirstNetworkDifference), else
+  // FailedPrecondition "<what> <path>: the checkpoint's model differs ...".
+  Status CheckSameNetwork(const std::string& what, const std::string& path, const ckpt::Meta& meta);
+  // Each layer's EPS slice, as ckpt::Load fills it (resident replicas: rank
+  // 0's copy counts for the checksum). Agreed.
+  StatusOr<std::vector<ckpt::LayerSlice>> LoadSlices();
 
   config::Config cfg_;
   MpiComm* comm_;
@@ -119,6 +139,7 @@ class Trainer {
   std::vector<StepRecord> history_;
   std::FILE* metrics_ = nullptr;  // rank 0 only
   bool stopped_by_signal_ = false;
+  bool resumed_ = false;
   std::string last_checkpoint_;
   std::optional<ckpt::IoStats> pending_load_stats_;  // reported with the next step
 };
