@@ -24,6 +24,8 @@
 #include <tuple>
 #include <type_traits>
 
+#include "l2l/core/fs.h"
+
 namespace l2l::config {
 namespace {
 
@@ -1048,11 +1050,9 @@ StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::stri
   if (std::filesystem::is_directory(path, ec)) {
     return InvalidArgument(path + ": is a directory, expected a YAML config file");
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in.is_open()) return IoError(path + ": cannot open config file (permissions?)");
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (in.bad()) return IoError(path + ": error while reading config file");
-  return ParseConfig(text, path, overrides);
+  StatusOr<std::string> text = fs::ReadFile(path);
+  if (!text.ok()) return IoError(text.status().message() + " (the config file)");
+  return ParseConfig(*text, path, overrides);
 }
 
 std::string ToYaml(const Config& c) {

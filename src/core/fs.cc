@@ -7,8 +7,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
 namespace l2l::fs {
 
@@ -43,23 +41,50 @@ Status WriteFileDurably(const std::string& path, const std::string& text) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) return IoError(path + ": cannot create (" + std::strerror(errno) + ")");
   size_t done = 0;
-  while (done < text.size()) {
+  std::string why;
+  while (done < text.size() && why.empty()) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      why = std::strerror(errno);
+    } else if (n == 0) {
+      why = "no progress after " + std::to_string(done) + " bytes";
+    }
   }
-  const bool ok = done == text.size() && ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok) return IoError(path + ": write failed (" + std::strerror(err) + ")");
+  if (why.empty() && ::fsync(fd) != 0) why = std::string("fsync: ") + std::strerror(errno);
+  if (::close(fd) != 0 && why.empty()) why = std::string("close: ") + std::strerror(errno);
+  if (!why.empty()) return IoError(path + ": write failed (" + why + ")");
   return OkStatus();
 }
 
+StatusOr<std::string> ReadFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const std::string what = path + ": cannot open (" + std::strerror(errno) + ")";
+    return errno == ENOENT ? NotFound(what) : IoError(what);
+  }
+  std::string text;
+  std::string why;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      text.append(buf, static_cast<size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      why = std::strerror(errno);
+      break;
+    }
+  }
+  ::close(fd);
+  if (!why.empty()) return IoError(path + ": read failed (" + why + ")");
+  return text;
+}
+
 Status CopyFile(const std::string& from, const std::string& to) {
-  std::ifstream in(from, std::ios::binary);
-  if (!in) return IoError(from + ": cannot open");
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (in.bad()) return IoError(from + ": read failed");
+  ASSIGN_OR_RETURN(const std::string text, ReadFile(from));
   return WriteFileDurably(to, text);
 }
 

@@ -1,5 +1,6 @@
-// RenameNoReplace: the last step of import and export must never replace
-// what another program put at the output path meanwhile.
+// The tools' output helpers. RenameNoReplace: the last step of import and
+// export must never replace what another program put at the output path
+// meanwhile. The path helpers name OUT's temporary sibling and parent.
 #include "l2l/core/fs.h"
 
 #include <gtest/gtest.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
 #include <string>
 
 namespace l2l::fs {
@@ -54,6 +56,54 @@ TEST_F(RenameNoReplaceTest, RefusesAFileThatAppeared) {
   EXPECT_EQ(RenameNoReplace(from_, to_).code(), StatusCode::kFailedPrecondition);
   EXPECT_TRUE(IsFile(to_));
   ::unlink(to_.c_str());
+}
+
+TEST(Paths, TrailingSlashesNameTheSameEntry) {
+  EXPECT_EQ(WithoutTrailingSlashes("out/"), "out");
+  EXPECT_EQ(WithoutTrailingSlashes("a/out//"), "a/out");
+  EXPECT_EQ(WithoutTrailingSlashes("out"), "out");
+  EXPECT_EQ(WithoutTrailingSlashes("/"), "/");
+  EXPECT_EQ(WithoutTrailingSlashes("//"), "/");
+  EXPECT_EQ(WithoutTrailingSlashes(""), "");
+}
+
+TEST(Paths, ParentDirIsTextual) {
+  EXPECT_EQ(ParentDir("out"), ".");
+  EXPECT_EQ(ParentDir("out/"), ".");
+  EXPECT_EQ(ParentDir("a/b"), "a");
+  EXPECT_EQ(ParentDir("a/b/"), "a");
+  EXPECT_EQ(ParentDir("/x"), "/");
+  EXPECT_EQ(ParentDir("/a/b/step-00000001.h5"), "/a/b");
+  EXPECT_EQ(ParentDir("../b"), "..");
+}
+
+TEST(WriteFileDurably, WritesTruncatesAndNamesThePathOnFailure) {
+  const std::string path = "/tmp/l2l_fs_test_write_" + std::to_string(::getpid());
+  ASSERT_TRUE(WriteFileDurably(path, "a longer first text").ok());
+  ASSERT_TRUE(WriteFileDurably(path, std::string("x\0y", 3)).ok());
+  std::ifstream in(path, std::ios::binary);
+  const std::string got{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  EXPECT_EQ(got, std::string("x\0y", 3));
+  const std::string copy = path + ".copy";
+  ASSERT_TRUE(CopyFile(path, copy).ok());
+  EXPECT_TRUE(IsFile(copy));
+  ::unlink(copy.c_str());
+  ::unlink(path.c_str());
+
+  const std::string nowhere = "/tmp/l2l_fs_test_no_such_dir_" + std::to_string(::getpid()) + "/f";
+  const Status s = WriteFileDurably(nowhere, "x");
+  EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_EQ(s.message().rfind(nowhere + ": cannot create (", 0), 0u) << s.message();
+  const Status c = CopyFile(nowhere, path);
+  EXPECT_EQ(c.code(), StatusCode::kNotFound);
+  EXPECT_EQ(c.message(), nowhere + ": cannot open (No such file or directory)");
+  // An I/O error while reading is a Status, not an exception: reading
+  // /proc/self/mem from address 0 fails with EIO.
+  const StatusOr<std::string> eio = ReadFile("/proc/self/mem");
+  EXPECT_EQ(eio.status().code(), StatusCode::kIoError);
+  EXPECT_EQ(eio.status().message().rfind("/proc/self/mem: read failed (", 0), 0u)
+      << eio.status().message();
+  EXPECT_FALSE(Exists(path));
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "l2l/core/fs.h"
 #include "l2l/core/status.h"
 #include "l2l/data/markov.h"
 #include "l2l/data/token_file.h"
@@ -84,14 +85,12 @@ StatusOr<double> DoubleFlag(const Args& args, const std::string& name, double de
 }
 
 StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (errno == ENOENT) return NotFound("input file " + path + " does not exist");
-    return IoError("cannot open input file " + path + ": " + std::strerror(errno));
+  StatusOr<std::string> text = fs::ReadFile(path);
+  if (text.ok()) return text;
+  if (text.status().code() == StatusCode::kNotFound) {
+    return NotFound("input file " + path + " does not exist");
   }
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return IoError("cannot read input file " + path);
-  return text;
+  return IoError("input file " + text.status().message());
 }
 
 std::string Fixed(double x) {
