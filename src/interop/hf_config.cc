@@ -346,12 +346,8 @@ StatusOr<ModelConfig> ModelConfigFromHf(const Json& root, const std::string& sou
 }
 
 StatusOr<ModelConfig> ModelConfigFromHfFile(const std::string& path, int seq_len) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound(path + ": cannot open");
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  StatusOr<Json> root = ParseJson(text);
-  if (!root.ok()) return InvalidArgument(path + ": not valid JSON: " + root.status().message());
-  return ModelConfigFromHf(*root, path, seq_len);
+  ASSIGN_OR_RETURN(const Json root, ReadJsonFile(path));
+  return ModelConfigFromHf(root, path, seq_len);
 }
 
 StatusOr<std::string> HfConfigJson(const ModelConfig& m, const Json* original,

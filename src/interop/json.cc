@@ -8,6 +8,9 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <unordered_set>
+
+#include "l2l/core/fs.h"
 
 namespace l2l::interop {
 namespace {
@@ -26,6 +29,8 @@ class JsonParser {
   }
 
  private:
+  // Arrays and objects nested deeper than this are refused: recursion depth
+  // is bounded by the input, and no config or header nests past a few levels.
   static constexpr int kMaxDepth = 64;
 
   std::string At(const std::string& what) const {
@@ -146,7 +151,7 @@ class JsonParser {
   }
 
   std::string Value(Json* out, int depth) {
-    if (depth > kMaxDepth) return At("nesting too deep");
+    if (depth >= kMaxDepth) return At("nesting too deep");
     SkipSpace();
     if (pos_ >= s_.size()) return At("unexpected end");
     const char c = s_[pos_];
@@ -154,6 +159,8 @@ class JsonParser {
       ++pos_;
       out->kind = Json::Kind::kObject;
       if (Consume('}')) return "";
+      // A tokenizer.json vocab has ~10^5 keys: a set, not a scan per key.
+      std::unordered_set<std::string> seen;
       do {
         std::string key;
         std::string err = String(&key);
@@ -162,9 +169,7 @@ class JsonParser {
         Json v;
         err = Value(&v, depth + 1);
         if (!err.empty()) return err;
-        for (const auto& m : out->members) {
-          if (m.first == key) return At("duplicate key '" + key + "'");
-        }
+        if (!seen.insert(key).second) return At("duplicate key '" + key + "'");
         out->members.emplace_back(std::move(key), std::move(v));
       } while (Consume(','));
       return Consume('}') ? "" : At("expected ',' or '}'");
@@ -358,9 +363,7 @@ std::string JsonObjectWriter::Text() const {
 }
 
 StatusOr<Json> ReadJsonFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound(path + ": cannot open");
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  ASSIGN_OR_RETURN(const std::string text, fs::ReadFile(path));
   StatusOr<Json> j = ParseJson(text);
   if (!j.ok()) return InvalidArgument(path + ": not valid JSON: " + j.status().message());
   return j;
