@@ -37,47 +37,6 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
-// The id of the tokenizer's mask token in HF_DIR (BERT's [MASK]), or -1 when
-// the tokenizer files do not say: the token named by tokenizer_config.json
-// or special_tokens_map.json ("mask_token", a string or {"content": ...};
-// "[MASK]" if neither names one), looked up in tokenizer.json (added_tokens,
-// then model.vocab) or vocab.txt (its line number).
-int MaskTokenId(const std::string& hf_dir) {
-  std::string mask = "[MASK]";
-  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"}) {
-    StatusOr<Json> j = ReadJsonFile(hf_dir + "/" + f);
-    const Json* m = j.ok() ? j->Find("mask_token") : nullptr;
-    if (m != nullptr && m->is_object()) m = m->Find("content");
-    if (m != nullptr && m->is_string()) {
-      mask = m->text;
-      break;
-    }
-  }
-  int64_t id = -1;
-  if (StatusOr<Json> tok = ReadJsonFile(hf_dir + "/tokenizer.json"); tok.ok()) {
-    if (const Json* added = tok->Find("added_tokens"); added != nullptr) {
-      for (const Json& t : added->items) {
-        const Json* content = t.Find("content");
-        const Json* tid = t.Find("id");
-        if (content != nullptr && content->is_string() && content->text == mask && tid != nullptr &&
-            JsonCount(*tid, &id)) {
-          return static_cast<int>(id);
-        }
-      }
-    }
-    const Json* model = tok->Find("model");
-    const Json* vocab = model != nullptr ? model->Find("vocab") : nullptr;
-    const Json* v = vocab != nullptr ? vocab->Find(mask) : nullptr;
-    if (v != nullptr && JsonCount(*v, &id)) return static_cast<int>(id);
-  }
-  std::ifstream txt(hf_dir + "/vocab.txt");
-  std::string line;
-  for (int n = 0; std::getline(txt, line); ++n) {
-    if (line == mask) return n;
-  }
-  return -1;
-}
-
 // Removes the temporary directory of a failed import: the files it writes
 // (the checkpoint and its temporaries, latest, config.yaml, hf/...), then the
 // directories. Nothing else is in it: the import created it.
@@ -94,11 +53,11 @@ void RemoveTree(const std::string& dir) {
 // A run config around the imported model: fine-tuning defaults a user edits
 // (data, steps, batch), starting from the checkpoint.
 config::Config FineTuneConfig(const config::ModelConfig& model, const std::string& out_dir,
-                              int mask_token_id) {
+                              int64_t mask_token_id) {
   config::Config c;
   c.model = model;
   if (model.kind == config::ModelKind::kBert && mask_token_id >= 0 && mask_token_id < model.vocab) {
-    c.data.mask_token_id = mask_token_id;
+    c.data.mask_token_id = static_cast<int>(mask_token_id);
   }
   const std::string name = BaseName(out_dir);
   c.data.path = "data/finetune.tok";
@@ -137,6 +96,43 @@ const std::vector<std::string>& HfSideFiles() {
   return files;
 }
 
+int64_t TokenizerMaskTokenId(const std::string& hf_dir) {
+  std::string mask = "[MASK]";
+  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    StatusOr<Json> j = ReadJsonFile(hf_dir + "/" + f);
+    const Json* m = j.ok() ? j->Find("mask_token") : nullptr;
+    if (m != nullptr && m->is_object()) m = m->Find("content");
+    if (m != nullptr && m->is_string()) {
+      mask = m->text;
+      break;
+    }
+  }
+  int64_t id = -1;
+  if (StatusOr<Json> tok = ReadJsonFile(hf_dir + "/tokenizer.json"); tok.ok()) {
+    if (const Json* added = tok->Find("added_tokens"); added != nullptr) {
+      for (const Json& t : added->items) {
+        const Json* content = t.Find("content");
+        const Json* tid = t.Find("id");
+        if (content != nullptr && content->is_string() && content->text == mask && tid != nullptr &&
+            JsonCount(*tid, &id)) {
+          return id;
+        }
+      }
+    }
+    const Json* model = tok->Find("model");
+    const Json* vocab = model != nullptr ? model->Find("vocab") : nullptr;
+    const Json* v = vocab != nullptr ? vocab->Find(mask) : nullptr;
+    if (v != nullptr && JsonCount(*v, &id)) return id;
+  }
+  std::ifstream txt(hf_dir + "/vocab.txt");
+  std::string line;
+  for (int n = 0; std::getline(txt, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a vocab.txt written on Windows
+    if (line == mask) return n;
+  }
+  return -1;
+}
+
 StatusOr<HfImportReport> ImportHf(MPI_Comm comm_in, const std::string& hf_dir,
                                   const std::string& out_given, const HfImportOptions& options) {
   MpiComm comm(comm_in);
@@ -165,7 +161,14 @@ StatusOr<HfImportReport> ImportHf(MPI_Comm comm_in, const std::string& hf_dir,
   StatusOr<config::ModelConfig> model =
       ModelConfigFromHfFile(hf_dir + "/config.json", options.seq_len);
   RETURN_IF_ERROR(comm.Agree(model.status()));
-  config::Config cfg = FineTuneConfig(*model, out_dir, MaskTokenId(hf_dir));
+  // BERT's masked positions take the tokenizer's mask token; rank 0 reads
+  // the tokenizer files (tokenizer.json can be tens of MB) and tells the rest.
+  int64_t mask_token_id = -1;
+  if (model->kind == config::ModelKind::kBert) {
+    if (comm.rank() == 0) mask_token_id = TokenizerMaskTokenId(hf_dir);
+    RETURN_IF_ERROR(comm.Broadcast(&mask_token_id, 1, CommDType::kI64, 0));
+  }
+  config::Config cfg = FineTuneConfig(*model, out_dir, mask_token_id);
   {
     // The generated config must be one l2l reads back as it is.
     StatusOr<config::Config> again = config::ParseConfig(config::ToYaml(cfg), "import", {});
@@ -258,10 +261,18 @@ StatusOr<HfImportReport> ImportHf(MPI_Comm comm_in, const std::string& hf_dir,
                          "(docs/interop.md);\n"
                          "# on a GPU: exec.device: cuda, exec.precision: bf16.\n";
       if (cfg.model.kind == config::ModelKind::kBert) {
-        head += cfg.data.mask_token_id >= 0
-                    ? "# data.mask_token_id is the tokenizer's mask token.\n"
-                    : "# no mask token in the tokenizer files: masked positions get the token "
-                      "file's vocab_size, which must be below model.vocab.\n";
+        if (cfg.data.mask_token_id >= 0) {
+          head += "# data.mask_token_id is the tokenizer's mask token.\n";
+        } else if (mask_token_id >= 0) {
+          head += "# the tokenizer's mask token (id " + std::to_string(mask_token_id) +
+                  ") is not below model.vocab (" + std::to_string(cfg.model.vocab) +
+                  "), so data.mask_token_id is unset: masked positions get the token file's "
+                  "vocab_size, which must be below model.vocab.\n";
+        } else {
+          head +=
+              "# no mask token in the tokenizer files: masked positions get the token "
+              "file's vocab_size, which must be below model.vocab.\n";
+        }
       }
       finished = fs::WriteFileDurably(tmp + "/config.yaml", head + config::ToYaml(cfg));
     }

@@ -13,6 +13,7 @@
 #include <mpi.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -136,6 +137,41 @@ void CheckRoundTrip(const std::string& name) {
   }
   EXPECT_FALSE(ExportHf(dir + "/ckpt", dir + "/export", HfExportOptions{}).ok())
       << "export replaced an existing directory";
+}
+
+// Writes `text` to dir/name.
+void Put(const std::string& dir, const std::string& name, const std::string& text) {
+  std::ofstream(dir + "/" + name, std::ios::binary) << text;
+}
+
+// Each place a tokenizer names its mask token, and each place it gives the
+// id, in the order TokenizerMaskTokenId promises.
+TEST(TokenizerMaskTokenId, FindsTheMaskTokenWhereTheTokenizerFilesSayIt) {
+  if (g_rank != 0) return;  // reads files only
+  const std::string d = "hf_import_test_mask";
+  auto fresh = [&] {
+    fs::remove_all(d);
+    fs::create_directories(d);
+  };
+  fresh();
+  EXPECT_EQ(TokenizerMaskTokenId(d), -1) << "no tokenizer files";
+  Put(d, "vocab.txt", "[PAD]\r\n[UNK]\r\n[MASK]\r\nthe\r\n");
+  EXPECT_EQ(TokenizerMaskTokenId(d), 2) << "vocab.txt with CRLF line ends";
+
+  fresh();
+  Put(d, "tokenizer.json", R"({"added_tokens": [{"id": 9, "content": "<mask>"}],
+                               "model": {"vocab": {"<mask>": 3, "[MASK]": 5}}})");
+  EXPECT_EQ(TokenizerMaskTokenId(d), 5) << "default name [MASK] in model.vocab";
+  Put(d, "special_tokens_map.json", R"({"mask_token": {"content": "<mask>", "lstrip": true}})");
+  EXPECT_EQ(TokenizerMaskTokenId(d), 9) << "special_tokens_map's {content}; added_tokens first";
+  Put(d, "tokenizer_config.json", R"({"mask_token": "[MASK]"})");
+  EXPECT_EQ(TokenizerMaskTokenId(d), 5) << "tokenizer_config.json before special_tokens_map";
+  Put(d, "tokenizer_config.json", R"({"mask_token": "<nope>"})");
+  Put(d, "vocab.txt", "<nope>\n");
+  EXPECT_EQ(TokenizerMaskTokenId(d), 0) << "not in tokenizer.json: vocab.txt";
+  fs::remove(d + "/vocab.txt");
+  EXPECT_EQ(TokenizerMaskTokenId(d), -1) << "named but nowhere to be found";
+  fs::remove_all(d);
 }
 
 TEST(HfImport, Gpt2RoundTrip) { CheckRoundTrip("gpt2"); }

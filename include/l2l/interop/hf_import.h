@@ -52,4 +52,12 @@ StatusOr<HfImportReport> ImportHf(MPI_Comm comm, const std::string& hf_dir,
 // generation settings), by name.
 const std::vector<std::string>& HfSideFiles();
 
+// The id of the tokenizer's mask token in HF_DIR (BERT's [MASK]), or -1 when
+// the tokenizer files do not say: the token named by tokenizer_config.json
+// or else special_tokens_map.json ("mask_token", a string or
+// {"content": ...}; "[MASK]" if neither names one), looked up in
+// tokenizer.json (added_tokens, then model.vocab), else in vocab.txt (its
+// 0-based line number). Reads files only; never fails.
+int64_t TokenizerMaskTokenId(const std::string& hf_dir);
+
 }  // namespace l2l::interop
