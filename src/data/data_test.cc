@@ -548,6 +548,31 @@ TEST_F(SamplerTest, StateRoundTripsAndGuardsResume) {
             StatusCode::kInvalidArgument);
 }
 
+// The MLM mask token is part of the resumable state: a resume with another
+// data.mask_token_id is refused, naming it; a state saved before the key
+// existed (mask token = the file's vocab_size) still resumes.
+TEST_F(SamplerTest, StateRecordsTheMaskToken) {
+  Sampler s = Make(Spec(Objective::kMlm));
+  const SamplerState st = s.state();
+  EXPECT_EQ(st.mask_token, static_cast<int32_t>(file_->vocab_size()));
+  BatchSpec other_spec = Spec(Objective::kMlm);
+  other_spec.mask_token = 3;
+  Sampler other = Make(other_spec);
+  const Status r = other.CheckResume(st);
+  EXPECT_EQ(r.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.message().find("checkpoint has mask_token=" + std::to_string(st.mask_token) +
+                             ", this run has mask_token=3"),
+            std::string::npos)
+      << r.message();
+
+  std::string old = st.ToString();
+  old.erase(old.find(" mask_token="));
+  StatusOr<SamplerState> parsed = SamplerState::Parse(old);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_TRUE(s.CheckResume(*parsed).ok()) << s.CheckResume(*parsed).message();
+  EXPECT_EQ(Make(Spec(Objective::kCausal)).state().mask_token, -1);
+}
+
 // -------------------------------------------------------------------- Markov
 
 // Plug-in estimate of H(next | previous `order` tokens) in nats.

@@ -65,7 +65,8 @@ std::string SamplerState::ToString() const {
          " seq_len=" + std::to_string(seq_len) + " global_batch=" + std::to_string(global_batch) +
          " mask_prob=" + FormatDouble(mask_prob) + " eval_fraction=" + FormatDouble(eval_fraction) +
          " num_train_samples=" + std::to_string(num_train_samples) +
-         " num_eval_samples=" + std::to_string(num_eval_samples);
+         " num_eval_samples=" + std::to_string(num_eval_samples) +
+         " mask_token=" + std::to_string(mask_token);
 }
 
 namespace {
@@ -119,12 +120,20 @@ StatusOr<SamplerState> SamplerState::Parse(std::string_view text) {
   L2L_STATE_FIELD(eval_fraction);
   L2L_STATE_FIELD(num_train_samples);
   L2L_STATE_FIELD(num_eval_samples);
-#undef L2L_STATE_FIELD
   ASSIGN_OR_RETURN(std::string_view objective, get("objective"));
   ASSIGN_OR_RETURN(s.objective, ParseObjective(objective));
-  if (kv.size() != 10) {
+  // mask_token is newer than the other keys (see the field).
+  const bool has_mask = kv.count("mask_token") != 0;
+  if (has_mask) {
+    L2L_STATE_FIELD(mask_token);
+  } else {
+    s.mask_token = s.objective == Objective::kMlm ? static_cast<int32_t>(s.vocab_size) : -1;
+  }
+#undef L2L_STATE_FIELD
+  const size_t keys = has_mask ? 11 : 10;
+  if (kv.size() != keys) {
     return InvalidArgument("sampler state '" + std::string(text) + "' has " +
-                           std::to_string(kv.size()) + " keys, expected 10");
+                           std::to_string(kv.size()) + " keys, expected " + std::to_string(keys));
   }
   return s;
 }
@@ -349,6 +358,7 @@ SamplerState Sampler::state() const {
   s.eval_fraction = spec_.eval_fraction;
   s.num_train_samples = n_train_;
   s.num_eval_samples = n_eval_;
+  s.mask_token = spec_.objective == Objective::kMlm ? mask_token() : -1;
   return s;
 }
 

@@ -70,6 +70,11 @@ struct SamplerState {
   double eval_fraction = 0;
   int64_t num_train_samples = 0;
   int64_t num_eval_samples = 0;
+  // The id written at masked positions (MLM), -1 for causal: a resume with
+  // another data.mask_token_id would train on other inputs. Checkpoints
+  // older than this key recorded none; their mask token was the file's
+  // vocab_size, which Parse then fills in.
+  int32_t mask_token = -1;
 
   std::string ToString() const;  // exact: doubles are printed with 17 digits
   // InvalidArgument naming the key when `text` is not what ToString writes.
