@@ -273,6 +273,40 @@ TEST(ConfigEquality, ComparesEveryFieldButSource) {
   EXPECT_FALSE(a == b);
 }
 
+// What a fine-tune may change (seq_len, dropout, init, init_std, and llama's
+// max_positions, which has no table) is not a difference; anything else is,
+// named with both values.
+TEST(FirstNetworkDifference, SkipsOnlyWhatAFineTuneMayChange) {
+  StatusOr<Config> base = ParseMinimalWith({"model.kind=llama", "model.kv_heads=2"});
+  ASSERT_TRUE(base.ok()) << base.status().message();
+  const ModelConfig a = base->model;
+  ModelConfig b = a;
+  b.seq_len = 64;
+  b.dropout = 0.1;
+  b.init = a.init == InitScheme::kGpt2 ? InitScheme::kNormal : InitScheme::kGpt2;
+  b.init_std = 0.5;
+  b.max_positions = 4096;
+  EXPECT_EQ(FirstNetworkDifference(a, b), "");
+  b.ffn = 128;
+  EXPECT_EQ(FirstNetworkDifference(a, b), "model.ffn: 256 vs 128");
+  b = a;
+  b.kv_heads = 4;
+  EXPECT_EQ(FirstNetworkDifference(a, b), "model.kv_heads: 2 vs 4");
+  b = a;
+  b.rope_theta = 500000;
+  EXPECT_NE(FirstNetworkDifference(a, b).find("model.rope_theta: "), std::string::npos);
+
+  // gpt and bert learn a position table of max_positions rows.
+  StatusOr<Config> gpt = ParseMinimalWith({"model.kind=gpt"});
+  ASSERT_TRUE(gpt.ok()) << gpt.status().message();
+  b = gpt->model;
+  b.max_positions = gpt->model.max_positions * 2;
+  EXPECT_EQ(FirstNetworkDifference(gpt->model, b),
+            "model.max_positions: " + std::to_string(gpt->model.max_positions) + " vs " +
+                std::to_string(b.max_positions));
+  EXPECT_EQ(FirstNetworkDifference(gpt->model, a), "model.kind: gpt vs llama");
+}
+
 TEST(ParseConfigErrors, UnknownKeySuggestsNearest) {
   std::string yaml = kMinimal;
   yaml.replace(yaml.find("hidden"), 6, "hiden");

@@ -555,25 +555,35 @@ StatusOr<std::vector<ckpt::LayerSlice>> Trainer::LoadSlices() {
   return slices;
 }
 
+// OkStatus when the checkpoint file `path` does not lie in checkpoint.dir,
+// whichever way either is spelled: relative, with "..", through a symlink to
+// the file or to a directory. The comparison is of the file's real parent
+// with checkpoint.dir as the file system sees them (same inode).
+Status Trainer::CheckOutsideCheckpointDir(const std::string& path) const {
+  namespace sfs = std::filesystem;
+  std::error_code ec;
+  const sfs::path real = sfs::canonical(path, ec);
+  if (ec) return IoError("train.init_from " + path + ": cannot resolve (" + ec.message() + ")");
+  if (!sfs::exists(cfg_.checkpoint.dir, ec)) return OkStatus();  // nothing to prune yet
+  const bool inside = sfs::equivalent(real.parent_path(), cfg_.checkpoint.dir, ec);
+  if (ec) {
+    return IoError("checkpoint.dir " + cfg_.checkpoint.dir + ": cannot compare with " +
+                   real.string() + " (" + ec.message() + ")");
+  }
+  if (!inside) return OkStatus();
+  return FailedPrecondition("train.init_from " + path + " lies in checkpoint.dir " +
+                            cfg_.checkpoint.dir +
+                            ", whose saves would prune it; save the fine-tune elsewhere "
+                            "(checkpoint.dir)");
+}
+
 Status Trainer::InitFrom(const std::string& spec) {
   ASSIGN_OR_RETURN(const std::string path, ResolveOnRankZero(spec));
   {
     // Saves restart at step 0 in checkpoint.dir and prune it to keep_last:
     // a source inside it would be deleted by this run.
     Status s;
-    if (comm_->rank() == 0) {
-      std::error_code e1, e2;
-      const auto src =
-          std::filesystem::weakly_canonical(std::filesystem::absolute(path).parent_path(), e1);
-      const auto dst =
-          std::filesystem::weakly_canonical(std::filesystem::absolute(cfg_.checkpoint.dir), e2);
-      if (!e1 && !e2 && src == dst) {
-        s = FailedPrecondition("train.init_from " + path + " lies in checkpoint.dir " +
-                               cfg_.checkpoint.dir +
-                               ", whose saves would prune it; save the fine-tune elsewhere "
-                               "(checkpoint.dir)");
-      }
-    }
+    if (comm_->rank() == 0) s = CheckOutsideCheckpointDir(path);
     RETURN_IF_ERROR(comm_->Agree(s));
   }
   ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));

@@ -112,6 +112,9 @@ class Trainer {
   std::vector<data::MicroBatch> TrainBatches(int64_t step) const;
   // Rank 0's answer for a checkpoint path given as a file or directory.
   StatusOr<std::string> ResolveOnRankZero(const std::string& spec);
+  // Rank 0 only: FailedPrecondition when the checkpoint file `path` lies in
+  // checkpoint.dir (InitFrom).
+  Status CheckOutsideCheckpointDir(const std::string& path) const;
   // Agreed: OK when the config saved in checkpoint `path` (`meta`) defines
   // this run's network (config::FirstNetworkDifference), else
   // FailedPrecondition "<what> <path>: the checkpoint's model differs ...".
