@@ -131,13 +131,11 @@ StatusOr<HfExportReport> ExportHf(const std::string& spec, const std::string& ou
 
   // config.json, from the model section and the imported model's config.json.
   const std::string side = FindSideDir(path, *cfg);
+  report.side_dir = side;
   std::unique_ptr<Json> original;
   if (!side.empty()) {
-    std::ifstream in(side + "/config.json", std::ios::binary);
-    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    StatusOr<Json> j = ParseJson(text);
-    if (!j.ok()) return InvalidArgument(side + "/config.json: " + j.status().message());
-    original = std::make_unique<Json>(std::move(j).value());
+    ASSIGN_OR_RETURN(Json j, ReadJsonFile(side + "/config.json"));
+    original = std::make_unique<Json>(std::move(j));
   }
   const std::string dtype_name = options.dtype == SafetensorsDType::kF32 ? "float32" : "bfloat16";
   ASSIGN_OR_RETURN(const std::string config_json,

@@ -255,15 +255,24 @@ Status RunExportHf(const Args& args, const std::string& out, SafetensorsDType dt
   std::printf("wrote %s: %s, %lld tensors, %s, %lld data bytes in %d weight file(s)\n", out.c_str(),
               r.model_type.c_str(), static_cast<long long>(r.tensors), SafetensorsDTypeName(dtype),
               static_cast<long long>(r.data_bytes), r.shards);
-  if (!r.side_files.empty()) {
-    std::printf("copied from the imported model:");
+  const bool tokenizer =
+      std::any_of(r.side_files.begin(), r.side_files.end(),
+                  [](const std::string& f) { return f != "generation_config.json"; });
+  if (r.side_dir.empty()) {
+    std::printf(
+        "no hf/ directory found (the checkpoint is neither an import nor fine-tuned from one, "
+        "through train.init_from): config.json is made from the model section alone and no "
+        "tokenizer files were copied; copy them into %s yourself\n",
+        out.c_str());
+  } else {
+    std::printf("config.json based on %s/config.json", r.side_dir.c_str());
+    if (!r.side_files.empty()) std::printf("; copied from there:");
     for (const std::string& f : r.side_files) std::printf(" %s", f.c_str());
     std::printf("\n");
-  } else {
-    std::printf(
-        "no tokenizer files: the checkpoint is not an import nor fine-tuned from one (its hf/ "
-        "directory, or train.init_from's, was not found); copy them into %s yourself\n",
-        out.c_str());
+    if (!tokenizer) {
+      std::printf("no tokenizer files in %s: copy them into %s yourself\n", r.side_dir.c_str(),
+                  out.c_str());
+    }
   }
   std::printf("export verified: %lld tensors\n", static_cast<long long>(r.tensors));
   return OkStatus();

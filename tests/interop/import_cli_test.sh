@@ -101,7 +101,7 @@ grep -qF "l2l: initialised from m/step-00000000.h5" train.txt ||
 # --- export the fine-tuned checkpoint for transformers; import it again
 ok export-hf export ft --format hf --out ft-hf
 has "wrote ft-hf: llama, " export-hf
-has "copied from the imported model: generation_config.json tokenizer.json tokenizer_config.json" \
+has "config.json based on m/hf/config.json; copied from there: generation_config.json tokenizer.json tokenizer_config.json" \
   export-hf
 has "export verified:" export-hf
 no_tmp ft-hf export-hf
@@ -126,6 +126,22 @@ done
 "$tool" dump m --tensor blocks.0.mlp.down.weight >c.txt
 [ "$(wc -l <a.txt)" -eq $((48 * 32)) ] || fail "dump: blocks.0.mlp.down.weight is not [32, 48]"
 cmp -s a.txt c.txt && fail "fine-tune: blocks.0.mlp.down.weight unchanged by two steps"
+
+# Export says where config.json came from and whether tokenizer files came along:
+# an hf/ without tokenizer files; no hf/ at all (trained from scratch).
+mkdir -p notok/hf && cp m/step-00000000.h5 notok/ && cp m/hf/config.json notok/hf/
+ok export-notok export notok/step-00000000.h5 --format hf --out notok-hf
+has "config.json based on notok/hf/config.json" export-notok
+has "no tokenizer files in notok/hf: copy them into notok-hf yourself" export-notok
+grep -v init_from m/config.yaml >scratch.yaml
+"$mpiexec" 1 "$train" --config scratch.yaml --set data.path=d.tok --set train.steps=1 \
+  --set train.global_batch=4 --set train.warmup_steps=0 \
+  --set checkpoint.dir=scratch --set log.dir=run-scratch >train.txt 2>&1 ||
+  { cat train.txt >&2; fail "training from scratch"; }
+ok export-scratch export scratch --format hf --out scratch-hf
+has "no hf/ directory found" export-scratch
+[ -f scratch-hf/config.json ] && [ ! -e scratch-hf/tokenizer.json ] ||
+  fail "export-scratch: expected config.json and no tokenizer.json"
 
 # Sharded export (a 20 KB limit: several shards and an index) imports again.
 ok export-sharded export m --format hf --out sharded --max-shard-size 20KB --dtype bf16
@@ -210,7 +226,29 @@ json.dump(idx, open(sys.argv[1], "w"))
 EOF
 bad_import index-disagrees "disagrees with liar/model.safetensors.index.json" 1 x import liar --out x
 
+# A failure after the weights are written (a side file that cannot be read)
+# still leaves nothing behind.
+copy_fixture hf/llama-gqa-tied eio && ln -sf /proc/self/mem eio/tokenizer.json
+bad_import side-file-eio "eio/tokenizer.json: read failed (Input/output error)" 2 x \
+  import eio --out x
+
 # --- export refusals (one rank; OUT never written)
+# A corrupt layer late in the checkpoint: the export fails part way through
+# writing and removes what it wrote. The byte flipped is found by the first
+# four values of blocks.1.mlp.down.weight (the last layer's).
+mkdir -p flip && cp m/step-00000000.h5 m/config.yaml flip/ && cp -r m/hf flip/
+"$tool" dump m/step-00000000.h5 --tensor blocks.1.mlp.down.weight | head -4 >down.txt
+python3 - <<'EOF' || fail "could not flip a byte"
+import struct
+vals = [float(l) for l in open("down.txt")]
+pattern = struct.pack("<4f", *vals)
+data = bytearray(open("flip/step-00000000.h5", "rb").read())
+at = data.find(pattern)
+assert at >= 0 and data.find(pattern, at + 1) < 0, "pattern not unique"
+data[at + 5] ^= 0x40
+open("flip/step-00000000.h5", "wb").write(data)
+EOF
+bad export-flipped "checksum mismatch" x export flip/step-00000000.h5 --format hf --out x
 bad export-exists "ft-hf: already exists; export never replaces a file" "" \
   export ft --format hf --out ft-hf
 bad export-qwen2 "qwen2 always has q/k/v biases" x export m --format hf --out x --model-type qwen2
@@ -229,7 +267,8 @@ train_bad() {
   shift 2
   rm -rf run2 ft2
   "$mpiexec" 2 "$train" --config m/config.yaml --set data.path=d.tok --set train.global_batch=4 \
-    --set checkpoint.dir=ft2 --set log.dir=run2 "$@" >out.txt 2>err.txt
+    --set train.steps=1 --set train.warmup_steps=0 --set checkpoint.dir=ft2 --set log.dir=run2 \
+    "$@" >out.txt 2>err.txt
   local rc=$?
   [ "$rc" -eq 2 ] || fail "$name: exit $rc, expected 2 ($(head -c 600 err.txt))"
   [ "$(grep -c . err.txt)" -eq 1 ] || fail "$name: expected one stderr line: $(cat err.txt)"
@@ -242,6 +281,15 @@ train_bad init-from-other-model "the checkpoint's model differs from this config
 train_bad init-from-missing "nothere" --init-from nothere
 train_bad init-from-in-checkpoint-dir "lies in checkpoint.dir m, whose saves would prune it" \
   --set checkpoint.dir=m
+# The same directory under other spellings, and through symbolic links.
+train_bad init-from-in-checkpoint-dir-slash "lies in checkpoint.dir ./m/" --set checkpoint.dir=./m/
+train_bad init-from-in-checkpoint-dir-abs "lies in checkpoint.dir $PWD/m" --set checkpoint.dir="$PWD/m"
+ln -sfn m mlink && ln -sf m/step-00000000.h5 link.h5
+train_bad init-from-in-checkpoint-dir-dirlink "lies in checkpoint.dir mlink" --set checkpoint.dir=mlink
+train_bad init-from-in-checkpoint-dir-filelink "train.init_from link.h5 lies in checkpoint.dir m" \
+  --init-from link.h5 --set checkpoint.dir=m
+[ "$(cat m/latest)" = "$latest_before" ] && [ -f m/step-00000000.h5 ] ||
+  fail "init-from-in-checkpoint-dir: m was touched"
 [ -f m/step-00000000.h5 ] || fail "init-from-in-checkpoint-dir: the import is gone"
 
 if [ "$failures" -ne 0 ]; then

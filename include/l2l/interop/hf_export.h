@@ -40,7 +40,10 @@ struct HfExportReport {
   int shards = 0;                  // weight files
   int64_t tensors = 0;
   int64_t data_bytes = 0;
-  std::vector<std::string> side_files;  // tokenizer / generation files copied
+  // The hf/ directory of the import the checkpoint descends from (its
+  // config.json is the base of the exported one), "" when none was found.
+  std::string side_dir;
+  std::vector<std::string> side_files;  // tokenizer / generation files copied from it
 };
 
 StatusOr<HfExportReport> ExportHf(const std::string& checkpoint, const std::string& out_dir,
