@@ -7,6 +7,10 @@
 #                                      line containing TEXT, and neither
 #                                      OUTFILE nor OUTFILE.tmp* left behind
 #                                      (OUTFILE "" = no output file involved)
+#   flip_byte VALUES FILE              flips one bit inside the tensor whose
+#                                      first four float32 values are the lines
+#                                      of VALUES (`l2l-ckpt dump | head -4`),
+#                                      found by their bytes, unique in FILE
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
@@ -39,4 +43,17 @@ bad() {
     [ ! -e "$outfile" ] || fail "$name: left $outfile behind"
     ! compgen -G "$outfile.tmp*" >/dev/null || fail "$name: left $(compgen -G "$outfile.tmp*") behind"
   fi
+}
+
+flip_byte() {
+  python3 - "$1" "$2" <<'EOF'
+import struct, sys
+vals = [float(l) for l in open(sys.argv[1])]
+pattern = struct.pack("<4f", *vals)
+data = bytearray(open(sys.argv[2], "rb").read())
+at = data.find(pattern)
+assert at >= 0 and data.find(pattern, at + 1) < 0, "pattern not unique"
+data[at + 5] ^= 0x40
+open(sys.argv[2], "wb").write(data)
+EOF
 }
