@@ -219,7 +219,7 @@ StatusOr<HfExportReport> ExportHf(const std::string& spec, const std::string& ou
     data_start[k] = static_cast<int64_t>(header.size());
     const std::string file = tmp + "/" + shard_name(k);
     written.push_back(shard_name(k));
-    fds[k] = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    fds[k] = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL, 0644);
     if (fds[k] < 0) {
       return fail_open(IoError(file + ": cannot create (" + std::strerror(errno) + ")"));
     }
@@ -231,16 +231,30 @@ StatusOr<HfExportReport> ExportHf(const std::string& spec, const std::string& ou
   for (const auto& shard : shards) {
     for (const Planned& p : shard) by_layer[p.layer].push_back(&p);
   }
+  // One pass over the checkpoint (its checksums verified): each piece is
+  // encoded, written at its place, and read back at once and compared, so a
+  // write that landed short or elsewhere fails the export. Writeback starts
+  // per piece, so the disk writes while the next pieces are read and the
+  // final fsync has little left to do.
   const int elem_bytes = SafetensorsDTypeSizeBytes(options.dtype);
-  std::string bytes;
+  std::string bytes, got;
   Status st = ForEachTensorPiece(
       path, by_layer, [&](const Planned& p, int64_t first, int64_t count, const float* x) {
         Encode(x, count, options.dtype, &bytes);
         const int64_t at = data_start[p.shard] + p.entry.begin_bytes + first * elem_bytes;
-        if (::pwrite(fds[p.shard], bytes.data(), bytes.size(), at) !=
-            static_cast<ssize_t>(bytes.size())) {
-          return IoError(tmp + "/" + shard_name(p.shard) + ": write failed (" +
-                         std::strerror(errno) + ")");
+        const int fd = fds[p.shard];
+        const std::string file = tmp + "/" + shard_name(p.shard);
+        if (::pwrite(fd, bytes.data(), bytes.size(), at) != static_cast<ssize_t>(bytes.size())) {
+          return IoError(file + ": write failed (" + std::strerror(errno) + ")");
+        }
+#ifdef __linux__
+        (void)::sync_file_range(fd, at, static_cast<off_t>(bytes.size()), SYNC_FILE_RANGE_WRITE);
+#endif
+        got.resize(bytes.size());
+        if (::pread(fd, got.data(), got.size(), at) != static_cast<ssize_t>(got.size()) ||
+            got != bytes) {
+          return Internal(file + ": tensor '" + p.entry.name +
+                          "' reads back differently from what was written");
         }
         return OkStatus();
       });
@@ -252,8 +266,8 @@ StatusOr<HfExportReport> ExportHf(const std::string& spec, const std::string& ou
   if (!close_all() && st.ok()) st = IoError(tmp + ": closing the weight files failed");
   if (!st.ok()) return fail(st);
 
-  // Read back: every header, and every tensor against the checkpoint.
-  std::vector<SafetensorsFile> files;
+  // Every header parses back to the plan (SafetensorsFile::Open also checks
+  // the file's size against it).
   for (int k = 0; k < n; ++k) {
     const std::string file = tmp + "/" + shard_name(k);
     StatusOr<SafetensorsFile> f = SafetensorsFile::Open(file);
@@ -264,23 +278,7 @@ StatusOr<HfExportReport> ExportHf(const std::string& spec, const std::string& ou
       same = same && t != nullptr && *t == p.entry;
     }
     if (!same) return fail(Internal(file + ": the written header differs from the plan"));
-    files.push_back(std::move(f).value());
   }
-  std::string got;
-  st = ForEachTensorPiece(
-      path, by_layer, [&](const Planned& p, int64_t first, int64_t count, const float* x) {
-        Encode(x, count, options.dtype, &bytes);
-        got.resize(bytes.size());
-        const SafetensorsFile& f = files[p.shard];
-        RETURN_IF_ERROR(f.ReadBytes(*f.Find(p.entry.name), first * elem_bytes,
-                                    static_cast<int64_t>(got.size()), got.data()));
-        if (got != bytes) {
-          return Internal(f.path() + ": tensor '" + p.entry.name +
-                          "' differs from the checkpoint after writing");
-        }
-        return OkStatus();
-      });
-  if (!st.ok()) return fail(st);
   if (n > 1) {
     JsonObjectWriter map;
     for (int k = 0; k < n; ++k) {
