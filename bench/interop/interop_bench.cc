@@ -6,27 +6,38 @@
 //   launch/mpiexec-local.sh NP build/bench/interop/bench_interop [--dir D]
 //       [--config configs/llama-3.2-1b.yaml] [--set key=value]... [--shard-size 1GB]
 //
-// Phases (files under D, removed at the end):
+// Phases, in a new directory D/bench_interop-<pid> (removed at the end;
+// nothing else in D is read or touched):
 //   1. an l2l checkpoint of the model with random weights (collective, untimed);
-//   2. raw: every rank writes its share of 4 GB with pwrite + fsync, then reads
-//      it back after evicting it from the page cache (posix_fadvise DONTNEED);
+//   2. raw: 4 GB written with pwrite + fsync, then read back after evicting
+//      it from the page cache (posix_fadvise DONTNEED); once by rank 0 alone
+//      (the peer of export, a single process) and, at NP > 1, once by all
+//      ranks together, each its share (the peer of import);
 //   3. export --format hf, bf16, shards of --shard-size (rank 0, as the tool);
 //   4. import of that directory on all ranks (as `mpirun l2l-ckpt import`);
 //   5. check (untimed): every imported master equals the bf16 rounding of the
 //      original checkpoint's, element for element.
 // Before 3 and 4 the inputs are evicted from the page cache, so each reads
-// from disk. "x raw" = the time the raw speeds would need for the phase's
-// bytes (its input read once, its output written once) / the phase's time:
-// 1.0 means as fast as the disk, the target is >= 0.5. Peak memory
-// is the process's VmHWM (reset per phase through /proc/self/clear_refs),
-// max over ranks: libraries and MPI included.
+// from disk. "x raw" = the time its peer raw speeds would need for the
+// phase's bytes (its input read once, its output written once) / the phase's
+// time: 1.0 means as fast as the disk, the target is >= 0.5. Both
+// tools also verify what they wrote by reading it back (export: each piece
+// of the shards as it is written; import: the whole checkpoint, with its
+// checksums), mostly from the page cache; those bytes are not counted, so
+// "x raw" understates the work done. Threads: OMP_NUM_THREADS as launched
+// (launch/mpiexec-local.sh defaults it to 1 a rank), printed with the table. Peak memory is the
+// process's VmHWM (reset per phase through /proc/self/clear_refs), max over ranks: libraries and
+// MPI included.
 #include <fcntl.h>
 #include <mpi.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -72,8 +83,14 @@ int64_t ProcStatusBytes(const char* field) {
   return -1;
 }
 
-// Resets VmHWM to the current RSS (Linux >= 4.0).
-void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+// Resets VmHWM to the current RSS (Linux >= 4.0); without it the peak of a
+// phase would be the peak of the whole run.
+void ResetPeakRss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  if (!f) Die("cannot reset the peak RSS through /proc/self/clear_refs");
+}
 
 int64_t MaxOverRanks(int64_t v) {
   MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
@@ -104,15 +121,18 @@ struct Raw {
   double write_gbps = 0, read_gbps = 0;
 };
 
-// Every rank writes its share of `bytes` to its own file (pwrite, fsync),
-// evicts it, reads it back; the slowest rank's time counts.
-Raw RawSpeeds(const std::string& dir, int64_t bytes, int rank, int world) {
+// Every rank of `comm` writes its share of `bytes` to its own file (pwrite,
+// fsync), evicts it, reads it back; the slowest rank's time counts.
+Raw RawSpeeds(MPI_Comm comm, const std::string& dir, int64_t bytes) {
+  int rank = 0, world = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &world);
   const std::string path = dir + "/raw-" + std::to_string(rank) + ".bin";
   const int64_t mine = bytes / world;
   std::vector<char> block(16 << 20);
   for (size_t i = 0; i < block.size(); ++i) block[i] = static_cast<char>(i * 2654435761u >> 13);
   Raw r;
-  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Barrier(comm);
   double t0 = Now();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) Die("cannot write " + path);
@@ -123,19 +143,20 @@ Raw RawSpeeds(const std::string& dir, int64_t bytes, int rank, int world) {
   ::fsync(fd);
   ::close(fd);
   double t = Now() - t0;
-  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, comm);
   r.write_gbps = bytes / t / 1e9;
   Evict(path);
-  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Barrier(comm);
   t0 = Now();
   fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) Die("cannot read " + path);
   for (int64_t off = 0; off < mine; off += static_cast<int64_t>(block.size())) {
     const size_t n = static_cast<size_t>(std::min<int64_t>(block.size(), mine - off));
     if (::pread(fd, block.data(), n, off) != static_cast<ssize_t>(n)) Die("read failed: " + path);
   }
   ::close(fd);
   t = Now() - t0;
-  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, comm);
   r.read_gbps = bytes / t / 1e9;
   std::filesystem::remove(path);
   return r;
@@ -161,13 +182,13 @@ std::string Gb(int64_t bytes) {
 
 int main(int argc, char** argv) {
   MpiRuntime mpi(&argc, &argv);
-  std::string dir = "bench_interop_dir", config_path = "configs/llama-3.2-1b.yaml";
+  std::string parent = ".", config_path = "configs/llama-3.2-1b.yaml";
   std::vector<std::string> overrides;
   int64_t shard_bytes = 1'000'000'000;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--dir") {
-      dir = argv[i + 1];
+      parent = argv[i + 1];
     } else if (a == "--config") {
       config_path = argv[i + 1];
     } else if (a == "--set") {
@@ -192,11 +213,20 @@ int main(int argc, char** argv) {
     params += n;
     largest = std::max(largest, n);
   }
+  // The bench's own directory, new: it removes only what it made.
+  std::string dir = parent + "/bench_interop-" + std::to_string(::getpid());
+  {
+    int n = static_cast<int>(dir.size());
+    MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    dir.resize(n);
+    MPI_Bcast(dir.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD);
+  }
   const std::string src = dir + "/original", hf = dir + "/hf", imported = dir + "/imported";
   if (rank == 0) {
     std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-    std::filesystem::create_directories(dir, ec);
+    std::filesystem::create_directories(parent, ec);
+    if (::mkdir(dir.c_str(), 0777) != 0)
+      Die(dir + ": cannot create (" + std::strerror(errno) + ")");
     std::printf("model: %s, %lld parameters, %zu layers; largest tensor %lld elements (%s fp32)\n",
                 config_path.c_str(), static_cast<long long>(params), layers.size(),
                 static_cast<long long>(largest), Gb(largest * 4).c_str());
@@ -227,8 +257,12 @@ int main(int argc, char** argv) {
     std::printf("original checkpoint: %s in %.1f s\n", Gb(made.bytes).c_str(), made.seconds);
   }
 
-  // 2. Raw disk speeds.
-  const Raw raw = RawSpeeds(dir, 4'000'000'000, rank, world);
+  // 2. Raw disk speeds: one process (export's peer), all ranks (import's).
+  constexpr int64_t kRawBytes = 4'000'000'000;
+  Raw raw_one;
+  if (rank == 0) raw_one = RawSpeeds(MPI_COMM_SELF, dir, kRawBytes);
+  MPI_Bcast(&raw_one, 2, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  const Raw raw_all = world == 1 ? raw_one : RawSpeeds(MPI_COMM_WORLD, dir, kRawBytes);
 
   // 3. Export (rank 0; the tool is single-process).
   const std::string src_file = l2l::ckpt::CheckpointPath(src, 0);
@@ -286,23 +320,28 @@ int main(int argc, char** argv) {
     std::printf("check: %lld imported parameters == bf16(original), bitwise\n",
                 static_cast<long long>(checked));
     const double export_raw =
-        export_read / (raw.read_gbps * 1e9) + export_written / (raw.write_gbps * 1e9);
-    const double import_raw =
-        imp->bytes_read / (raw.read_gbps * 1e9) + imp->bytes_written / (raw.write_gbps * 1e9);
+        export_read / (raw_one.read_gbps * 1e9) + export_written / (raw_one.write_gbps * 1e9);
+    const double import_raw = imp->bytes_read / (raw_all.read_gbps * 1e9) +
+                              imp->bytes_written / (raw_all.write_gbps * 1e9);
+    const char* threads_env = std::getenv("OMP_NUM_THREADS");
+    const char* threads = threads_env != nullptr ? threads_env : "unset (all cores)";
     std::printf(
-        "\n| ranks | raw write GB/s | raw read GB/s | export s | export x raw | export peak "
-        "RSS | import s | import x raw | import peak RSS / rank | largest tensor |\n"
+        "\n| ranks | raw W/R GB/s, 1 process | raw W/R GB/s, all ranks | export s | export x "
+        "raw | export peak RSS | import s | import x raw | import peak RSS / rank | largest "
+        "tensor |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n");
-    std::printf("| %d | %.2f | %.2f | %.1f | %.2f | %s | %.1f | %.2f | %s | %s fp32 |\n", world,
-                raw.write_gbps, raw.read_gbps, export_s, export_raw / export_s,
-                Gb(export_hwm).c_str(), import_s, import_raw / import_s, Gb(import_hwm).c_str(),
-                Gb(largest * 4).c_str());
     std::printf(
-        "\nexport: read %s of masters, wrote %s (bf16); import: read %s, wrote %s (master + "
-        "AdamW moments, verified)\npeak RSS: the process's VmHWM during the phase (reset before "
-        "it; RSS before it: export %s, import %s per rank)\n",
-        Gb(export_read).c_str(), Gb(export_written).c_str(), Gb(imp->bytes_read).c_str(),
-        Gb(imp->bytes_written).c_str(), Gb(export_base).c_str(), Gb(import_base).c_str());
+        "| %d | %.2f / %.2f | %.2f / %.2f | %.1f | %.2f | %s | %.1f | %.2f | %s | %s fp32 |\n",
+        world, raw_one.write_gbps, raw_one.read_gbps, raw_all.write_gbps, raw_all.read_gbps,
+        export_s, export_raw / export_s, Gb(export_hwm).c_str(), import_s, import_raw / import_s,
+        Gb(import_hwm).c_str(), Gb(largest * 4).c_str());
+    std::printf(
+        "\nexport (1 process): read %s of masters, wrote %s (bf16); import (%d rank(s)): read "
+        "%s, wrote %s (master + AdamW moments); both then read back what they wrote (not "
+        "counted); OMP_NUM_THREADS=%s\npeak RSS: the process's VmHWM during the phase (reset "
+        "before it; RSS before it: export %s, import %s per rank)\n",
+        Gb(export_read).c_str(), Gb(export_written).c_str(), world, Gb(imp->bytes_read).c_str(),
+        Gb(imp->bytes_written).c_str(), threads, Gb(export_base).c_str(), Gb(import_base).c_str());
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
   }
