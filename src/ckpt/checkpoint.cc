@@ -627,9 +627,10 @@ Status WriteFile(MpiComm& comm, const std::string& path, const Meta& meta,
 namespace {
 
 // One thread's share. Cloned per ISA: with AVX-512 or AVX2 the 64-bit
-// multiplies of Mix64 vectorise (measured 8.6 GB/s a core with AVX-512
-// against 1.9 GB/s scalar); the sum is the same for every clone since
-// wrapping addition is associative.
+// multiplies of Mix64 vectorise (8.6 GB/s a core with AVX-512 against
+// 1.9 GB/s scalar on one VM; 2.4 GB/s a core on another, where it was 30% of
+// bench_interop's CPU time: the rate is the machine's, not a constant); the
+// sum is the same for every clone since wrapping addition is associative.
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) uint64_t
 ChecksumRange(const float* x, int64_t offset_elems, int64_t n) {
   uint64_t sum = 0;
