@@ -1,6 +1,7 @@
 #include "l2l/core/fs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,12 +59,44 @@ Status WriteFileDurably(const std::string& path, const std::string& text) {
   return OkStatus();
 }
 
-StatusOr<std::string> ReadFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+namespace {
+
+const char* FileKind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a file";
+}
+
+}  // namespace
+
+StatusOr<int> OpenRegularFile(const std::string& path) {
+  // O_NONBLOCK: open(2) of a FIFO returns at once instead of waiting for a
+  // writer; it is cleared again once the file is known to be regular.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const std::string what = path + ": cannot open (" + std::strerror(errno) + ")";
     return errno == ENOENT ? NotFound(what) : IoError(what);
   }
+  struct stat st;
+  Status s;
+  if (::fstat(fd, &st) != 0) {
+    s = IoError(path + ": cannot stat (" + std::strerror(errno) + ")");
+  } else if (!S_ISREG(st.st_mode)) {
+    s = InvalidArgument(path + ": not a regular file (" + FileKind(st.st_mode) + ")");
+  } else if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    s = IoError(path + ": fcntl failed (" + std::strerror(errno) + ")");
+  }
+  if (!s.ok()) {
+    ::close(fd);
+    return s;
+  }
+  return fd;
+}
+
+StatusOr<std::string> ReadFile(const std::string& path) {
+  ASSIGN_OR_RETURN(const int fd, OpenRegularFile(path));
   std::string text;
   std::string why;
   char buf[1 << 16];
@@ -114,6 +147,63 @@ Status RenameNoReplace(const std::string& from, const std::string& to) {
     if (::rename(from.c_str(), to.c_str()) == 0) return OkStatus();
   }
   return IoError(from + ": cannot rename to " + to + " (" + std::strerror(errno) + ")");
+}
+
+std::string Printable(const std::string& text, size_t max_bytes) {
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < max_bytes; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  if (text.size() > max_bytes) out += "...";
+  return out;
+}
+
+StatusOr<ExclusiveLock> ExclusiveLock::Acquire(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return IoError(path + ": cannot create lock file (" + std::strerror(errno) + ")");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err != EWOULDBLOCK) {
+      ::close(fd);
+      return IoError(path + ": cannot lock (" + std::strerror(err) + ")");
+    }
+    char buf[256];
+    const ssize_t n = ::pread(fd, buf, sizeof buf, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+    while (!holder.empty() && holder.back() == '\n') holder.pop_back();
+    return FailedPrecondition(path + ": held by " +
+                              (holder.empty() ? "an unknown process" : Printable(holder)));
+  }
+  char host[256] = "unknown-host";
+  ::gethostname(host, sizeof host - 1);
+  host[sizeof host - 1] = '\0';
+  const std::string who = std::string(host) + " pid " + std::to_string(::getpid()) + "\n";
+  // Best effort: the lock is what excludes, the text only names the holder.
+  if (::ftruncate(fd, 0) == 0) {
+    [[maybe_unused]] const ssize_t w = ::pwrite(fd, who.data(), who.size(), 0);
+  }
+  return ExclusiveLock(fd);
+}
+
+ExclusiveLock& ExclusiveLock::operator=(ExclusiveLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+ExclusiveLock::~ExclusiveLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
 }  // namespace l2l::fs

@@ -3,6 +3,7 @@
 // meanwhile. The path helpers name OUT's temporary sibling and parent.
 #include "l2l/core/fs.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -104,6 +105,49 @@ TEST(WriteFileDurably, WritesTruncatesAndNamesThePathOnFailure) {
   EXPECT_EQ(eio.status().message().rfind("/proc/self/mem: read failed (", 0), 0u)
       << eio.status().message();
   EXPECT_FALSE(Exists(path));
+}
+
+// A FIFO given as a file (a config, a token file, `latest`) must be refused
+// at once: open(2) of a FIFO without a writer blocks forever.
+TEST(OpenRegularFile, RefusesAFifoAndADirectoryWithoutBlocking) {
+  const std::string fifo = "/tmp/l2l_fs_test_fifo_" + std::to_string(::getpid());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const StatusOr<std::string> f = ReadFile(fifo);
+  EXPECT_EQ(f.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(f.status().message(), fifo + ": not a regular file (a FIFO)");
+  ::unlink(fifo.c_str());
+  const StatusOr<int> d = OpenRegularFile("/tmp");
+  EXPECT_EQ(d.status().message(), "/tmp: not a regular file (a directory)");
+  // A regular file opens, and reads block again (O_NONBLOCK cleared).
+  const StatusOr<int> self = OpenRegularFile("/proc/self/status");
+  ASSERT_TRUE(self.ok()) << self.status().message();
+  EXPECT_EQ(::fcntl(*self, F_GETFL) & O_NONBLOCK, 0);
+  ::close(*self);
+}
+
+TEST(Printable, EscapesControlAndHighBytesAndCuts) {
+  EXPECT_EQ(Printable("step-1.h5"), "step-1.h5");
+  EXPECT_EQ(Printable(std::string("a\nb\0\xff", 5)), "a\\x0ab\\x00\\xff");
+  EXPECT_EQ(Printable(std::string(100, 'x'), 4), "xxxx...");
+}
+
+TEST(ExclusiveLock, SecondHolderIsRefusedNamingTheFirstUntilItIsReleased) {
+  const std::string path = "/tmp/l2l_fs_test_lock_" + std::to_string(::getpid());
+  {
+    StatusOr<ExclusiveLock> first = ExclusiveLock::Acquire(path);
+    ASSERT_TRUE(first.ok()) << first.status().message();
+    // flock is per open file: a second open of the same file conflicts even
+    // in this process, as another job's would.
+    const StatusOr<ExclusiveLock> second = ExclusiveLock::Acquire(path);
+    EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(second.status().message().find(" pid " + std::to_string(::getpid())),
+              std::string::npos)
+        << second.status().message();
+    ExclusiveLock moved = std::move(*first);  // the move keeps the lock
+    EXPECT_FALSE(ExclusiveLock::Acquire(path).ok());
+  }
+  EXPECT_TRUE(ExclusiveLock::Acquire(path).ok());
+  ::unlink(path.c_str());
 }
 
 }  // namespace

@@ -15,6 +15,8 @@
 #include <limits>
 #include <unordered_map>
 
+#include "l2l/core/fs.h"
+
 namespace l2l::data {
 namespace {
 
@@ -59,11 +61,13 @@ constexpr uint32_t kDenseCountLimit = uint32_t{1} << 24;
 }  // namespace
 
 StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return NotFound("token file " + path + " does not exist");
-    return IoError("cannot open token file " + path + ": " + ErrnoText());
+  // A regular file only: a FIFO would block open(2) (and cannot be mapped).
+  StatusOr<int> opened = fs::OpenRegularFile(path);
+  if (opened.status().code() == StatusCode::kNotFound) {
+    return NotFound("token file " + path + " does not exist");
   }
+  RETURN_IF_ERROR(opened.status().WithContext("token file"));
+  const int fd = *opened;
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     const Status s = IoError("cannot stat token file " + path + ": " + ErrnoText());

@@ -59,6 +59,10 @@ bad missing-input "input file nope.txt does not exist" out.tok text --out out.to
 bad no-inputs "no input files" out.tok text --out out.tok
 bad missing-dir "cannot create nodir/out.tok.tmp" nodir/out.tok text --out nodir/out.tok a.txt
 bad info-missing "token file nope.tok does not exist" "" info nope.tok
+mkfifo fifo.tok fifo.txt
+# A FIFO would block open(2) forever: refused at once.
+bad info-fifo "token file: fifo.tok: not a regular file (a FIFO)" "" info fifo.tok
+bad text-fifo "fifo.txt: not a regular file (a FIFO)" out.tok text --out out.tok fifo.txt
 
 # Corrupt files: wrong magic, truncated, token >= vocab.
 cp text.tok magic.tok && printf 'X' | dd of=magic.tok bs=1 seek=0 conv=notrunc status=none

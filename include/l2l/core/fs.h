@@ -2,6 +2,7 @@
 // make what was written durable. Local; errors name the path.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "l2l/core/status.h"
@@ -20,10 +21,15 @@ std::string WithoutTrailingSlashes(std::string path);
 // or link is resolved.
 std::string ParentDir(const std::string& path);
 
-// The whole content of the file at `path`. NotFound "<path>: cannot open
-// (<reason>)" when it does not exist, IoError "<path>: cannot open (...)"
-// or "<path>: read failed (...)" otherwise. (Unlike istreambuf_iterator over
-// an ifstream, which throws out of the loop on an I/O error.)
+// Opens the regular file at `path` (links followed) read-only; the caller
+// owns the descriptor. NotFound "<path>: cannot open (<reason>)" when it
+// does not exist, IoError for other open failures, InvalidArgument "<path>:
+// not a regular file (a FIFO|directory|device|socket)" otherwise: opening
+// never blocks (a FIFO without a writer would hang open(2) and read(2)).
+StatusOr<int> OpenRegularFile(const std::string& path);
+// The whole content of the regular file at `path`: OpenRegularFile's
+// errors, or IoError "<path>: read failed (...)". (Unlike istreambuf_iterator
+// over an ifstream, which throws out of the loop on an I/O error.)
 StatusOr<std::string> ReadFile(const std::string& path);
 // Copies `from` to `to` (created or truncated) and fsyncs it.
 Status CopyFile(const std::string& from, const std::string& to);
@@ -41,5 +47,33 @@ Status SyncDir(const std::string& dir);
 // rename(2)s: something created at `to` in between (a file or an empty
 // directory; never a non-empty one) would be replaced.
 Status RenameNoReplace(const std::string& from, const std::string& to);
+
+// `text` as one printable line for an error message: bytes outside
+// printable ASCII become \xNN, and at most `max_bytes` of it are shown
+// (then "...").
+std::string Printable(const std::string& text, size_t max_bytes = 80);
+
+// An exclusive advisory lock (flock(2)) on the file `path`, created if
+// needed, held until destruction; the file records the holder's host and pid
+// and is never removed (removing a lock file races with the next locker).
+// flock is per open file: a second lock of the same file, even from this
+// process, fails. Linux NFS clients map it onto POSIX byte-range locks, so
+// it also excludes a holder on another node. Move-only.
+class ExclusiveLock {
+ public:
+  // FailedPrecondition "<path>: held by <host> pid <pid>" (what the file
+  // records) when another holder has it; IoError when it cannot be created
+  // or locked.
+  static StatusOr<ExclusiveLock> Acquire(const std::string& path);
+  ExclusiveLock(ExclusiveLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  ExclusiveLock& operator=(ExclusiveLock&& other) noexcept;
+  ExclusiveLock(const ExclusiveLock&) = delete;
+  ExclusiveLock& operator=(const ExclusiveLock&) = delete;
+  ~ExclusiveLock();
+
+ private:
+  explicit ExclusiveLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
 
 }  // namespace l2l::fs
