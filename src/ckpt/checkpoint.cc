@@ -22,6 +22,7 @@
 #include "h5.h"
 #include "l2l/ckpt/reader.h"
 #include "l2l/comm/mpi_comm.h"
+#include "l2l/core/fs.h"
 #include "l2l/core/log.h"
 #include "l2l/core/rng.h"
 
@@ -288,7 +289,13 @@ std::vector<std::string> ListDir(const std::string& dir) {
 void PruneAndClean(const std::string& dir, int keep_last, const std::string& keep_name) {
   std::vector<std::pair<int64_t, std::string>> others;
   for (const std::string& name : ListDir(dir)) {
-    if (name.rfind(kTempPrefix, 0) == 0) {
+    // Only the names a save of this protocol writes: anything else starting
+    // with ".tmp-" is someone else's (the directory lock excludes a second
+    // run, not other programs).
+    const bool ours = name == std::string(kTempPrefix) + kLatestName ||
+                      (name.rfind(kTempPrefix, 0) == 0 &&
+                       ParseStepFileName(name.substr(std::strlen(kTempPrefix))) >= 0);
+    if (ours) {
       if (::unlink(JoinPath(dir, name).c_str()) != 0) {
         L2L_LOG(Warning) << JoinPath(dir, name) << ": cannot remove stale temp file (" << Errno()
                          << ")";
@@ -733,24 +740,46 @@ Status SaveStreamed(MPI_Comm comm, const std::string& dir, const Meta& meta,
   return SaveImpl(comm, dir, meta, layers, tiles, &fill, keep_last, stats);
 }
 
+std::vector<std::string> CheckpointEntries(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> steps;
+  for (const std::string& name : ListDir(dir)) {
+    const int64_t step = ParseStepFileName(name);
+    if (step >= 0) steps.emplace_back(step, name);
+  }
+  std::sort(steps.begin(), steps.end());
+  std::vector<std::string> names;
+  if (fs::Exists(JoinPath(dir, kLatestName))) names.push_back(kLatestName);
+  for (auto& [step, name] : steps) names.push_back(std::move(name));
+  return names;
+}
+
 StatusOr<std::string> FindLatest(const std::string& dir) {
   const std::string latest = JoinPath(dir, kLatestName);
-  std::ifstream in(latest);
-  if (!in) {
-    struct stat st;
-    if (::stat(dir.empty() ? "." : dir.c_str(), &st) != 0) {
+  if (!fs::Exists(latest)) {  // lstat: a dangling link is not "none"
+    if (!fs::IsDir(dir.empty() ? "." : dir)) {
       return NotFound(dir + ": no such checkpoint directory");
     }
     return NotFound(dir + ": no checkpoint (no 'latest' file)");
   }
-  std::string name;
-  std::getline(in, name);
+  StatusOr<std::string> text = fs::ReadFile(latest);
+  if (text.status().code() == StatusCode::kNotFound) {
+    return DataLoss(latest +
+                    ": a link to a file that does not exist, expected a file naming the "
+                    "latest checkpoint");
+  }
+  RETURN_IF_ERROR(text.status());
+  std::string name = *text;
   while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
-  if (name.empty()) return DataLoss(latest + ": empty, expected a checkpoint file name");
+  const bool printable = std::all_of(name.begin(), name.end(), [](char c) {
+    return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+  });
+  if (name.empty() || !printable || name.size() > 4096) {
+    return DataLoss(latest + ": expected one line naming a checkpoint file, found '" +
+                    fs::Printable(*text) + "'");
+  }
   const std::string path = name[0] == '/' ? name : JoinPath(dir, name);
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return DataLoss(latest + " names " + name + ", which does not exist");
+  if (!fs::IsFile(path)) {
+    return DataLoss(latest + " names " + name + ", which does not exist or is not a file");
   }
   return path;
 }

@@ -651,13 +651,18 @@ TEST(Directory, StaleTempFilesAreRemovedAfterASave) {
     std::ofstream(dir + "/.tmp-step-00000099.h5") << "half a checkpoint";
     std::ofstream(dir + "/.tmp-latest") << "step-00000099.h5\n";
     std::ofstream(dir + "/notes.txt") << "not ours";
+    std::ofstream(dir + "/.tmp-export-1234") << "another program's temp file";
   }
   Barrier();
   SaveStep(dir, 7);
   EXPECT_FALSE(Exists(dir + "/.tmp-step-00000099.h5"));
   EXPECT_FALSE(Exists(dir + "/.tmp-latest"));
   EXPECT_TRUE(Exists(dir + "/notes.txt"));
+  EXPECT_TRUE(Exists(dir + "/.tmp-export-1234"));  // not a name the protocol writes
   EXPECT_TRUE(Exists(CheckpointPath(dir, 7)));
+  const std::vector<std::string> entries = CheckpointEntries(dir);
+  EXPECT_EQ(entries, (std::vector<std::string>{"latest", "step-00000007.h5"}));
+  EXPECT_TRUE(CheckpointEntries(dir + "/absent").empty());
 }
 
 TEST(Directory, FindLatestErrors) {
@@ -673,7 +678,39 @@ TEST(Directory, FindLatestErrors) {
   auto dangling = FindLatest(dir);
   EXPECT_EQ(dangling.status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(dangling.status().message(),
-            dir + "/latest names step-00000042.h5, which does not exist");
+            dir + "/latest names step-00000042.h5, which does not exist or is not a file");
+  // A `latest` that exists but names nothing usable is an error, never
+  // "no checkpoint" (which would start a run from scratch).
+  Barrier();
+  if (Rank() == 0) {
+    ::unlink((dir + "/latest").c_str());
+    EXPECT_EQ(::symlink("gone.txt", (dir + "/latest").c_str()), 0);
+  }
+  Barrier();
+  auto link = FindLatest(dir);
+  EXPECT_EQ(link.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(link.status().message(), dir +
+                                         "/latest: a link to a file that does not exist, "
+                                         "expected a file naming the latest checkpoint");
+  Barrier();
+  if (Rank() == 0) {
+    ::unlink((dir + "/latest").c_str());
+    std::ofstream(dir + "/latest") << "step-1.h5\n\x1b[2Jrm -rf\n";
+  }
+  Barrier();
+  auto garbage = FindLatest(dir);
+  EXPECT_EQ(garbage.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(garbage.status().message(), dir +
+                                            "/latest: expected one line naming a checkpoint "
+                                            "file, found 'step-1.h5\\x0a\\x1b[2Jrm -rf\\x0a'");
+  Barrier();
+  if (Rank() == 0) {
+    ::unlink((dir + "/latest").c_str());
+    EXPECT_EQ(::mkfifo((dir + "/latest").c_str(), 0600), 0);
+  }
+  Barrier();
+  auto fifo = FindLatest(dir);  // must not block
+  EXPECT_EQ(fifo.status().message(), dir + "/latest: not a regular file (a FIFO)");
 }
 
 }  // namespace

@@ -11,6 +11,9 @@
 //   ckpt_make_fixture --drop-dataset FILE --name /layers/00001/adam_m
 //       damage FILE (any checkpoint) by unlinking one dataset, for the tests
 //       that a missing dataset is refused (one rank)
+//   ckpt_make_fixture --set-step FILE --step N
+//       damage FILE by overwriting its /meta/step attribute with N (which
+//       may be negative), for the tests of an impossible step (one rank)
 //
 // Every value is a pure function of (seed, step, layer, dataset, element), so
 // any world size writes and expects the same checkpoint.
@@ -91,7 +94,7 @@ Shards MakeShards(const std::vector<LayerInfo>& layers, int world, int rank, uin
 }
 
 struct Flags {
-  std::string dir, check, drop, name;
+  std::string dir, check, drop, name, set_step;
   int64_t step = -1;
   int keep_last = 2;
   uint64_t seed = 7;
@@ -117,6 +120,8 @@ StatusOr<Flags> Parse(int argc, char** argv) {
       f.drop = v;
     else if (a == "--name")
       f.name = v;
+    else if (a == "--set-step")
+      f.set_step = v;
     else
       return InvalidArgument("unknown flag " + a);
   }
@@ -124,10 +129,12 @@ StatusOr<Flags> Parse(int argc, char** argv) {
     if (f.name.empty()) return InvalidArgument("--drop-dataset needs --name");
     return f;
   }
-  if (f.step < 0 || f.dir.empty() == f.check.empty()) {
+  if (!f.set_step.empty()) return f;
+  if (f.step < 0 || f.dir.empty() == f.check.empty()) {  // --set-step returned above
     return InvalidArgument(
         "usage: ckpt_make_fixture (--dir DIR | --check FILE|DIR) --step N "
-        "[--keep-last K] [--seed S] | --drop-dataset FILE --name DATASET");
+        "[--keep-last K] [--seed S] | --drop-dataset FILE --name DATASET | "
+        "--set-step FILE --step N");
   }
   return f;
 }
@@ -143,6 +150,21 @@ Status Run(int argc, char** argv, MpiComm& comm) {
     H5Fclose(f);
     if (rc < 0) return NotFound(flags->drop + ": no dataset " + flags->name);
     std::printf("dropped %s from %s\n", flags->name.c_str(), flags->drop.c_str());
+    return OkStatus();
+  }
+  if (!flags->set_step.empty()) {
+    const hid_t f = H5Fopen(flags->set_step.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return NotFound(flags->set_step + ": cannot open for writing");
+    const hid_t g = H5Gopen2(f, "/meta", H5P_DEFAULT);
+    const hid_t a = g < 0 ? -1 : H5Aopen(g, "step", H5P_DEFAULT);
+    const int64_t step = flags->step;
+    const herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &step);
+    if (a >= 0) H5Aclose(a);
+    if (g >= 0) H5Gclose(g);
+    H5Fclose(f);
+    if (rc < 0) return NotFound(flags->set_step + ": cannot write /meta/step");
+    std::printf("set /meta/step of %s to %lld\n", flags->set_step.c_str(),
+                static_cast<long long>(step));
     return OkStatus();
   }
   const std::vector<LayerInfo> layers = Layers();

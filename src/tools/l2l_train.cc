@@ -36,6 +36,7 @@ struct Args {
   std::string config;
   std::vector<std::string> overrides;
   std::string resume;
+  bool has_resume = false;
   std::string init_from;
   bool has_init_from = false;
   bool print_config = false;
@@ -61,8 +62,10 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
       a.overrides.push_back(arg.substr(6));
     } else if (arg == "--resume") {
       ASSIGN_OR_RETURN(a.resume, value("--resume"));
+      a.has_resume = true;
     } else if (arg.rfind("--resume=", 0) == 0) {
       a.resume = arg.substr(9);
+      a.has_resume = true;
     } else if (arg == "--init-from") {
       ASSIGN_OR_RETURN(a.init_from, value("--init-from"));
       a.has_init_from = true;
@@ -78,6 +81,11 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
     }
   }
   if (!a.help && a.config.empty()) return l2l::InvalidArgument("--config FILE is required");
+  // An empty value is a mistake (an unset shell variable), never "no resume":
+  // training from scratch would then save over the checkpoints it meant to continue.
+  if (a.has_resume && a.resume.empty()) {
+    return l2l::InvalidArgument("--resume needs 'auto' or a checkpoint path, got an empty one");
+  }
   if (a.has_init_from && a.init_from.empty()) {
     return l2l::InvalidArgument("--init-from needs a checkpoint path, got an empty one");
   }

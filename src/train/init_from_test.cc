@@ -44,6 +44,7 @@ config::Config Config(const std::string& name) {
   c.model.kv_heads = 2;
   c.model.tie_embeddings = true;
   c.model.dropout = 0.1;
+  c.checkpoint.at_end = true;  // these tests read the saved checkpoints
   c.train.grad_clip = 1.0;
   if (g_rank == 0) {
     fs::remove_all(c.checkpoint.dir);

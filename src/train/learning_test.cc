@@ -55,6 +55,7 @@ config::Config SmallModel(config::ModelKind kind, const std::string& data_path) 
   c.train.eval_batches = 8;
   c.log.dir = "learning_test_runs";
   c.checkpoint.dir = "learning_test_ckpt";
+  c.checkpoint.at_end = false;  // evaluated in memory
   return c;
 }
 

@@ -40,7 +40,8 @@ config::Config Config(const std::string& name) {
   config::Config c = testing::TinyConfig(config::ModelKind::kBert, kData, "resume_test_" + name);
   c.train.steps = 20;
   c.train.grad_clip = 1.0;
-  c.train.micro_batch = 1;  // global 8: 8, 4 or 2 micro-batches at world 1, 2, 4
+  c.train.micro_batch = 1;     // global 8: 8, 4 or 2 micro-batches at world 1, 2, 4
+  c.checkpoint.at_end = true;  // these tests read the saved checkpoints
   c.train.eval_every_steps = 0;
   return c;
 }

@@ -63,6 +63,9 @@ inline config::Config TinyConfig(config::ModelKind kind, const std::string& data
   c.exec.optimizer_threads = 2;
   c.log.dir = run_name + "_runs";
   c.checkpoint.dir = run_name + "_ckpt";
+  // Runs are compared in memory; one saving at the end would make the next
+  // run in the same directory refuse it (it holds checkpoints not resumed).
+  c.checkpoint.at_end = false;
   return c;
 }
 

@@ -9,6 +9,7 @@
 #include "l2l/ckpt/model_layers.h"
 #include "l2l/ckpt/reader.h"
 #include "l2l/comm/device_comm.h"
+#include "l2l/core/fs.h"
 #include "l2l/core/log.h"
 #include "l2l/model/config_dims.h"
 #include "l2l/model/layer_exec.h"
@@ -251,26 +252,67 @@ Status Trainer::Init(int local_ranks, int local_rank) {
                 config::FormatBytes(relay_->host_stash_bytes()).c_str());
     std::fflush(stdout);
   }
-  RETURN_IF_ERROR(comm_->Agree(CheckCheckpointDir()));
+  RETURN_IF_ERROR(comm_->Agree(LockCheckpointDir()));
   RETURN_IF_ERROR(comm_->Agree(OpenMetrics()));
   return OkStatus();
 }
 
 // Finding out that checkpoint.dir cannot be written only at the first save
 // would waste the steps before it: probe it now (rank 0; the collective save
-// later agrees on errors anyway).
-Status Trainer::CheckCheckpointDir() const {
+// later agrees on errors anyway). Then lock it for the run: two jobs saving
+// into one directory would interleave `latest` and prune each other's files.
+Status Trainer::LockCheckpointDir() {
   if (comm_->rank() != 0) return OkStatus();
+  const std::string& dir = cfg_.checkpoint.dir;
   std::error_code ec;
-  std::filesystem::create_directories(cfg_.checkpoint.dir, ec);
-  const std::string probe = cfg_.checkpoint.dir + "/.write-probe";
+  std::filesystem::create_directories(dir, ec);
+  const std::string probe = dir + "/.write-probe";
   std::FILE* f = std::fopen(probe.c_str(), "w");
   if (f == nullptr) {
-    return IoError("checkpoint.dir: cannot write in " + cfg_.checkpoint.dir + " (" +
+    return IoError("checkpoint.dir: cannot write in " + dir + " (" +
                    (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
   }
   std::fclose(f);
   std::filesystem::remove(probe, ec);
+  StatusOr<fs::ExclusiveLock> lock = fs::ExclusiveLock::Acquire(dir + "/.lock");
+  if (lock.status().code() == StatusCode::kFailedPrecondition) {
+    return FailedPrecondition("checkpoint.dir " + dir + " is in use by another run (" +
+                              lock.status().message() +
+                              "); wait for it to end, or give this run another checkpoint.dir");
+  }
+  RETURN_IF_ERROR(lock.status().WithContext("checkpoint.dir"));
+  dir_lock_.emplace(std::move(*lock));
+  return OkStatus();
+}
+
+// A run saves into checkpoint.dir, moves `latest` and prunes to keep_last:
+// in a directory holding checkpoints of another run (or of this one, when it
+// was not resumed from them) that would supersede and delete what it did not
+// write. Agreed; checked once (after that the directory's checkpoints are
+// this run's own).
+Status Trainer::CheckCheckpointDirIsOurs() {
+  if (checked_dir_is_ours_) return OkStatus();
+  Status s;
+  if (comm_->rank() == 0) {
+    bool continues = false;
+    if (resumed_) {
+      StatusOr<bool> inside = InCheckpointDir(last_checkpoint_);
+      s = inside.status();
+      continues = inside.ok() && *inside;
+    }
+    const std::vector<std::string> entries = ckpt::CheckpointEntries(cfg_.checkpoint.dir);
+    if (s.ok() && !continues && !entries.empty()) {
+      std::string names;
+      for (size_t i = 0; i < entries.size() && i < 3; ++i) names += (i ? ", " : "") + entries[i];
+      if (entries.size() > 3) names += ", ...";
+      s = FailedPrecondition(
+          "checkpoint.dir " + cfg_.checkpoint.dir + " already holds checkpoints (" + names +
+          ") that this run did not resume from; its saves would supersede and prune them: "
+          "continue them with --resume auto, or give this run another checkpoint.dir");
+    }
+  }
+  RETURN_IF_ERROR(comm_->Agree(s));
+  checked_dir_is_ours_ = true;
   return OkStatus();
 }
 
@@ -356,6 +398,11 @@ StatusOr<double> Trainer::Evaluate() {
 }
 
 Status Trainer::Run() {
+  // Refused before any step when the run is set to save; a run that is not
+  // gets the same check from SaveCheckpoint if a stop signal makes it save.
+  if (cfg_.checkpoint.at_end || cfg_.checkpoint.every_steps > 0) {
+    RETURN_IF_ERROR(CheckCheckpointDirIsOurs());
+  }
   const auto& t = cfg_.train;
   const double start = NowSeconds();
   const int64_t first = step_;
@@ -401,6 +448,7 @@ Status Trainer::Run() {
 std::vector<ckpt::LayerInfo> Trainer::CheckpointLayers() const { return ckpt::LayerInfosOf(dims_); }
 
 Status Trainer::SaveCheckpoint() {
+  RETURN_IF_ERROR(CheckCheckpointDirIsOurs());
   // A failure to stage a slice on one rank is agreed before the collective
   // save, so no rank is left inside it.
   std::vector<ckpt::LayerSlice> slices;
@@ -481,6 +529,10 @@ Status Trainer::Resume(const std::string& spec) {
     } else {
       s = sampler_->CheckResume(*saved).WithContext(path + ": cannot resume this run");
     }
+    if (s.ok() && meta.step < 0) {
+      s = DataLoss(path + ": /meta/step is " + std::to_string(meta.step) +
+                   ", expected a step count >= 0");
+    }
     if (s.ok() && meta.step > cfg_.train.steps) {
       s = FailedPrecondition(path + ": checkpoint is at step " + std::to_string(meta.step) +
                              ", past train.steps=" + std::to_string(cfg_.train.steps));
@@ -555,22 +607,28 @@ StatusOr<std::vector<ckpt::LayerSlice>> Trainer::LoadSlices() {
   return slices;
 }
 
-// OkStatus when the checkpoint file `path` does not lie in checkpoint.dir,
-// whichever way either is spelled: relative, with "..", through a symlink to
-// the file or to a directory. The comparison is of the file's real parent
-// with checkpoint.dir as the file system sees them (same inode).
-Status Trainer::CheckOutsideCheckpointDir(const std::string& path) const {
+// Whether the checkpoint file `path` lies in checkpoint.dir, whichever way
+// either is spelled: relative, with "..", through a symlink to the file or
+// to a directory. The comparison is of the file's real parent with
+// checkpoint.dir as the file system sees them (same inode).
+StatusOr<bool> Trainer::InCheckpointDir(const std::string& path) const {
   namespace sfs = std::filesystem;
   std::error_code ec;
   const sfs::path real = sfs::canonical(path, ec);
-  if (ec) return IoError("train.init_from " + path + ": cannot resolve (" + ec.message() + ")");
-  if (!sfs::exists(cfg_.checkpoint.dir, ec)) return OkStatus();  // nothing to prune yet
+  if (ec) return IoError(path + ": cannot resolve (" + ec.message() + ")");
+  if (!sfs::exists(cfg_.checkpoint.dir, ec)) return false;
   const bool inside = sfs::equivalent(real.parent_path(), cfg_.checkpoint.dir, ec);
   if (ec) {
     return IoError("checkpoint.dir " + cfg_.checkpoint.dir + ": cannot compare with " +
                    real.string() + " (" + ec.message() + ")");
   }
-  if (!inside) return OkStatus();
+  return inside;
+}
+
+Status Trainer::CheckOutsideCheckpointDir(const std::string& path) const {
+  StatusOr<bool> inside = InCheckpointDir(path);
+  RETURN_IF_ERROR(inside.status().WithContext("train.init_from"));
+  if (!*inside) return OkStatus();
   return FailedPrecondition("train.init_from " + path + " lies in checkpoint.dir " +
                             cfg_.checkpoint.dir +
                             ", whose saves would prune it; save the fine-tune elsewhere "

@@ -22,23 +22,56 @@ YAML
 [ -f ck/step-00000004.h5 ] && [ "$(cat ck/latest)" != "" ] && ok || bad "no step-4 checkpoint"
 good=ck/step-00000004.h5
 
-# resume_error NAME 'substring' FILE [ARGS]: exit 2, one stderr line, and the
-# checkpoint directory is byte-for-byte unchanged.
-resume_error() {
-  local name=$1 want=$2 file=$3
-  shift 3
+# refused NAME 'substring' [ARGS]: a 2-rank run of 6 steps with ARGS exits 2
+# with one stderr line, and the checkpoint directory ck is byte-for-byte
+# unchanged (its listing included).
+refused() {
+  local name=$1 want=$2
+  shift 2
   local before after rc
-  before=$(md5sum ck/* | md5sum)
-  "$mpiexec" 2 "$train" --config run.yaml --set train.steps=6 --resume "$file" "$@" \
-    >out.txt 2>err.txt
+  before=$( (ls -A ck; md5sum ck/*) | md5sum)
+  "$mpiexec" 2 "$train" --config run.yaml --set train.steps=6 "$@" >out.txt 2>err.txt
   rc=$?
-  after=$(md5sum ck/* | md5sum)
+  after=$( (ls -A ck; md5sum ck/*) | md5sum)
   if [ "$rc" -ne 2 ]; then bad "$name: exit $rc, expected 2: $(head -c 400 err.txt)"
   elif [ "$(grep -c . err.txt)" -ne 1 ]; then bad "$name: not one line: $(head -c 600 err.txt)"
   elif ! grep -qF -- "$want" err.txt; then bad "$name: lacks '$want': $(cat err.txt)"
   elif [ "$before" != "$after" ]; then bad "$name: checkpoint directory changed"
   else ok; fi
 }
+# resume_error NAME 'substring' FILE [ARGS]: refused, resuming FILE.
+resume_error() {
+  local name=$1 want=$2 file=$3
+  shift 3
+  refused "$name" "$want" --resume "$file" "$@"
+}
+
+# Runs that would supersede and prune checkpoints they did not write are
+# refused before any step: a fresh run, a fine-tune, a resume of another
+# directory's checkpoint; an empty --resume is an error, not a fresh start.
+refused "fresh run in a directory holding checkpoints" \
+  "checkpoint.dir $work/ck already holds checkpoints (latest, step-00000002.h5, step-00000004.h5)"
+mkdir -p elsewhere && cp "$good" elsewhere/
+refused "fine-tune into a directory holding checkpoints" "already holds checkpoints" \
+  --init-from elsewhere/step-00000004.h5
+refused "resume from another directory into one holding checkpoints" "already holds checkpoints" \
+  --resume elsewhere/step-00000004.h5
+refused "empty --resume" "--resume needs 'auto' or a checkpoint path, got an empty one" --resume ""
+refused "empty --resume=" "--resume needs 'auto'" --resume=
+# A `latest` that does not lead to a checkpoint is an error, not "start fresh".
+mkdir -p ck3 && ln -s gone.h5 ck3/latest
+refused "dangling latest link" "ck3/latest: a link to a file that does not exist" \
+  --resume auto --set "checkpoint.dir=$work/ck3"
+rm ck3/latest && printf 'step-1.h5\n\033[2J\n' > ck3/latest
+refused "garbage latest, escaped" "found 'step-1.h5\\x0a\\x1b[2J\\x0a'" \
+  --resume auto --set "checkpoint.dir=$work/ck3"
+rm ck3/latest && mkfifo ck3/latest
+refused "FIFO as latest" "ck3/latest: not a regular file (a FIFO)" \
+  --resume auto --set "checkpoint.dir=$work/ck3"
+cp "$good" negative.h5
+"$mpiexec" 1 "$fixture" --set-step negative.h5 --step -5 >/dev/null 2>&1 || bad "could not set the step"
+resume_error "negative /meta/step" "negative.h5: /meta/step is -5, expected a step count >= 0" \
+  negative.h5
 size=$(stat -c %s "$good")
 head -c $((size / 2)) "$good" > truncated.h5
 resume_error "truncated file" "truncated.h5" truncated.h5
@@ -86,6 +119,16 @@ rank_pid() { pgrep -f -- "^$train --config $work/run.yaml" | tail -1; }
 
 # SIGTERM to one rank: every rank finishes the step, saves, exits 0.
 if start_long_run; then
+  # Meanwhile a second job on the same checkpoint directory is refused,
+  # naming the holder, before it touches anything.
+  before=$(ls -A ck2 | md5sum)
+  "$mpiexec" 2 "$train" --config run.yaml --set "checkpoint.dir=$work/ck2" \
+    --set "log.dir=$work/run-second" --resume auto >out.txt 2>err.txt
+  rc=$?
+  if [ "$rc" -eq 2 ] && [ "$(grep -c . err.txt)" -eq 1 ] &&
+     grep -qE "checkpoint.dir $work/ck2 is in use by another run \($work/ck2/.lock: held by .* pid [0-9]+\)" err.txt &&
+     [ "$before" = "$(ls -A ck2 | md5sum)" ]; then ok
+  else bad "second job on a locked directory: exit $rc: $(cat err.txt)"; fi
   kill -TERM "$(rank_pid)"
   wait "$job"
   rc=$?

@@ -52,6 +52,11 @@ expect_error "heads do not divide hidden" 1 "model.heads=5" --config base.yaml -
 printf 'model: {kind: bert\n  layers: [\n' > broken.yaml
 expect_error "yaml syntax" 1 "broken.yaml:" --config broken.yaml
 expect_error "missing config" 1 "nope.yaml" --config nope.yaml
+# Inputs that are not regular files would block open(2) (FIFOs): refused.
+mkfifo fifo.yaml fifo.tok
+expect_error "FIFO as --config" 1 "fifo.yaml: not a regular file (a FIFO)" --config fifo.yaml
+expect_error "FIFO as data.path (2 ranks)" 2 "token file: fifo.tok: not a regular file (a FIFO)" \
+  --config base.yaml --set data.path=fifo.tok
 expect_error "unknown flag" 1 "--bogus" --config base.yaml --bogus
 expect_error "world size vs global batch (3 ranks)" 3 "train.global_batch=8" --config base.yaml
 expect_error "missing data file (2 ranks)" 2 "missing.tok" --config base.yaml \

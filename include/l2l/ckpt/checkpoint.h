@@ -8,8 +8,11 @@
 // checksum, fsyncs it, renames it to `<dir>/step-<step 8 digits>.h5`, then replaces `<dir>/latest`
 // (a one-line text file naming the checkpoint file) by write-to-temp + rename.
 // Only after that are older checkpoints pruned to `keep_last` and stale
-// `.tmp-*` leftovers of interrupted saves removed. A crash at any moment leaves
-// the previous checkpoint intact, and `latest` always names a complete file.
+// leftovers of interrupted saves (`.tmp-step-*.h5`, `.tmp-latest`; no other
+// name) removed. A crash at any moment leaves the previous checkpoint
+// intact, and `latest` always names a complete file. One writer per
+// directory: the trainer holds `<dir>/.lock` (fs::ExclusiveLock) for its
+// run, and refuses a directory holding checkpoints it did not resume from.
 //
 // File layout (format "l2l-checkpoint", version 1; see docs/checkpoint-format.md):
 //   /meta                      group; attributes: format, version, step,
@@ -128,10 +131,18 @@ Status SaveStreamed(MPI_Comm comm, const std::string& dir, const Meta& meta,
                     const std::vector<LayerInfo>& layers, const std::vector<LayerSlice>& tiles,
                     const SaveFill& fill, int keep_last, IoStats* stats);
 
-// The checkpoint `<dir>/latest` names, or NotFound if there is none. A
-// `latest` naming a missing file is DataLoss. Local (call on every rank).
+// The checkpoint `<dir>/latest` names, or NotFound if there is none (no
+// `latest` entry at all). A `latest` that exists but names no file (a
+// dangling link, a name of a missing file, text that is not one printable
+// line) is DataLoss; one that is not a regular file (a FIFO) is
+// InvalidArgument: never "none", which would start a run from scratch.
+// Local (call on every rank).
 StatusOr<std::string> FindLatest(const std::string& dir);
 
+// What in `dir` belongs to the checkpoint protocol: "latest" (if any entry
+// of that name exists, a dangling link included), then the `step-*.h5`
+// names in step order. Empty for a missing directory. Local.
+std::vector<std::string> CheckpointEntries(const std::string& dir);
 // Reads /meta; checks the format name and version. DataLoss / NotFound name
 // the file and what is wrong (not HDF5, truncated, missing group or
 // attribute); FailedPrecondition for a format version this build cannot read.

@@ -17,6 +17,7 @@
 #include "l2l/ckpt/checkpoint.h"
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
+#include "l2l/core/fs.h"
 #include "l2l/data/data.h"
 #include "l2l/device/device.h"
 #include "l2l/eps/param_server.h"
@@ -107,7 +108,10 @@ class Trainer {
   std::vector<ckpt::LayerInfo> CheckpointLayers() const;
   Status Init(int local_ranks, int local_rank);
   Status OpenMetrics();
-  Status CheckCheckpointDir() const;
+  Status LockCheckpointDir();         // rank 0; sets dir_lock_
+  Status CheckCheckpointDirIsOurs();  // agreed; once, before the first step
+  // Rank 0 only: whether checkpoint file `path` lies in checkpoint.dir.
+  StatusOr<bool> InCheckpointDir(const std::string& path) const;
   void WriteRecord(const StepRecord& r);
   std::vector<data::MicroBatch> TrainBatches(int64_t step) const;
   // Rank 0's answer for a checkpoint path given as a file or directory.
@@ -145,6 +149,8 @@ class Trainer {
   bool resumed_ = false;
   std::string last_checkpoint_;
   std::optional<ckpt::IoStats> pending_load_stats_;  // reported with the next step
+  std::optional<fs::ExclusiveLock> dir_lock_;        // rank 0: checkpoint.dir/.lock
+  bool checked_dir_is_ours_ = false;
 };
 
 }  // namespace l2l::train
