@@ -16,5 +16,8 @@ if [ ! -f data/markov-v16.tok ]; then
     --seed 1 --concentration 0.1 | tee data/markov-v16.txt
 fi
 echo "quickstart: training configs/tiny-bert.yaml on 2 ranks"
-launch/mpirun.sh -n 2 -- "$bin/l2l-train" --config configs/tiny-bert.yaml "$@"
+# --resume auto: a second quickstart continues the first one's checkpoints
+# (a run never starts over in a directory holding checkpoints it did not
+# resume from); remove checkpoints/tiny-bert to train from scratch again.
+launch/mpirun.sh -n 2 -- "$bin/l2l-train" --config configs/tiny-bert.yaml --resume auto "$@"
 echo "quickstart: metrics are in runs/tiny-bert/metrics.jsonl (one JSON object per step)"

@@ -920,10 +920,8 @@ Status CheckConsistency(const Decoder& d, const Config& c) {
                 "train.global_batch=" + num(t.global_batch) +
                     " is not a multiple of train.micro_batch=" + num(t.micro_batch));
   }
-  if (t.warmup_steps > t.steps) {
-    return fail({"train.warmup_steps", "train.steps"}, "train.warmup_steps=" + num(t.warmup_steps) +
-                                                           " exceeds train.steps=" + num(t.steps));
-  }
+  // warmup_steps > steps is allowed: a short smoke run of a preset (`--set
+  // train.steps=3`) warms up throughout; the trainer says so once.
   if (t.eval_every_steps > 0 && c.data.eval_fraction == 0) {
     return fail({"train.eval_every_steps", "data.eval_fraction"},
                 "train.eval_every_steps=" + num(t.eval_every_steps) +

@@ -22,6 +22,19 @@ TEST(Schedule, WarmupIsLinearFromZero) {
   EXPECT_DOUBLE_EQ(LearningRate(t, 9), 1.0);
 }
 
+// A smoke run shorter than its preset's warmup (allowed): warmup throughout,
+// never a decay computed from a negative decay length.
+TEST(Schedule, WarmupLongerThanTheRunRisesThroughout) {
+  for (auto s : {config::Schedule::kCosine, config::Schedule::kLinear}) {
+    auto t = Train(s);
+    t.steps = 3;
+    t.warmup_steps = 30;
+    for (int64_t step = 0; step < t.steps; ++step) {
+      EXPECT_DOUBLE_EQ(LearningRate(t, step), (step + 1) / 30.0);
+    }
+  }
+}
+
 TEST(Schedule, DecaysToTheFloorAtTheLastStep) {
   for (auto s : {config::Schedule::kCosine, config::Schedule::kLinear}) {
     const auto t = Train(s);

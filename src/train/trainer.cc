@@ -250,6 +250,14 @@ Status Trainer::Init(int local_ranks, int local_rank) {
                 l2l ? "1/world_size of fp32 weights, AdamW moments and gradients"
                     : "resident: state is on the device",
                 config::FormatBytes(relay_->host_stash_bytes()).c_str());
+    if (cfg_.train.warmup_steps > cfg_.train.steps) {
+      std::printf(
+          "l2l: train.warmup_steps=%lld exceeds train.steps=%lld: the learning rate warms up "
+          "through the whole run (to %.3g of train.lr) and does not decay\n",
+          static_cast<long long>(cfg_.train.warmup_steps),
+          static_cast<long long>(cfg_.train.steps),
+          static_cast<double>(cfg_.train.steps) / static_cast<double>(cfg_.train.warmup_steps));
+    }
     std::fflush(stdout);
   }
   RETURN_IF_ERROR(comm_->Agree(LockCheckpointDir()));

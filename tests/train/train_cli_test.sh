@@ -123,5 +123,13 @@ if "$mpiexec" 1 "$train" --config base.yaml --set checkpoint.dir=noend --set che
   --set log.dir=run2 >out.txt 2>err.txt && ! ls noend/*.h5 >/dev/null 2>&1; then ok
 else bad "checkpoint.at_end=false: $(cat err.txt; ls noend 2>&1)"; fi
 
+# A smoke run shorter than the warmup (what `--set train.steps=3` on a
+# preset gives) runs, and says once that it warms up throughout.
+if "$mpiexec" 1 "$train" --config base.yaml --set train.warmup_steps=50 --set checkpoint.dir=smoke \
+  --set log.dir=run3 >out.txt 2>err.txt &&
+  [ "$(grep -c "train.warmup_steps=50 exceeds train.steps=3: the learning rate warms up" out.txt)" -eq 1 ]
+then ok
+else bad "warmup longer than the run: $(cat err.txt out.txt | tail -5)"; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
