@@ -173,6 +173,16 @@ echo "not ours" >theirs.safetensors
   fail "export-existing: $(cat err.txt)"
 [ "$(cat theirs.safetensors)" = "not ours" ] || fail "export-existing: replaced the user's file"
 ! compgen -G "theirs.safetensors.tmp*" >/dev/null || fail "export-existing: left a temporary file"
+# Export over the checkpoint it reads (or over `latest`): refused, untouched.
+own=$(ls ck/step-*.h5 | tail -1)
+sum=$(md5sum "$own" ck/latest)
+"$tool" export ck --out "$own" >out.txt 2>err.txt
+[ $? -eq 2 ] && grep -qF "$own: already exists; export never replaces a file" err.txt ||
+  fail "export-over-input: $(cat err.txt)"
+"$tool" export ck --out ck/latest >out.txt 2>err.txt
+[ $? -eq 2 ] || fail "export-over-latest: exit $?"
+[ "$sum" = "$(md5sum "$own" ck/latest)" ] || fail "export-over-input: the checkpoint changed"
+! compgen -G "ck/*.tmp*" >/dev/null || fail "export-over-input: left a temporary file"
 bad export-truncated "file is truncated or corrupt" x.safetensors export trunc.h5 --out x.safetensors
 bad dump-unknown "no tensor 'blocks.9.x'" "" dump ck --tensor blocks.9.x
 bad dump-part "--part 'grad', expected master, adam_m or adam_v" "" \
