@@ -836,7 +836,9 @@ const std::vector<Field>& Fields() {
       };
       f.push_back(std::move(m));
     }
-    f.push_back(IntField<int>("exec.optimizer_threads", L2L_ACC(exec.optimizer_threads), 0));
+    // Threads are OS threads per rank: beyond a few hundred std::thread
+    // creation fails (std::system_error) long before it would help.
+    f.push_back(IntField<int>("exec.optimizer_threads", L2L_ACC(exec.optimizer_threads), 0, 1024));
     // checkpoint
     f.push_back(StringField("checkpoint.dir", L2L_ACC(checkpoint.dir)));
     f.push_back(IntField<int64_t>("checkpoint.every_steps", L2L_ACC(checkpoint.every_steps), 0));

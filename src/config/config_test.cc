@@ -390,6 +390,7 @@ TEST(ParseConfigErrors, OutOfRangeNamesKeyAndRule) {
       {"train.min_lr_ratio=1.5", "train.min_lr_ratio: must be in [0, 1], got 1.5"},
       {"train.steps=0", "train.steps: must be >= 1, got 0"},
       {"train.warmup_steps=-1", "train.warmup_steps: must be >= 0, got -1"},
+      {"exec.optimizer_threads=100000", "exec.optimizer_threads: must be <= 1024, got 100000"},
       {"train.global_batch=0", "train.global_batch: must be >= 1, got 0"},
       {"train.micro_batch=0", "train.micro_batch: must be >= 1, got 0"},
       {"train.eval_every_steps=-1", "train.eval_every_steps: must be >= 0, got -1"},

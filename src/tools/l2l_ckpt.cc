@@ -109,10 +109,25 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+// Inspect, then the layers the file holds checked against the model its
+// own config describes: a missing layer group (a deleted head), an extra or
+// resized one is DataLoss, never reported as a smaller model. `dims`, when
+// given, receives the model.
+StatusOr<Summary> InspectChecked(const std::string& path, model::ModelDims* dims = nullptr) {
+  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  StatusOr<config::Config> cfg = config::ParseConfig(s.meta.config_yaml, path, {});
+  if (!cfg.ok())
+    return DataLoss(path + ": its /meta config does not parse: " + cfg.status().message());
+  const model::ModelDims d = model::DimsFromConfig(cfg->model);
+  RETURN_IF_ERROR(CheckLayersMatch(path, s.layers, d));
+  if (dims != nullptr) *dims = d;
+  return s;
+}
+
 Status RunInspect(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(Args args, ParseArgs("inspect", argv, {}));
   ASSIGN_OR_RETURN(std::string path, Input("inspect", args));
-  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  ASSIGN_OR_RETURN(Summary s, InspectChecked(path));
   const int L = static_cast<int>(s.layers.size());
   std::printf("file: %s\n", s.path.c_str());
   std::printf("format: %s version %d\n", kFormatName, s.format_version);
@@ -155,6 +170,7 @@ Status RunInspect(const std::vector<std::string>& argv) {
 Status RunVerify(const std::vector<std::string>& argv) {
   ASSIGN_OR_RETURN(Args args, ParseArgs("verify", argv, {}));
   ASSIGN_OR_RETURN(std::string path, Input("verify", args));
+  RETURN_IF_ERROR(InspectChecked(path).status());
   RETURN_IF_ERROR(Verify(path));
   std::printf("ok: %s\n", path.c_str());
   return OkStatus();
@@ -310,7 +326,7 @@ Status RunExport(const std::vector<std::string>& argv) {
   }
   if (format == "hf") return RunExportHf(args, out, dtype);
   ASSIGN_OR_RETURN(std::string path, Input("export", args));
-  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  ASSIGN_OR_RETURN(Summary s, InspectChecked(path));
   std::vector<SafetensorsTensor> entries = ExportEntries(s, dtype);
   std::set<std::string> names;
   for (const SafetensorsTensor& e : entries) {
@@ -416,10 +432,8 @@ Status RunLogits(const std::vector<std::string>& argv) {
   }
   ASSIGN_OR_RETURN(const auto rows, ParseIds(args.flags.at("--ids")));
   ASSIGN_OR_RETURN(std::string path, Input("logits", args));
-  ASSIGN_OR_RETURN(Summary s, Inspect(path));
-  ASSIGN_OR_RETURN(config::Config cfg, config::ParseConfig(s.meta.config_yaml, path, {}));
-  model::ModelDims d = model::DimsFromConfig(cfg.model);
-  RETURN_IF_ERROR(CheckLayersMatch(path, s.layers, d));
+  model::ModelDims d;
+  ASSIGN_OR_RETURN(Summary s, InspectChecked(path, &d));
   d.seq_len = static_cast<int>(rows[0].size());  // positions beyond the table: refused here
   RETURN_IF_ERROR(model::ValidateModelDims(d).WithContext("logits: --ids"));
   std::vector<int32_t> ids, types;
@@ -488,7 +502,7 @@ Status RunDump(const std::vector<std::string>& argv) {
     return InvalidArgument("dump: --part '" + part + "', expected master, adam_m or adam_v");
   }
   ASSIGN_OR_RETURN(std::string path, Input("dump", args));
-  ASSIGN_OR_RETURN(Summary s, Inspect(path));
+  ASSIGN_OR_RETURN(Summary s, InspectChecked(path));
   const int L = static_cast<int>(s.layers.size());
   for (int l = 0; l < L; ++l) {
     for (const TensorEntry& t : s.layers[l].tensors) {

@@ -173,6 +173,17 @@ echo "not ours" >theirs.safetensors
   fail "export-existing: $(cat err.txt)"
 [ "$(cat theirs.safetensors)" = "not ours" ] || fail "export-existing: replaced the user's file"
 ! compgen -G "theirs.safetensors.tmp*" >/dev/null || fail "export-existing: left a temporary file"
+# A deleted layer group (the head, the last one) leaves a file that looks like
+# a smaller model: every reader checks the layers against the file's config.
+cp "$(ls ck/step-*.h5 | tail -1)" headless.h5
+"$mpiexec" 1 "$fixture" --drop-dataset headless.h5 --name /layers/00003 >/dev/null 2>&1 ||
+  fail "could not drop the head layer"
+for verb in verify inspect; do
+  bad "$verb-headless" "headless.h5: 3 layers, its config's model has 4" "" $verb headless.h5
+done
+bad export-headless "headless.h5: 3 layers, its config's model has 4" h.safetensors \
+  export headless.h5 --out h.safetensors
+
 # Export over the checkpoint it reads (or over `latest`): refused, untouched.
 own=$(ls ck/step-*.h5 | tail -1)
 sum=$(md5sum "$own" ck/latest)
