@@ -284,6 +284,14 @@ std::string_view Trim(std::string_view s) {
 
 // Applies one "section.key=value" override.
 Status ApplyOverride(const std::string& text, Entries* entries) {
+  // A newline or control byte would make the error below several lines or
+  // raw terminal bytes; no key or value needs one.
+  if (std::any_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return InvalidArgument("--set " + fs::Printable(text) +
+                           ": contains a control character (newline, tab, ...), expected "
+                           "section.key=value on one line");
+  }
   const std::string origin = "--set " + text;
   const size_t eq = text.find('=');
   if (eq == std::string::npos) {
@@ -940,7 +948,14 @@ StatusOr<Config> ParseConfigImpl(std::string_view yaml_text, const std::string& 
                                  const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
-    root = YAML::Load(std::string(yaml_text));
+    // LoadAll: a second document after `---` would otherwise be dropped
+    // without a word (a config pasted twice, two configs concatenated).
+    const std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml_text));
+    if (docs.size() > 1) {
+      return InvalidArgument(source + ": holds " + std::to_string(docs.size()) +
+                             " YAML documents (separated by '---'), expected one config");
+    }
+    if (!docs.empty()) root = docs[0];
   } catch (const YAML::Exception& e) {
     if (e.mark.is_null()) return InvalidArgument(source + ": " + e.msg);
     return InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ":" +

@@ -410,6 +410,17 @@ TEST(ParseConfigErrors, OutOfRangeNamesKeyAndRule) {
   }
 }
 
+// A second document is refused, not dropped; --set text with control bytes
+// is refused with them escaped, so the error stays one printable line.
+TEST(ParseConfigErrors, SecondDocumentAndControlBytes) {
+  EXPECT_TRUE(FailsWith(Parse(std::string(kMinimal) + "---\nmodel: {kind: gpt}\n"),
+                        "holds 2 YAML documents (separated by '---'), expected one config"));
+  EXPECT_TRUE(Parse(std::string("---\n") + kMinimal).ok());  // one document, marked
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"train.lr=1\n2"}),
+                        "--set train.lr=1\\x0a2: contains a control character"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"train.lr=\x1b[2J"}), "--set train.lr=\\x1b[2J:"));
+}
+
 TEST(ParseConfigErrors, InconsistentFields) {
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.hidden=1000", "model.heads=12"}),
                         "model.heads=12 does not divide model.hidden=1000"));

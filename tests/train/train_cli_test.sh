@@ -52,6 +52,10 @@ expect_error "heads do not divide hidden" 1 "model.heads=5" --config base.yaml -
 printf 'model: {kind: bert\n  layers: [\n' > broken.yaml
 expect_error "yaml syntax" 1 "broken.yaml:" --config broken.yaml
 expect_error "missing config" 1 "nope.yaml" --config nope.yaml
+{ cat base.yaml; printf -- '---\nmodel: {kind: gpt}\n'; } > two.yaml
+expect_error "second YAML document" 1 "two.yaml: holds 2 YAML documents" --config two.yaml
+expect_error "--set with a newline, escaped" 1 "--set train.lr=1\x0a2: contains a control" \
+  --config base.yaml --set "$(printf 'train.lr=1\n2')"
 # Inputs that are not regular files would block open(2) (FIFOs): refused.
 mkfifo fifo.yaml fifo.tok
 expect_error "FIFO as --config" 1 "fifo.yaml: not a regular file (a FIFO)" --config fifo.yaml
