@@ -47,14 +47,19 @@ std::string IndexProblem(const LayerInfo& layer) {
       return "tensor '" + t.name + "' has rank " + std::to_string(t.shape.size()) + " (at most " +
              std::to_string(kMaxTensorRank) + ")";
     }
+    // Checked arithmetic: the values come from a file and may be anything
+    // (eight dimensions of 2^20, an offset of INT64_MAX).
     int64_t elems = 1;
     for (int64_t d : t.shape) {
       if (d < 0) return "tensor '" + t.name + "' has a negative dimension";
-      elems *= d;
+      if (__builtin_mul_overflow(elems, d, &elems) || elems > layer.size_elems) {
+        return "tensor '" + t.name + "' has more elements than the layer's " +
+               std::to_string(layer.size_elems);
+      }
     }
-    if (t.offset_elems < 0 || t.offset_elems + elems > layer.size_elems) {
-      return "tensor '" + t.name + "' [" + std::to_string(t.offset_elems) + ", " +
-             std::to_string(t.offset_elems + elems) + ") lies outside the layer's " +
+    if (t.offset_elems < 0 || t.offset_elems > layer.size_elems - elems) {
+      return "tensor '" + t.name + "' at offset " + std::to_string(t.offset_elems) + " with " +
+             std::to_string(elems) + " elements lies outside the layer's " +
              std::to_string(layer.size_elems) + " elements";
     }
     if (elems > 0) ranges.emplace_back(t.offset_elems, t.offset_elems + elems);

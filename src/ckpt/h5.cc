@@ -244,7 +244,9 @@ Status WriteTensorIndex(hid_t group, const std::vector<TensorEntry>& tensors, in
     std::memcpy(rec + it.offset_at, &t.offset_elems, 8);
     const int32_t rank = static_cast<int32_t>(t.shape.size());
     std::memcpy(rec + it.rank_at, &rank, 4);
-    std::memcpy(rec + it.shape_at, t.shape.data(), 8 * t.shape.size());
+    // A rank-0 (scalar) tensor has an empty shape whose data() may be null:
+    // memcpy from null is undefined even for 0 bytes (UBSan).
+    if (!t.shape.empty()) std::memcpy(rec + it.shape_at, t.shape.data(), 8 * t.shape.size());
   }
   // The file keeps the packed form of the record (no alignment holes).
   H5Id file_type = OwnType(H5Tcopy(it.type.get()));
@@ -305,6 +307,16 @@ StatusOr<std::vector<TensorEntry>> ReadTensorIndex(hid_t group, const std::strin
                    IndexType::Make(H5Tget_size(name_type.get()), static_cast<int>(max_rank)));
   hsize_t n = 0;
   H5Sget_simple_extent_dims(space.get(), &n, nullptr);
+  // The row count comes from the file: before allocating for it, it must fit
+  // in what the dataset stores (a header edited to 2^40 rows would be a
+  // bad_alloc).
+  const hsize_t stored = H5Dget_storage_size(ds.get());
+  // The file's row size (its packed type), not the in-memory record's, which
+  // has alignment holes.
+  if (n > (hsize_t{1} << 24) || n * H5Tget_size(type.get()) > stored) {
+    return bad("claims " + std::to_string(n) + " entries, more than its " + std::to_string(stored) +
+               " stored bytes hold");
+  }
   std::vector<unsigned char> records(std::max<hsize_t>(1, n) * it.record_bytes, 0);
   if (n > 0 &&
       H5Dread(ds.get(), it.type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, records.data()) < 0) {
@@ -323,7 +335,7 @@ StatusOr<std::vector<TensorEntry>> ReadTensorIndex(hid_t group, const std::strin
       return bad("entry " + std::to_string(i) + " has rank " + std::to_string(rank));
     }
     t.shape.resize(rank);
-    std::memcpy(t.shape.data(), rec + it.shape_at, 8 * static_cast<size_t>(rank));
+    if (rank > 0) std::memcpy(t.shape.data(), rec + it.shape_at, 8 * static_cast<size_t>(rank));
   }
   return out;
 }

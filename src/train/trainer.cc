@@ -254,8 +254,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
       std::printf(
           "l2l: train.warmup_steps=%lld exceeds train.steps=%lld: the learning rate warms up "
           "through the whole run (to %.3g of train.lr) and does not decay\n",
-          static_cast<long long>(cfg_.train.warmup_steps),
-          static_cast<long long>(cfg_.train.steps),
+          static_cast<long long>(cfg_.train.warmup_steps), static_cast<long long>(cfg_.train.steps),
           static_cast<double>(cfg_.train.steps) / static_cast<double>(cfg_.train.warmup_steps));
     }
     std::fflush(stdout);
@@ -272,6 +271,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
 Status Trainer::LockCheckpointDir() {
   if (comm_->rank() != 0) return OkStatus();
   const std::string& dir = cfg_.checkpoint.dir;
+  if (dir.empty()) return InvalidArgument("checkpoint.dir: empty, expected a directory");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   const std::string probe = dir + "/.write-probe";
@@ -286,7 +286,8 @@ Status Trainer::LockCheckpointDir() {
   if (lock.status().code() == StatusCode::kFailedPrecondition) {
     return FailedPrecondition("checkpoint.dir " + dir + " is in use by another run (" +
                               lock.status().message() +
-                              "); wait for it to end, or give this run another checkpoint.dir");
+                              "); wait for it to end, or give this run another checkpoint.dir "
+                              "(on NFS a dead node's lock lasts until its lease expires)");
   }
   RETURN_IF_ERROR(lock.status().WithContext("checkpoint.dir"));
   dir_lock_.emplace(std::move(*lock));
@@ -504,6 +505,16 @@ Status Trainer::Resume(const std::string& spec) {
       } else {
         found = latest.status();
         path.clear();
+        // No `latest` but checkpoint files: a save that was interrupted
+        // after its rename and before `latest` was written (the file is
+        // complete), or a removed `latest`. Not a fresh start.
+        const std::vector<std::string> entries = ckpt::CheckpointEntries(cfg_.checkpoint.dir);
+        if (found.code() == StatusCode::kNotFound && !entries.empty()) {
+          found = FailedPrecondition(
+              cfg_.checkpoint.dir + " has no 'latest' but holds " + entries.back() +
+              " (a save interrupted while it was published?): resume it with --resume " +
+              cfg_.checkpoint.dir + "/" + entries.back());
+        }
       }
     }
     RETURN_IF_ERROR(comm_->BroadcastString(&path, 0));

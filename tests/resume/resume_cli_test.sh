@@ -68,6 +68,12 @@ refused "garbage latest, escaped" "found 'step-1.h5\\x0a\\x1b[2J\\x0a'" \
 rm ck3/latest && mkfifo ck3/latest
 refused "FIFO as latest" "ck3/latest: not a regular file (a FIFO)" \
   --resume auto --set "checkpoint.dir=$work/ck3"
+# Checkpoint files but no `latest` (a crash between a save's rename and its
+# `latest`): --resume auto names the file to resume instead of starting fresh.
+mkdir -p ck4 && cp "$good" ck4/
+refused "no latest beside a checkpoint" \
+  "ck4 has no 'latest' but holds step-00000004.h5 (a save interrupted while it was published?): resume it with --resume $work/ck4/step-00000004.h5" \
+  --resume auto --set "checkpoint.dir=$work/ck4"
 cp "$good" negative.h5
 "$mpiexec" 1 "$fixture" --set-step negative.h5 --step -5 >/dev/null 2>&1 || bad "could not set the step"
 resume_error "negative /meta/step" "negative.h5: /meta/step is -5, expected a step count >= 0" \
