@@ -665,6 +665,25 @@ TEST(Directory, StaleTempFilesAreRemovedAfterASave) {
   EXPECT_TRUE(CheckpointEntries(dir + "/absent").empty());
 }
 
+// Index entries come from the file: extents that overflow int64 (eight
+// dimensions of 2^20, an offset of INT64_MAX) are reported, not wrapped
+// into a range that passes the bounds check.
+TEST(Index, OverflowingExtentsAreProblems) {
+  LayerInfo layer{.size_elems = 100, .tensors = {{"w", 0, {10, 10}}}};
+  EXPECT_EQ(internal::IndexProblem(layer), "");
+  layer.tensors[0].shape = std::vector<int64_t>(8, int64_t{1} << 20);
+  EXPECT_EQ(internal::IndexProblem(layer), "tensor 'w' has more elements than the layer's 100");
+  layer.tensors[0].shape = {10};
+  layer.tensors[0].offset_elems = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(internal::IndexProblem(layer),
+            "tensor 'w' at offset 9223372036854775807 with 10 elements lies outside the layer's "
+            "100 elements");
+  layer.tensors[0].offset_elems = 90;  // [90, 100): the last element is still inside
+  EXPECT_EQ(internal::IndexProblem(layer), "");
+  layer.tensors[0].offset_elems = 91;
+  EXPECT_NE(internal::IndexProblem(layer), "");
+}
+
 TEST(Directory, FindLatestErrors) {
   const std::string dir = TestDir();
   auto none = FindLatest(dir);
