@@ -165,6 +165,12 @@ std::string Printable(const std::string& text, size_t max_bytes) {
   return out;
 }
 
+std::string HostName() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "unknown-host";
+  return host;
+}
+
 StatusOr<ExclusiveLock> ExclusiveLock::Acquire(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return IoError(path + ": cannot create lock file (" + std::strerror(errno) + ")");
@@ -182,10 +188,7 @@ StatusOr<ExclusiveLock> ExclusiveLock::Acquire(const std::string& path) {
     return FailedPrecondition(path + ": held by " +
                               (holder.empty() ? "an unknown process" : Printable(holder)));
   }
-  char host[256] = "unknown-host";
-  ::gethostname(host, sizeof host - 1);
-  host[sizeof host - 1] = '\0';
-  const std::string who = std::string(host) + " pid " + std::to_string(::getpid()) + "\n";
+  const std::string who = HostName() + " pid " + std::to_string(::getpid()) + "\n";
   // Best effort: the lock is what excludes, the text only names the holder.
   if (::ftruncate(fd, 0) == 0) {
     [[maybe_unused]] const ssize_t w = ::pwrite(fd, who.data(), who.size(), 0);

@@ -1,10 +1,13 @@
 #include "l2l/train/trainer.h"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "l2l/ckpt/model_layers.h"
 #include "l2l/ckpt/reader.h"
@@ -260,6 +263,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     std::fflush(stdout);
   }
   RETURN_IF_ERROR(comm_->Agree(LockCheckpointDir()));
+  RETURN_IF_ERROR(CheckCheckpointDirShared());
   RETURN_IF_ERROR(comm_->Agree(OpenMetrics()));
   return OkStatus();
 }
@@ -292,6 +296,42 @@ Status Trainer::LockCheckpointDir() {
   RETURN_IF_ERROR(lock.status().WithContext("checkpoint.dir"));
   dir_lock_.emplace(std::move(*lock));
   return OkStatus();
+}
+
+// Parallel HDF5 opens a checkpoint collectively: a rank that sees another
+// directory under the same name (a node-local disk) would block in
+// H5Fcreate / MPI_File_open for ever. Rank 0 writes a probe file naming
+// itself; every rank must read the same text there (a few tries: NFS may
+// show a new file a moment late). Agreed.
+Status Trainer::CheckCheckpointDirShared() {
+  if (comm_->size() == 1) return OkStatus();
+  const std::string probe = cfg_.checkpoint.dir + "/.shared-probe";
+  std::string token;
+  Status s;
+  if (comm_->rank() == 0) {
+    token = fs::HostName() + " pid " + std::to_string(::getpid()) + " t " +
+            std::to_string(NowSeconds()) + "\n";
+    s = fs::WriteFileDurably(probe, token).WithContext("checkpoint.dir");
+  }
+  RETURN_IF_ERROR(comm_->Agree(s));
+  RETURN_IF_ERROR(comm_->BroadcastString(&token, 0));
+  if (comm_->rank() != 0) {
+    bool same = false;
+    for (int attempt = 0; attempt < 20 && !same; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      StatusOr<std::string> seen = fs::ReadFile(probe);
+      same = seen.ok() && *seen == token;
+    }
+    if (!same) {
+      s = FailedPrecondition("checkpoint.dir " + cfg_.checkpoint.dir + " is not shared: rank " +
+                             std::to_string(comm_->rank()) + " (on " + fs::HostName() +
+                             ") does not see the file rank 0 wrote there; every rank must see "
+                             "the same directory (a shared file system, not a node-local disk)");
+    }
+  }
+  const Status verdict = comm_->Agree(s);
+  if (comm_->rank() == 0) ::unlink(probe.c_str());
+  return verdict;
 }
 
 // A run saves into checkpoint.dir, moves `latest` and prunes to keep_last:
@@ -588,6 +628,15 @@ StatusOr<std::string> Trainer::ResolveOnRankZero(const std::string& spec) {
   }
   RETURN_IF_ERROR(comm_->Agree(found));
   RETURN_IF_ERROR(comm_->BroadcastString(&path, 0));
+  // Every rank opens it collectively next: one that cannot see it would
+  // hang there (a checkpoint on a node-local disk of rank 0).
+  Status visible;
+  if (!fs::IsFile(path)) {
+    visible = FailedPrecondition(path + ": rank " + std::to_string(comm_->rank()) +
+                                 " cannot see this checkpoint, which rank 0 found; every rank "
+                                 "must see it (a shared file system, not a node-local disk)");
+  }
+  RETURN_IF_ERROR(comm_->Agree(visible));
   return path;
 }
 

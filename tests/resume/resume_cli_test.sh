@@ -74,6 +74,31 @@ mkdir -p ck4 && cp "$good" ck4/
 refused "no latest beside a checkpoint" \
   "ck4 has no 'latest' but holds step-00000004.h5 (a save interrupted while it was published?): resume it with --resume $work/ck4/step-00000004.h5" \
   --resume auto --set "checkpoint.dir=$work/ck4"
+# Ranks that do not see the same checkpoint.dir (a node-local disk; here two
+# working directories and a relative path): refused by every rank in bounded
+# time, where the collective HDF5 create used to block for ever.
+mkdir -p nodeA nodeB
+timeout 120 "$mpiexec" 1 --wdir "$work/nodeA" "$train" --config "$work/run.yaml" \
+  --set checkpoint.dir=local --set log.dir=runlocal : \
+  -np 1 --wdir "$work/nodeB" "$train" --config "$work/run.yaml" \
+  --set checkpoint.dir=local --set log.dir=runlocal >out.txt 2>err.txt
+rc=$?
+if [ "$rc" -eq 2 ] && [ "$(grep -c . err.txt)" -eq 1 ] &&
+   grep -qF "checkpoint.dir local is not shared: rank 1 (on " err.txt &&
+   ! ls nodeA/local/*.h5 nodeB/local/*.h5 >/dev/null 2>&1; then ok
+else bad "checkpoint.dir not shared: exit $rc: $(head -c 600 err.txt)"; fi
+# A checkpoint that rank 0 finds but rank 1 cannot see (relative to rank 0's
+# working directory only): refused naming the rank, no hang.
+mkdir -p nodeA/mine && cp "$good" nodeA/mine/
+timeout 120 "$mpiexec" 1 --wdir "$work/nodeA" "$train" --config "$work/run.yaml" \
+  --set "checkpoint.dir=$work/ck5" --resume mine/step-00000004.h5 --set train.steps=6 : \
+  -np 1 --wdir "$work/nodeB" "$train" --config "$work/run.yaml" \
+  --set "checkpoint.dir=$work/ck5" --resume mine/step-00000004.h5 --set train.steps=6 \
+  >out.txt 2>err.txt
+rc=$?
+if [ "$rc" -eq 2 ] && [ "$(grep -c . err.txt)" -eq 1 ] &&
+   grep -qF "mine/step-00000004.h5: rank 1 cannot see this checkpoint" err.txt; then ok
+else bad "checkpoint only on rank 0: exit $rc: $(head -c 600 err.txt)"; fi
 cp "$good" negative.h5
 "$mpiexec" 1 "$fixture" --set-step negative.h5 --step -5 >/dev/null 2>&1 || bad "could not set the step"
 resume_error "negative /meta/step" "negative.h5: /meta/step is -5, expected a step count >= 0" \

@@ -53,6 +53,10 @@ Status RenameNoReplace(const std::string& from, const std::string& to);
 // (then "...").
 std::string Printable(const std::string& text, size_t max_bytes = 80);
 
+// This machine's host name ("unknown-host" if it has none), for messages
+// that name where a process runs.
+std::string HostName();
+
 // An exclusive advisory lock (flock(2)) on the file `path`, created if
 // needed, held until destruction; the file records the holder's host and pid
 // and is never removed (removing a lock file races with the next locker).

@@ -110,6 +110,7 @@ class Trainer {
   Status OpenMetrics();
   Status LockCheckpointDir();         // rank 0; sets dir_lock_
   Status CheckCheckpointDirIsOurs();  // agreed; once, before the first step
+  Status CheckCheckpointDirShared();  // agreed: every rank sees rank 0's directory
   // Rank 0 only: whether checkpoint file `path` lies in checkpoint.dir.
   StatusOr<bool> InCheckpointDir(const std::string& path) const;
   void WriteRecord(const StepRecord& r);
