@@ -256,17 +256,6 @@ Status RenamePath(const std::string& from, const std::string& to) {
   return OkStatus();
 }
 
-Status WriteFileDurably(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) return IoError(path + ": cannot create (" + Errno() + ")");
-  const ssize_t n = ::write(fd, text.data(), text.size());
-  const bool ok = n == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  const std::string err = ok ? "" : Errno();
-  ::close(fd);
-  if (!ok) return IoError(path + ": write failed (" + err + ")");
-  return OkStatus();
-}
-
 // Step of a "step-<digits>.h5" name; -1 for any other name.
 int64_t ParseStepFileName(const std::string& name) {
   constexpr size_t kPrefix = 5, kSuffix = 3;  // "step-", ".h5"
@@ -328,7 +317,7 @@ Status Publish(const std::string& dir, const std::string& tmp, const std::string
   RETURN_IF_ERROR(FsyncPath(dir_or_dot));
   const std::string latest_tmp = JoinPath(dir, std::string(kTempPrefix) + kLatestName);
   const std::string name = final_path.substr(final_path.find_last_of('/') + 1);
-  RETURN_IF_ERROR(WriteFileDurably(latest_tmp, name + "\n"));
+  RETURN_IF_ERROR(fs::WriteFileDurably(latest_tmp, name + "\n"));
   RETURN_IF_ERROR(RenamePath(latest_tmp, JoinPath(dir, kLatestName)));
   return FsyncPath(dir_or_dot);
 }

@@ -268,24 +268,18 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   return OkStatus();
 }
 
-// Finding out that checkpoint.dir cannot be written only at the first save
-// would waste the steps before it: probe it now (rank 0; the collective save
-// later agrees on errors anyway). Then lock it for the run: two jobs saving
-// into one directory would interleave `latest` and prune each other's files.
+// Lock checkpoint.dir for the run: two jobs saving into one directory would
+// interleave `latest` and prune each other's files. Creating the lock file
+// also finds out now, not at the first save after many steps, that the
+// directory cannot be written (rank 0; the collective save later agrees on
+// errors anyway).
 Status Trainer::LockCheckpointDir() {
   if (comm_->rank() != 0) return OkStatus();
   const std::string& dir = cfg_.checkpoint.dir;
   if (dir.empty()) return InvalidArgument("checkpoint.dir: empty, expected a directory");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  const std::string probe = dir + "/.write-probe";
-  std::FILE* f = std::fopen(probe.c_str(), "w");
-  if (f == nullptr) {
-    return IoError("checkpoint.dir: cannot write in " + dir + " (" +
-                   (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
-  }
-  std::fclose(f);
-  std::filesystem::remove(probe, ec);
+  if (ec) return IoError("checkpoint.dir: cannot create " + dir + " (" + ec.message() + ")");
   StatusOr<fs::ExclusiveLock> lock = fs::ExclusiveLock::Acquire(dir + "/.lock");
   if (lock.status().code() == StatusCode::kFailedPrecondition) {
     return FailedPrecondition("checkpoint.dir " + dir + " is in use by another run (" +
