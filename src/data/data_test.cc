@@ -62,12 +62,56 @@ TEST(TokenFile, RoundTripsUint16AndUint32) {
     EXPECT_EQ(f->num_tokens(), static_cast<int64_t>(tokens.size()));
     EXPECT_EQ(f->file_size_bytes(), kTokenFileHeaderBytes + tokens.size() * c.expect_token_bytes);
     EXPECT_EQ(f->path(), path);
-    for (size_t i = 0; i < tokens.size(); ++i) ASSERT_EQ(f->token(i), tokens[i]) << i;
-    // Moving keeps the mapping valid.
+    std::vector<uint32_t> read(tokens.size());
+    ASSERT_TRUE(f->Read(0, f->num_tokens(), read.data()).ok());
+    EXPECT_EQ(read, tokens);
+    // Moving keeps the descriptor open; a range read starts where asked.
     TokenFile moved = std::move(f).value();
-    EXPECT_EQ(moved.token(3), tokens[3]);
+    uint32_t two[2];
+    ASSERT_TRUE(moved.Read(3, 2, two).ok());
+    EXPECT_EQ(two[0], tokens[3]);
+    EXPECT_EQ(two[1], tokens[4]);
     std::remove(path.c_str());
   }
+}
+
+// The file is read with pread, never mapped: truncating or rewriting it after
+// Open is a DataLoss naming it (a mapped read of a truncated file is SIGBUS).
+TEST(TokenFile, ChangedAfterOpenIsDataLossNotACrash) {
+  const std::string path = TempPath("changing");
+  std::vector<uint32_t> tokens(4096);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint32_t>(i % 50);
+  ASSERT_TRUE(WriteTokenFile(path, 50, tokens).ok());
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  std::vector<uint32_t> out(100);
+  ASSERT_TRUE(f->Read(4000, 96, out.data()).ok());
+
+  ASSERT_EQ(::truncate(path.c_str(), kTokenFileHeaderBytes + 2 * 1000), 0);
+  Status s = f->Read(4000, 96, out.data());
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find(path + ": changed while this run was reading it (it was 8224 bytes "
+                                    "when opened, now 2032"),
+            std::string::npos)
+      << s.message();
+  EXPECT_EQ(UnigramEntropyNats(*f).status().code(), StatusCode::kDataLoss);
+
+  // Rewritten in place at the same size: caught by the modification time (and
+  // the out-of-vocab id would be caught by the read's range check).
+  ASSERT_EQ(::truncate(path.c_str(), kTokenFileHeaderBytes + 2 * tokens.size()), 0);
+  StatusOr<TokenFile> g = TokenFile::Open(path);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  std::FILE* w = std::fopen(path.c_str(), "r+b");
+  ASSERT_NE(w, nullptr);
+  const unsigned char bad[2] = {0xff, 0xff};
+  std::fseek(w, static_cast<long>(kTokenFileHeaderBytes + 2 * 10), SEEK_SET);
+  std::fwrite(bad, 1, 2, w);
+  std::fclose(w);
+  s = g->Read(0, 20, out.data());
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find(path + ": changed while this run was reading it"), std::string::npos)
+      << s.message();
+  std::remove(path.c_str());
 }
 
 TEST(TokenFile, HeaderIsLittleEndianAsDocumented) {
@@ -91,7 +135,7 @@ TEST(TokenFile, EmptyFileIsValid) {
   StatusOr<TokenFile> f = TokenFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   EXPECT_EQ(f->num_tokens(), 0);
-  EXPECT_EQ(UnigramEntropyNats(*f), 0.0);
+  EXPECT_EQ(UnigramEntropyNats(*f).value(), 0.0);
   std::remove(path.c_str());
 }
 
@@ -194,7 +238,7 @@ TEST(TokenFile, UnigramEntropy) {
   ASSERT_TRUE(WriteTokenFile(path, 4, {0, 1, 2, 3, 0, 1, 2, 3}).ok());
   StatusOr<TokenFile> f = TokenFile::Open(path);
   ASSERT_TRUE(f.ok());
-  EXPECT_NEAR(UnigramEntropyNats(*f), std::log(4.0), 1e-12);
+  EXPECT_NEAR(UnigramEntropyNats(*f).value(), std::log(4.0), 1e-12);
   std::remove(path.c_str());
 }
 
@@ -250,8 +294,8 @@ std::map<uint64_t, Row> RowsOfStep(const Sampler& s, int64_t step, int world_siz
   const int n_micro = s.MicroBatchesPerStep(world_size);
   for (int r = 0; r < world_size; ++r) {
     for (int m = 0; m < n_micro; ++m) {
-      const MicroBatch mb = eval ? s.EvalMicroBatch(step, r, world_size, m)
-                                 : s.TrainMicroBatch(step, r, world_size, m);
+      const MicroBatch mb = eval ? s.EvalMicroBatch(step, r, world_size, m).value()
+                                 : s.TrainMicroBatch(step, r, world_size, m).value();
       for (int j = 0; j < mb.rows; ++j) {
         Row row;
         row.tokens.assign(mb.tokens.begin() + j * mb.seq_len,
@@ -282,7 +326,7 @@ TEST_F(SamplerTest, SplitCounts) {
 
 TEST_F(SamplerTest, CausalTargetsAreInputsShiftedByOne) {
   Sampler s = Make(Spec(Objective::kCausal));
-  const MicroBatch mb = s.TrainMicroBatch(3, 1, 2, 2);
+  const MicroBatch mb = s.TrainMicroBatch(3, 1, 2, 2).value();
   ASSERT_EQ(mb.rows, 2);
   ASSERT_EQ(mb.seq_len, kSeqLen);
   EXPECT_EQ(mb.num_targets, 2 * kSeqLen);
@@ -325,12 +369,12 @@ TEST_F(SamplerTest, IsDeterministicAndSeedDependent) {
   Sampler c = Make(spec);
   bool differs = false;
   for (int64_t step = 0; step < 10; ++step) {
-    const MicroBatch x = a.TrainMicroBatch(step, 0, 1, 1);
-    const MicroBatch y = b.TrainMicroBatch(step, 0, 1, 1);
+    const MicroBatch x = a.TrainMicroBatch(step, 0, 1, 1).value();
+    const MicroBatch y = b.TrainMicroBatch(step, 0, 1, 1).value();
     EXPECT_EQ(x.tokens, y.tokens);
     EXPECT_EQ(x.targets, y.targets);
     EXPECT_EQ(x.sample_keys, y.sample_keys);
-    differs |= c.TrainMicroBatch(step, 0, 1, 1).tokens != x.tokens;
+    differs |= c.TrainMicroBatch(step, 0, 1, 1).value().tokens != x.tokens;
   }
   EXPECT_TRUE(differs) << "seed has no effect";
 }
@@ -392,7 +436,7 @@ TEST_F(SamplerTest, MlmMaskingFollows80_10_10AndMaskProb) {
   int64_t positions = 0, selected = 0, masked = 0, kept = 0, replaced = 0;
   for (int64_t step = 0; step < 40; ++step) {
     for (int m = 0; m < 4; ++m) {
-      const MicroBatch mb = s->TrainMicroBatch(step, 0, 1, m);
+      const MicroBatch mb = s->TrainMicroBatch(step, 0, 1, m).value();
       int64_t count = 0;
       for (size_t i = 0; i < mb.tokens.size(); ++i) {
         ++positions;
@@ -430,7 +474,7 @@ TEST_F(SamplerTest, MlmHasAtLeastOneTargetPerRow) {
   Sampler s = Make(spec);
   std::set<int> chosen_positions;
   for (int64_t step = 0; step < 8; ++step) {
-    const MicroBatch mb = s.TrainMicroBatch(step, 0, 1, 0);
+    const MicroBatch mb = s.TrainMicroBatch(step, 0, 1, 0).value();
     EXPECT_EQ(mb.num_targets, mb.rows);
     for (int j = 0; j < mb.rows; ++j) {
       int n = 0;
@@ -479,8 +523,8 @@ TEST_F(SamplerTest, MlmUsesTheGivenMaskToken) {
   Sampler plain = Make(plain_spec);
   int masked = 0;
   for (int64_t step = 0; step < 4; ++step) {
-    const MicroBatch a = s.TrainMicroBatch(step, 0, 1, 0);
-    const MicroBatch b = plain.TrainMicroBatch(step, 0, 1, 0);
+    const MicroBatch a = s.TrainMicroBatch(step, 0, 1, 0).value();
+    const MicroBatch b = plain.TrainMicroBatch(step, 0, 1, 0).value();
     ASSERT_EQ(a.targets, b.targets) << "the same positions are selected";
     for (size_t i = 0; i < a.tokens.size(); ++i) {
       if (b.tokens[i] == static_cast<int32_t>(kTokens)) {

@@ -277,39 +277,44 @@ int64_t Sampler::FirstRowPosition(int64_t batch, int rank, int world_size, int m
   return batch * spec_.global_batch + k;
 }
 
-MicroBatch Sampler::TrainMicroBatch(int64_t step, int rank, int world_size, int micro) const {
+StatusOr<MicroBatch> Sampler::TrainMicroBatch(int64_t step, int rank, int world_size,
+                                              int micro) const {
   MicroBatch mb = NewMicroBatch();
   const int64_t first = FirstRowPosition(step, rank, world_size, micro);
   for (int j = 0; j < mb.rows; ++j) {
     const int64_t p = first + j;
     mb.sample_keys[j] = static_cast<uint64_t>(p);
-    FillRow(TrainSampleIndex(p), static_cast<uint64_t>(p / n_train_), j, &mb);
+    RETURN_IF_ERROR(FillRow(TrainSampleIndex(p), static_cast<uint64_t>(p / n_train_), j, &mb));
   }
   return mb;
 }
 
-MicroBatch Sampler::EvalMicroBatch(int64_t batch, int rank, int world_size, int micro) const {
+StatusOr<MicroBatch> Sampler::EvalMicroBatch(int64_t batch, int rank, int world_size,
+                                             int micro) const {
   MicroBatch mb = NewMicroBatch();
   const int64_t first = FirstRowPosition(batch, rank, world_size, micro);
   for (int j = 0; j < mb.rows; ++j) {
     const int64_t p = first + j;
     mb.sample_keys[j] = static_cast<uint64_t>(p);
-    FillRow(EvalSampleIndex(p), kEvalEpoch, j, &mb);
+    RETURN_IF_ERROR(FillRow(EvalSampleIndex(p), kEvalEpoch, j, &mb));
   }
   return mb;
 }
 
-void Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const {
+Status Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const {
   const int s_len = spec_.seq_len;
   const int64_t start = sample_index * s_len;  // window [start, start + s_len + 1)
   int32_t* tokens = &mb->tokens[static_cast<size_t>(row) * s_len];
   int32_t* targets = &mb->targets[static_cast<size_t>(row) * s_len];
-  for (int t = 0; t < s_len; ++t) tokens[t] = static_cast<int32_t>(file_->token(start + t));
+  const bool causal = spec_.objective == Objective::kCausal;
+  std::vector<uint32_t> window(static_cast<size_t>(s_len) + (causal ? 1 : 0));
+  RETURN_IF_ERROR(file_->Read(start, static_cast<int64_t>(window.size()), window.data()));
+  for (int t = 0; t < s_len; ++t) tokens[t] = static_cast<int32_t>(window[t]);
 
-  if (spec_.objective == Objective::kCausal) {
-    for (int t = 0; t < s_len; ++t) targets[t] = static_cast<int32_t>(file_->token(start + t + 1));
+  if (causal) {
+    for (int t = 0; t < s_len; ++t) targets[t] = static_cast<int32_t>(window[t + 1]);
     mb->num_targets += s_len;
-    return;
+    return OkStatus();
   }
 
   // MLM. Position t is selected when u(key_t) < mask_prob, key_t =
@@ -344,6 +349,7 @@ void Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch*
     }
   }
   if (selected == 0) apply(min_t, min_key);
+  return OkStatus();
 }
 
 SamplerState Sampler::state() const {

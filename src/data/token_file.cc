@@ -1,8 +1,7 @@
-// Token file reading (mmap + one validation pass) and atomic writing.
+// Token file reading (pread, one validation pass at open) and atomic writing.
 #include "l2l/data/token_file.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <unordered_map>
+#include <utility>
 
 #include "l2l/core/fs.h"
 
@@ -56,43 +56,56 @@ std::string EscapeBytes(const unsigned char* p, size_t n) {
 
 std::string ErrnoText() { return std::strerror(errno); }
 
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+// pread until `n` bytes or end of file; the bytes read, or -1 (errno set).
+ssize_t ReadFully(int fd, void* buf, size_t n, off_t offset) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r =
+        ::pread(fd, static_cast<char*>(buf) + done, n - done, offset + static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  return static_cast<ssize_t>(done);
+}
+
 constexpr uint32_t kDenseCountLimit = uint32_t{1} << 24;
 
 }  // namespace
 
 StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
-  // A regular file only: a FIFO would block open(2) (and cannot be mapped).
+  // A regular file only: a FIFO would block open(2).
   StatusOr<int> opened = fs::OpenRegularFile(path);
   if (opened.status().code() == StatusCode::kNotFound) {
     return NotFound("token file " + path + " does not exist");
   }
   RETURN_IF_ERROR(opened.status().WithContext("token file"));
-  const int fd = *opened;
+  TokenFile f;  // owns the descriptor from here on
+  f.path_ = path;
+  f.fd_ = *opened;
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const Status s = IoError("cannot stat token file " + path + ": " + ErrnoText());
-    ::close(fd);
-    return s;
-  }
+  if (::fstat(f.fd_, &st) != 0)
+    return IoError("cannot stat token file " + path + ": " + ErrnoText());
   const size_t size = static_cast<size_t>(st.st_size);
+  f.size_bytes_ = size;
+  f.mtime_ns_ = MtimeNs(st);
   if (size < kTokenFileHeaderBytes) {
-    ::close(fd);
     return DataLoss(path + ": file is " + std::to_string(size) + " bytes, expected at least " +
                     std::to_string(kTokenFileHeaderBytes) + " (the header); truncated or not a " +
                     "token file");
   }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (map == MAP_FAILED) {
-    return IoError("cannot mmap token file " + path + ": " + std::strerror(map_errno));
+  unsigned char h[kTokenFileHeaderBytes];
+  const ssize_t got = ReadFully(f.fd_, h, sizeof h, 0);
+  if (got < 0) return IoError("cannot read token file " + path + ": " + ErrnoText());
+  if (static_cast<size_t>(got) != sizeof h) {
+    return DataLoss(path + ": changed while it was being read (header read returned " +
+                    std::to_string(got) + " bytes)");
   }
-
-  TokenFile f;
-  f.path_ = path;
-  f.map_ = static_cast<const unsigned char*>(map);
-  f.size_bytes_ = size;
-  const unsigned char* h = f.map_;
 
   if (std::memcmp(h + kMagicOffset, kTokenFileMagic, sizeof kTokenFileMagic) != 0) {
     return DataLoss(path + ": magic is \"" + EscapeBytes(h + kMagicOffset, 8) +
@@ -127,18 +140,13 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
   }
   f.num_tokens_ = static_cast<int64_t>(num_tokens);
 
-  // Every token must be a valid id. uint16 tokens are always < a vocab > 65535.
-  const bool may_overflow = f.token_bytes_ == 4 || f.vocab_size_ < kMaxUint16Vocab;
-  if (may_overflow) {
-    for (int64_t i = 0; i < f.num_tokens_; ++i) {
-      const uint32_t t = f.token(i);
-      if (t >= f.vocab_size_) {
-        const uint64_t offset = kTokenFileHeaderBytes + static_cast<uint64_t>(i) * f.token_bytes_;
-        return DataLoss(path + ": token " + std::to_string(i) + " at byte offset " +
-                        std::to_string(offset) + " is " + std::to_string(t) +
-                        ", expected < vocab_size " + std::to_string(f.vocab_size_));
-      }
-    }
+  // Every token must be a valid id (ReadChecked checks each), read in chunks.
+  constexpr int64_t kChunkTokens = int64_t{1} << 18;
+  std::vector<uint32_t> chunk(static_cast<size_t>(std::min(kChunkTokens, f.num_tokens_)));
+  for (int64_t first = 0; first < f.num_tokens_; first += kChunkTokens) {
+    const int64_t n = std::min(kChunkTokens, f.num_tokens_ - first);
+    const std::string problem = f.ReadChecked(first, n, chunk.data());
+    if (!problem.empty()) return DataLoss(path + ": " + problem);
   }
   return f;
 }
@@ -147,36 +155,76 @@ TokenFile::TokenFile(TokenFile&& other) noexcept { *this = std::move(other); }
 
 TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
   if (this != &other) {
-    Unmap();
+    Close();
     path_ = std::move(other.path_);
-    map_ = other.map_;
-    size_bytes_ = other.size_bytes_;
+    fd_ = std::exchange(other.fd_, -1);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+    mtime_ns_ = other.mtime_ns_;
     token_bytes_ = other.token_bytes_;
     vocab_size_ = other.vocab_size_;
-    num_tokens_ = other.num_tokens_;
-    other.map_ = nullptr;
-    other.size_bytes_ = 0;
-    other.num_tokens_ = 0;
+    num_tokens_ = std::exchange(other.num_tokens_, 0);
   }
   return *this;
 }
 
-TokenFile::~TokenFile() { Unmap(); }
+TokenFile::~TokenFile() { Close(); }
 
-void TokenFile::Unmap() {
-  if (map_ != nullptr) ::munmap(const_cast<unsigned char*>(map_), size_bytes_);
-  map_ = nullptr;
+void TokenFile::Close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
 }
 
-uint32_t TokenFile::token(int64_t i) const {
-  L2L_CHECK(i >= 0 && i < num_tokens_) << "token " << i << " of " << num_tokens_ << " in " << path_;
-  const unsigned char* p = map_ + kTokenFileHeaderBytes + static_cast<size_t>(i) * token_bytes_;
-  if (token_bytes_ == 2) {
-    uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
+std::string TokenFile::ReadChecked(int64_t first, int64_t count, uint32_t* out) const {
+  const size_t bytes = static_cast<size_t>(count) * token_bytes_;
+  const uint64_t offset = kTokenFileHeaderBytes + static_cast<uint64_t>(first) * token_bytes_;
+  // uint32 tokens land in place; uint16 ones are read into the front half of
+  // `out` and widened from the back, so no element is overwritten unread.
+  const ssize_t got = ReadFully(fd_, out, bytes, static_cast<off_t>(offset));
+  if (got < 0) {
+    const std::string why = ErrnoText();
+    return "cannot read bytes at offset " + std::to_string(offset) + ": " + why;
   }
-  return LoadU32(p);
+  if (static_cast<size_t>(got) != bytes) {
+    return "a read of " + std::to_string(bytes) + " bytes at offset " + std::to_string(offset) +
+           " returned " + std::to_string(got) + " (the file is shorter than when it was opened)";
+  }
+  if (token_bytes_ == 2) {
+    const unsigned char* raw = reinterpret_cast<const unsigned char*>(out);
+    for (int64_t i = count - 1; i >= 0; --i) {
+      uint16_t v;
+      std::memcpy(&v, raw + 2 * i, sizeof v);
+      out[i] = v;
+    }
+  }
+  // uint16 tokens are always < a vocab > 65535.
+  if (token_bytes_ == 2 && vocab_size_ >= kMaxUint16Vocab) return "";
+  for (int64_t i = 0; i < count; ++i) {
+    if (out[i] >= vocab_size_) {
+      return "token " + std::to_string(first + i) + " at byte offset " +
+             std::to_string(offset + static_cast<uint64_t>(i) * token_bytes_) + " is " +
+             std::to_string(out[i]) + ", expected < vocab_size " + std::to_string(vocab_size_);
+    }
+  }
+  return "";
+}
+
+Status TokenFile::Read(int64_t first, int64_t count, uint32_t* out) const {
+  L2L_CHECK(first >= 0 && count >= 0 && count <= num_tokens_ - first)
+      << "tokens [" << first << ", " << first + count << ") of " << num_tokens_ << " in " << path_;
+  auto changed = [&](const std::string& what) {
+    return DataLoss(path_ + ": changed while this run was reading it (" + what +
+                    "); a file must not change under a run: write a new one and resume with it");
+  };
+  struct stat st;
+  if (::fstat(fd_, &st) != 0)
+    return IoError("cannot stat token file " + path_ + ": " + ErrnoText());
+  if (static_cast<size_t>(st.st_size) != size_bytes_ || MtimeNs(st) != mtime_ns_) {
+    return changed("it was " + std::to_string(size_bytes_) + " bytes when opened, now " +
+                   std::to_string(st.st_size) +
+                   (MtimeNs(st) != mtime_ns_ ? " and modified since" : ""));
+  }
+  const std::string problem = ReadChecked(first, count, out);
+  return problem.empty() ? OkStatus() : changed(problem);
 }
 
 Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
@@ -236,19 +284,28 @@ Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
   return OkStatus();
 }
 
-double UnigramEntropyNats(const TokenFile& file) {
+StatusOr<double> UnigramEntropyNats(const TokenFile& file) {
   const int64_t n = file.num_tokens();
   if (n == 0) return 0.0;
   // Dense counts up to 2^24 ids; a hash map beyond, where most ids are unused.
   std::vector<int64_t> counts;
-  if (file.vocab_size() <= kDenseCountLimit) {
-    counts.assign(file.vocab_size(), 0);
-    for (int64_t i = 0; i < n; ++i) ++counts[file.token(i)];
-  } else {
-    std::unordered_map<uint32_t, int64_t> sparse;
-    for (int64_t i = 0; i < n; ++i) ++sparse[file.token(i)];
-    for (const auto& [id, c] : sparse) counts.push_back(c);
+  std::unordered_map<uint32_t, int64_t> sparse;
+  const bool dense = file.vocab_size() <= kDenseCountLimit;
+  if (dense) counts.assign(file.vocab_size(), 0);
+  constexpr int64_t kChunkTokens = int64_t{1} << 18;
+  std::vector<uint32_t> chunk(static_cast<size_t>(std::min(kChunkTokens, n)));
+  for (int64_t first = 0; first < n; first += kChunkTokens) {
+    const int64_t len = std::min(kChunkTokens, n - first);
+    RETURN_IF_ERROR(file.Read(first, len, chunk.data()));
+    for (int64_t i = 0; i < len; ++i) {
+      if (dense) {
+        ++counts[chunk[i]];
+      } else {
+        ++sparse[chunk[i]];
+      }
+    }
   }
+  for (const auto& [id, c] : sparse) counts.push_back(c);
   double h = 0.0;
   for (int64_t c : counts) {
     if (c == 0) continue;

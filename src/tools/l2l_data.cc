@@ -135,11 +135,12 @@ Status RunSynthetic(const std::vector<std::string>& argv) {
   RETURN_IF_ERROR(
       WriteTokenFile(out, static_cast<uint32_t>(spec.vocab), source.Generate(num_tokens)));
   ASSIGN_OR_RETURN(TokenFile file, TokenFile::Open(out));
+  ASSIGN_OR_RETURN(const double unigram, UnigramEntropyNats(file));
   std::printf(
       "file=%s\nvocab_size=%d\nnum_tokens=%lld\nentropy_rate_nats=%s\n"
       "unigram_entropy_nats=%s\n",
       out.c_str(), spec.vocab, static_cast<long long>(num_tokens),
-      Fixed(source.EntropyRateNats()).c_str(), Fixed(UnigramEntropyNats(file)).c_str());
+      Fixed(source.EntropyRateNats()).c_str(), Fixed(unigram).c_str());
   return OkStatus();
 }
 
@@ -150,12 +151,12 @@ Status RunInfo(const std::vector<std::string>& argv) {
                            std::to_string(args.positional.size()));
   }
   ASSIGN_OR_RETURN(TokenFile file, TokenFile::Open(args.positional[0]));
+  ASSIGN_OR_RETURN(const double unigram, UnigramEntropyNats(file));
   std::printf(
       "file=%s\nversion=%u\ntoken_dtype=%s\nvocab_size=%u\nnum_tokens=%lld\n"
       "unigram_entropy_nats=%s\n",
       file.path().c_str(), file.version(), file.token_bytes() == 2 ? "uint16" : "uint32",
-      file.vocab_size(), static_cast<long long>(file.num_tokens()),
-      Fixed(UnigramEntropyNats(file)).c_str());
+      file.vocab_size(), static_cast<long long>(file.num_tokens()), Fixed(unigram).c_str());
   return OkStatus();
 }
 

@@ -28,7 +28,7 @@ Corpus MakeCorpus(const std::string& name, int order, int64_t tokens) {
   c.entropy_rate = src.EntropyRateNats();
   auto file = data::TokenFile::Open(c.path);
   EXPECT_TRUE(file.ok());
-  c.unigram_entropy = data::UnigramEntropyNats(*file);
+  c.unigram_entropy = data::UnigramEntropyNats(*file).value();
   return c;
 }
 

@@ -103,7 +103,7 @@ void CheckTied(config::ModelKind kind) {
 
   std::vector<data::MicroBatch> step0;
   for (int m = 0; m < tr.micro_batches_per_rank(); ++m) {
-    step0.push_back(tr.sampler().TrainMicroBatch(0, 0, 1, m));
+    step0.push_back(tr.sampler().TrainMicroBatch(0, 0, 1, m).value());
   }
   const Reference ref = Run(d, ReadWeights(tr), step0, /*grads=*/true);
   StatusOr<StepRecord> rec = tr.Step();
@@ -115,7 +115,7 @@ void CheckTied(config::ModelKind kind) {
   for (int s = 0; s < 2; ++s) ASSERT_TRUE(tr.Step().ok());
   std::vector<data::MicroBatch> eval;
   for (int m = 0; m < tr.micro_batches_per_rank(); ++m) {
-    eval.push_back(tr.sampler().EvalMicroBatch(0, 0, 1, m));
+    eval.push_back(tr.sampler().EvalMicroBatch(0, 0, 1, m).value());
   }
   const Reference after = Run(d, ReadWeights(tr), eval, /*grads=*/false);
   ASSERT_EQ(cfg.train.eval_batches, 1);  // Evaluate() runs eval batch 0 only, as above

@@ -372,17 +372,28 @@ Status Trainer::OpenMetrics() {
   return OkStatus();
 }
 
-std::vector<data::MicroBatch> Trainer::TrainBatches(int64_t step) const {
+StatusOr<std::vector<data::MicroBatch>> Trainer::Batches(int64_t index, bool eval) const {
   std::vector<data::MicroBatch> v;
-  for (int m = 0; m < n_micro_; ++m) {
-    v.push_back(sampler_->TrainMicroBatch(step, comm_->rank(), comm_->size(), m));
+  Status read;
+  for (int m = 0; m < n_micro_ && read.ok(); ++m) {
+    StatusOr<data::MicroBatch> mb =
+        eval ? sampler_->EvalMicroBatch(index, comm_->rank(), comm_->size(), m)
+             : sampler_->TrainMicroBatch(index, comm_->rank(), comm_->size(), m);
+    if (mb.ok()) {
+      v.push_back(std::move(mb).value());
+    } else {
+      read = mb.status();
+    }
   }
+  // A token file that changed under the run fails on the ranks that read the
+  // changed part; all of them stop here together.
+  RETURN_IF_ERROR(comm_->Agree(read));
   return v;
 }
 
 StatusOr<StepRecord> Trainer::Step() {
   const double t0 = NowSeconds();
-  const std::vector<data::MicroBatch> batches = TrainBatches(step_);
+  ASSIGN_OR_RETURN(const std::vector<data::MicroBatch> batches, Batches(step_, /*eval=*/false));
   int64_t targets = 0;
   for (const auto& b : batches) targets += b.num_targets;
   RETURN_IF_ERROR(comm_->AllReduce(&targets, &targets, 1, CommDType::kI64, ReduceOp::kSum));
@@ -427,10 +438,7 @@ StatusOr<double> Trainer::Evaluate() {
   double loss_sum = 0;
   int64_t targets = 0;
   for (int b = 0; b < cfg_.train.eval_batches; ++b) {
-    std::vector<data::MicroBatch> batches;
-    for (int m = 0; m < n_micro_; ++m) {
-      batches.push_back(sampler_->EvalMicroBatch(b, comm_->rank(), comm_->size(), m));
-    }
+    ASSIGN_OR_RETURN(const std::vector<data::MicroBatch> batches, Batches(b, /*eval=*/true));
     ASSIGN_OR_RETURN(sched::StepOutput out, relay_->Evaluate(AsInputs(batches)));
     loss_sum += out.loss_sum;
     targets += out.targets;

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -256,6 +257,33 @@ TEST(Engine, LayerThatDoesNotFitTheCapIsRefused) {
   EXPECT_NE(t.status().message().find("exec.device_memory_limit=64.00 KiB is too small"),
             std::string::npos)
       << t.status().message();
+}
+
+// A token file truncated while the run reads it (another job rewriting the
+// corpus) used to be a SIGBUS in the mapped read; now every rank stops at the
+// next step with the same DataLoss naming the file.
+TEST(Engine, TokenFileTruncatedUnderTheRunStopsEveryRankWithOneError) {
+  const std::string path = "trainer_test_np" + std::to_string(g_size) + "_changing.tok";
+  ASSERT_TRUE(testing::WriteTinyCorpus(path).ok());
+  config::Config cfg = TinyConfig(config::ModelKind::kGpt);
+  cfg.data.path = path;
+  MpiComm comm;
+  auto t = Trainer::Create(cfg, &comm, g_size);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_TRUE((*t)->Step().ok());
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (g_rank == 0) {
+    ASSERT_EQ(::truncate(path.c_str(), data::kTokenFileHeaderBytes + 64), 0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  StatusOr<StepRecord> r = (*t)->Step();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find(path + ": changed while this run was reading it"),
+            std::string::npos)
+      << r.status().message();
+  StatusOr<double> eval = (*t)->Evaluate();
+  EXPECT_EQ(eval.status().code(), StatusCode::kDataLoss) << eval.status().ToString();
 }
 
 }  // namespace

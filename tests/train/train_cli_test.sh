@@ -135,5 +135,24 @@ if "$mpiexec" 1 "$train" --config base.yaml --set train.warmup_steps=50 --set ch
 then ok
 else bad "warmup longer than the run: $(cat err.txt out.txt | tail -5)"; fi
 
+# A token file truncated while the run reads it (once a SIGBUS in the mapped
+# read): both ranks stop at the next step, one line naming the file, exit 2.
+"$data" synthetic --out shrinking.tok --tokens 20000 --vocab 32 --order 2 --seed 1 >/dev/null
+"$mpiexec" 2 "$train" --config base.yaml --set data.path=shrinking.tok --set train.steps=100000 \
+  --set checkpoint.at_end=false --set checkpoint.dir=shrink --set log.dir=run4 \
+  >out.txt 2>err.txt &
+job=$!
+for _ in $(seq 600); do
+  [ -s run4/metrics.jsonl ] && break
+  sleep 0.1
+done
+truncate -s 100 shrinking.tok
+timeout 120 tail --pid=$job -f /dev/null
+wait $job
+rc=$?
+if [ "$rc" -eq 2 ] && [ "$(grep -c . err.txt)" -eq 1 ] &&
+  grep -qF "shrinking.tok: changed while this run was reading it" err.txt; then ok
+else bad "token file truncated under the run: exit $rc, stderr: $(head -c 600 err.txt)"; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -116,14 +116,15 @@ class Sampler {
   // Micro-batch `micro` of `rank` for training step `step` (step >= 0,
   // 0 <= rank < world_size, 0 <= micro < MicroBatchesPerStep). CHECKs the
   // arguments; CheckWorldSize must pass. The union over ranks and micros of a
-  // step is the same global batch for every world size.
-  MicroBatch TrainMicroBatch(int64_t step, int rank, int world_size, int micro) const;
+  // step is the same global batch for every world size. Errors: the token
+  // file's Read errors (a file changed under the run), on this rank only.
+  StatusOr<MicroBatch> TrainMicroBatch(int64_t step, int rank, int world_size, int micro) const;
 
   // Eval batch `batch` (>= 0), same layout. Position p = batch*global_batch + k
   // reads eval sample p % num_eval_samples(), so batches past
   // num_eval_batches() wrap around. Independent of the training step.
-  // Requires num_eval_samples() > 0 (CHECKed).
-  MicroBatch EvalMicroBatch(int64_t batch, int rank, int world_size, int micro) const;
+  // Requires num_eval_samples() > 0 (CHECKed). Errors as TrainMicroBatch.
+  StatusOr<MicroBatch> EvalMicroBatch(int64_t batch, int rank, int world_size, int micro) const;
 
   // The sample index (into the file's windows) behind a global position.
   int64_t TrainSampleIndex(int64_t position) const;  // in [0, n_train)
@@ -139,7 +140,7 @@ class Sampler {
   Sampler(const TokenFile* file, const BatchSpec& spec, int64_t n_train, int64_t n_eval);
 
   // Fills row `row` of `mb` from sample `sample_index`; `epoch` keys MLM masking.
-  void FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const;
+  Status FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const;
   MicroBatch NewMicroBatch() const;
   int64_t FirstRowPosition(int64_t batch, int rank, int world_size, int micro) const;
 

@@ -1,8 +1,9 @@
 // Token files: the on-disk corpus format the trainer reads (docs/data-format.md).
 //
 // A token file is a 32-byte little-endian header followed by the tokens, each
-// stored as uint16 or uint32. TokenFile maps it read-only and validates it once
-// at Open, so every later access is a plain load that cannot fail.
+// stored as uint16 or uint32. TokenFile validates it once at Open and then
+// reads it with pread(2), never through a memory map: a file truncated or
+// rewritten while a run reads it is a DataLoss naming the file, not a SIGBUS.
 #pragma once
 
 #include <cstddef>
@@ -28,13 +29,13 @@ inline constexpr size_t kNumTokensOffset = 24;   // uint64
 // WriteTokenFile stores uint16 tokens when every id fits, i.e. vocab_size <= this.
 inline constexpr uint32_t kMaxUint16Vocab = 65536;
 
-// A read-only memory map of a validated token file. Movable, not copyable; the
-// mapping lives as long as the object. All accessors are const and thread-safe.
+// An open, validated token file. Movable, not copyable; the descriptor lives as
+// long as the object. All methods are const and thread-safe (pread only).
 class TokenFile {
  public:
-  // Maps `path` and validates it: magic, version, token_bytes, the file size
+  // Opens `path` and validates it: magic, version, token_bytes, the file size
   // (exactly header + num_tokens * token_bytes), and every token < vocab_size.
-  // Errors: NotFound (no such file), IoError (cannot open/map), DataLoss (bad
+  // Errors: NotFound (no such file), IoError (cannot open/read), DataLoss (bad
   // header, wrong size, token out of range). Messages name the file and, for a
   // bad token, its byte offset and value. Reads the whole file once (O(size)).
   static StatusOr<TokenFile> Open(const std::string& path);
@@ -52,16 +53,24 @@ class TokenFile {
   size_t file_size_bytes() const { return size_bytes_; }
   const std::string& path() const { return path_; }
 
-  // Token `i`, 0 <= i < num_tokens() (CHECKed).
-  uint32_t token(int64_t i) const;
+  // Tokens [first, first + count) into out[0, count); the range must lie in
+  // [0, num_tokens()) (CHECKed). DataLoss naming the file when it is no
+  // longer the file Open validated: its size or modification time changed, a
+  // read came back short, or a token is >= vocab_size. IoError when a read
+  // fails. One fstat and one pread per call.
+  Status Read(int64_t first, int64_t count, uint32_t* out) const;
 
  private:
   TokenFile() = default;
-  void Unmap();
+  void Close();
+  // Reads tokens [first, first + count) with pread and checks each is <
+  // vocab_size; "" when they are, else what is wrong (no path).
+  std::string ReadChecked(int64_t first, int64_t count, uint32_t* out) const;
 
   std::string path_;
-  const unsigned char* map_ = nullptr;  // whole file, size_bytes_ bytes
+  int fd_ = -1;
   size_t size_bytes_ = 0;
+  int64_t mtime_ns_ = 0;  // st_mtim at Open
   uint32_t token_bytes_ = 0;
   uint32_t vocab_size_ = 0;
   int64_t num_tokens_ = 0;
@@ -76,7 +85,7 @@ Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
                       const std::vector<uint32_t>& tokens);
 
 // Entropy in nats of the empirical unigram distribution of the file's tokens
-// (0 for an empty file). One pass over the file.
-double UnigramEntropyNats(const TokenFile& file);
+// (0 for an empty file). One pass over the file; TokenFile::Read's errors.
+StatusOr<double> UnigramEntropyNats(const TokenFile& file);
 
 }  // namespace l2l::data

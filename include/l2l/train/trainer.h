@@ -114,7 +114,9 @@ class Trainer {
   // Rank 0 only: whether checkpoint file `path` lies in checkpoint.dir.
   StatusOr<bool> InCheckpointDir(const std::string& path) const;
   void WriteRecord(const StepRecord& r);
-  std::vector<data::MicroBatch> TrainBatches(int64_t step) const;
+  // This rank's micro-batches of training step `index` (eval: eval batch
+  // `index`). Agreed: a token-file read error on any rank fails every rank.
+  StatusOr<std::vector<data::MicroBatch>> Batches(int64_t index, bool eval) const;
   // Rank 0's answer for a checkpoint path given as a file or directory.
   StatusOr<std::string> ResolveOnRankZero(const std::string& spec);
   // Rank 0 only: FailedPrecondition when the checkpoint file `path` lies in
