@@ -9,6 +9,8 @@
 # (MPI_Comm_split_type), so one GPU per rank needs --per-node = GPUs per node.
 # Threads: each rank gets cores/ranks-per-node OpenMP/BLAS threads unless
 # OMP_NUM_THREADS is set. Running as root is allowed (containers).
+# Signals: SIGTERM or SIGUSR1 to this script asks every rank to save a
+# checkpoint and stop (exit 0); a second SIGTERM stops them at once.
 set -euo pipefail
 ranks=1
 hostfile=""
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
     --hostfile) hostfile=$2; shift 2 ;;
     --per-node) per_node=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -41,4 +43,7 @@ if [ -n "$hostfile" ]; then
 else
   args+=(--oversubscribe)
 fi
-exec mpirun "${args[@]}" "$@"
+# Not exec: a SIGTERM to this script (what schedulers and containers send)
+# becomes the ranks' agreed save-and-stop instead of mpirun killing them.
+source "$(dirname "${BASH_SOURCE[0]}")/forward_stop.sh"
+run_forwarding_stop mpirun "${args[@]}" "$@"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# resume_cli_test.sh L2L_TRAIN L2L_DATA MPIEXEC CKPT_MAKE_FIXTURE
+# resume_cli_test.sh L2L_TRAIN L2L_DATA MPIEXEC CKPT_MAKE_FIXTURE MPIRUN_SH
 set -uo pipefail
 train=$(realpath "$1") data=$(realpath "$2") mpiexec=$(realpath "$3") fixture=$(realpath "$4")
+mpirun_sh=$(realpath "$5")  # launch/mpirun.sh, the user-facing launcher
 work=$(mktemp -d)
 trap 'pkill -KILL -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
@@ -131,11 +132,14 @@ if "$mpiexec" 2 "$train" --config run.yaml --set train.steps=8 --resume auto >ou
    [ -f ck/step-00000008.h5 ] && ! ls -a ck | grep -q '^\.tmp'; then ok
 else bad "resume after crash: $(cat out.txt err.txt | tail -5); files: $(ls -a ck)"; fi
 
-# start_long_run: 2 ranks, many steps, in the background (resuming whatever
-# an earlier long run saved); returns once three steps have been logged.
+# start_long_run [LAUNCHER...]: 2 ranks ("$mpiexec 2" unless a launcher is
+# given), many steps, in the background (resuming whatever an earlier long
+# run saved); returns once three steps have been logged.
 start_long_run() {
   rm -rf run
-  "$mpiexec" 2 "$train" --config "$work/run.yaml" --set train.steps=100000 --set log.every_steps=1 \
+  local launcher=("$mpiexec" 2)
+  [ $# -eq 0 ] || launcher=("$@")
+  "${launcher[@]}" "$train" --config "$work/run.yaml" --set train.steps=100000 --set log.every_steps=1 \
     --set checkpoint.every_steps=0 --set "checkpoint.dir=$work/ck2" --resume auto \
     >long.txt 2>longerr.txt &
   job=$!
@@ -167,6 +171,23 @@ if start_long_run; then
   else bad "SIGTERM: exit $rc: $(tail -3 long.txt longerr.txt)"; fi
 else
   bad "long run did not start: $(cat longerr.txt)"
+  kill -KILL "$job" 2>/dev/null
+fi
+
+# SIGTERM to the launcher (what schedulers and containers signal; mpirun
+# itself would kill the ranks): the same agreed stop, a checkpoint, exit 0.
+if start_long_run "$mpirun_sh" -n 2 --; then
+  first=$(grep -m1 -o 'resumed from [^ ]* at step [0-9]*' long.txt)
+  kill -TERM "$job"
+  wait "$job"
+  rc=$?
+  saved=$(sed -n 's/.*stop requested by signal: saved \([^ ]*\) at step.*/\1/p' long.txt)
+  if [ "$rc" -eq 0 ] && [ -n "$first" ] && [ -n "$saved" ] && [ "$(cat ck2/latest)" = "$(basename "$saved")" ] &&
+     grep -q "TERM received: asking every rank to save a checkpoint and stop" longerr.txt &&
+     [ -z "$(pgrep -f -- "^$train --config $work/run.yaml")" ]; then ok
+  else bad "SIGTERM to launch/mpirun.sh: exit $rc: $(tail -3 long.txt longerr.txt); latest $(cat ck2/latest)"; fi
+else
+  bad "long run under launch/mpirun.sh did not start: $(cat longerr.txt)"
   kill -KILL "$job" 2>/dev/null
 fi
 
