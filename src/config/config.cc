@@ -8,6 +8,7 @@
 // yaml-cpp throws; every call into it sits under the try in ParseConfig.
 #include "l2l/config/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <tuple>
 #include <type_traits>
@@ -324,6 +326,32 @@ Status ApplyOverride(const std::string& text, Entries* entries) {
 // ---------------------------------------------------------------------------
 // Pass 3: typed, range-checked reads from the entries.
 
+// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code
+// points past U+10FFFF) without control characters (C0, DEL).
+bool IsPrintableUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    // Continuation bytes after the lead byte: 1, 2 or 3 (-1: not a lead byte).
+    const int n = c >= 0xf8 ? -1 : c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : -1;
+    if (n < 0 || i + static_cast<size_t>(n) >= s.size()) return false;
+    uint32_t cp = c & (0x3f >> n);
+    for (int k = 1; k <= n; ++k) {
+      const unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    static constexpr uint32_t kMinForLength[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMinForLength[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += static_cast<size_t>(n) + 1;
+  }
+  return true;
+}
+
 // A closed or open interval on doubles; infinite ends are unbounded.
 struct DoubleRange {
   double lo = -std::numeric_limits<double>::infinity();
@@ -403,6 +431,12 @@ class Decoder {
     if (node == nullptr) return OkStatus();
     if (!node->IsScalar()) return Error(key, "expected a string, got " + Describe(*node));
     if (node->Scalar().empty()) return Error(key, "must not be empty");
+    // The config is printed into checkpoints and --print-config; a control
+    // byte or invalid UTF-8 would not read back as the same string.
+    if (!IsPrintableUtf8(node->Scalar())) {
+      return Error(key,
+                   "must be printable UTF-8 text, got \"" + fs::Printable(node->Scalar()) + "\"");
+    }
     *out = node->Scalar();
     return OkStatus();
   }
@@ -944,18 +978,54 @@ Status CheckConsistency(const Decoder& d, const Config& c) {
   return OkStatus();
 }
 
+// Records where the documents of a YAML stream start; ignores their content.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// InvalidArgument naming where a second document starts: one after `---`
+// would otherwise be dropped without a word (a config pasted twice). Parses
+// at most two documents: YAML::LoadAll never returns on some malformed text
+// (yaml-cpp 0.7 reads a stray ',' as endless empty documents and fills
+// memory), so it is not used. Throws YAML::Exception on a syntax error.
+Status CheckSingleDocument(std::string_view yaml_text, const std::string& source) {
+  std::istringstream in{std::string(yaml_text)};
+  YAML::Parser parser(in);
+  DocumentStarts docs;
+  if (!parser.HandleNextDocument(docs) || !parser.HandleNextDocument(docs)) return OkStatus();
+  const YAML::Mark& at = docs.starts.back();
+  const std::string where =
+      source + ":" + std::to_string(at.line + 1) + ":" + std::to_string(at.column + 1) + ": ";
+  // A "document" that starts where the previous one did consumed nothing:
+  // text the parser cannot place (yaml-cpp's endless-documents case).
+  if (docs.starts.size() == 2 && docs.starts[0].pos == at.pos) {
+    return InvalidArgument(where +
+                           "text outside any mapping that YAML cannot parse (a stray "
+                           "',' or similar); expected one config mapping");
+  }
+  return InvalidArgument(where +
+                         "a second YAML document starts here (after '---'); expected one config");
+}
+
 StatusOr<Config> ParseConfigImpl(std::string_view yaml_text, const std::string& source,
                                  const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
-    // LoadAll: a second document after `---` would otherwise be dropped
-    // without a word (a config pasted twice, two configs concatenated).
-    const std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml_text));
-    if (docs.size() > 1) {
-      return InvalidArgument(source + ": holds " + std::to_string(docs.size()) +
-                             " YAML documents (separated by '---'), expected one config");
-    }
-    if (!docs.empty()) root = docs[0];
+    RETURN_IF_ERROR(CheckSingleDocument(yaml_text, source));
+    root = YAML::Load(std::string(yaml_text));
   } catch (const YAML::Exception& e) {
     if (e.mark.is_null()) return InvalidArgument(source + ": " + e.msg);
     return InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ":" +

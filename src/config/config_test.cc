@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -413,8 +415,21 @@ TEST(ParseConfigErrors, OutOfRangeNamesKeyAndRule) {
 // A second document is refused, not dropped; --set text with control bytes
 // is refused with them escaped, so the error stays one printable line.
 TEST(ParseConfigErrors, SecondDocumentAndControlBytes) {
-  EXPECT_TRUE(FailsWith(Parse(std::string(kMinimal) + "---\nmodel: {kind: gpt}\n"),
-                        "holds 2 YAML documents (separated by '---'), expected one config"));
+  const int lines = static_cast<int>(std::count(kMinimal, kMinimal + std::strlen(kMinimal), '\n'));
+  EXPECT_TRUE(
+      FailsWith(Parse(std::string(kMinimal) + "---\nmodel: {kind: gpt}\n"),
+                ":" + std::to_string(lines + 1) +
+                    ":1: a second YAML document starts here (after '---'); expected one config"));
+  // yaml-cpp 0.7's LoadAll reads a stray ',' as endless empty documents (it
+  // filled memory until the OOM killer came): refused, in bounded time.
+  // Strings are printed into checkpoints and --print-config: one that would
+  // not read back the same (invalid UTF-8, a control byte) is refused.
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"data.path=x\xff.tok"}),
+                        "data.path: must be printable UTF-8 text, got \"x\\xff.tok\""));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"log.dir=\"a\\x01b\""}), "log.dir: must be printable"));
+  EXPECT_TRUE(ParseMinimalWith({"log.dir=runs/\xc3\xa9t\xc3\xa9"}).ok());  // "runs/été"
+  EXPECT_TRUE(FailsWith(Parse(std::string("  , untied\n") + kMinimal),
+                        ":1:3: text outside any mapping that YAML cannot parse"));
   EXPECT_TRUE(Parse(std::string("---\n") + kMinimal).ok());  // one document, marked
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"train.lr=1\n2"}),
                         "--set train.lr=1\\x0a2: contains a control character"));

@@ -53,7 +53,11 @@ printf 'model: {kind: bert\n  layers: [\n' > broken.yaml
 expect_error "yaml syntax" 1 "broken.yaml:" --config broken.yaml
 expect_error "missing config" 1 "nope.yaml" --config nope.yaml
 { cat base.yaml; printf -- '---\nmodel: {kind: gpt}\n'; } > two.yaml
-expect_error "second YAML document" 1 "two.yaml: holds 2 YAML documents" --config two.yaml
+expect_error "second YAML document" 1 "two.yaml:5:1: a second YAML document starts here" \
+  --config two.yaml
+# yaml-cpp's LoadAll read a stray ',' as endless documents and filled memory.
+{ printf '  , untied\n'; cat base.yaml; } > comma.yaml
+expect_error "stray comma" 1 "comma.yaml:1:3: text outside any mapping" --config comma.yaml
 expect_error "--set with a newline, escaped" 1 "--set train.lr=1\x0a2: contains a control" \
   --config base.yaml --set "$(printf 'train.lr=1\n2')"
 # Inputs that are not regular files would block open(2) (FIFOs): refused.
