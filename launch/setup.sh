@@ -4,7 +4,8 @@
 # re-checks the packages and lets the build system find nothing to rebuild.
 #
 # Environment: L2L_BUILD_DIR (default build), L2L_CUDA (AUTO|ON|OFF, default
-# AUTO), L2L_JOBS (default: number of cores).
+# AUTO), L2L_JOBS (default: number of cores), L2L_CMAKE_ARGS (more -D options
+# for a new build directory, after the defaults; tests/sanitize.sh uses it).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${L2L_BUILD_DIR:-$root/build}
@@ -26,7 +27,9 @@ if ((${#missing[@]})); then
 fi
 
 if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DL2L_CUDA="${L2L_CUDA:-AUTO}" >/dev/null
+  read -r -a extra <<<"${L2L_CMAKE_ARGS:-}"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DL2L_CUDA="${L2L_CUDA:-AUTO}" \
+    "${extra[@]}" >/dev/null
 fi
 cmake --build "$build" -j "$jobs" 2>&1 | grep -vE '^\[ *[0-9]+%\]|^-- ' || true
 # The grep above hides progress lines; make the build's own status decide.
