@@ -1,7 +1,11 @@
 #include "l2l/eps/param_server.h"
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 
 namespace l2l::eps {
 namespace {
@@ -47,6 +51,46 @@ EagerParameterServer::EagerParameterServer(Device* device, Comm* host_comm, Comm
       // Slots 0..L-1: updates; L..2L-1: gradient norms (waited for separately).
       queue_(optimizer_threads, 2 * num_layers) {}
 
+namespace {
+
+// OutOfMemory, before anything is allocated, when one rank's shards alone
+// (fp32 master, both AdamW moments and the gradient, plus the bf16 compute
+// copy) exceed this machine's physical memory: the allocations would fail
+// somewhere in the middle, or the per-layer bookkeeping of a model with
+// millions of layers would throw. Saturating arithmetic: sizes come from
+// the user's config.
+Status CheckHostMemory(const std::vector<int64_t>& layer_size_elems, int world, DType dtype) {
+  const int64_t per_elem = 4 * static_cast<int64_t>(sizeof(float)) +
+                           (dtype == DType::kBF16 ? static_cast<int64_t>(sizeof(uint16_t)) : 0);
+  const int64_t kMax = std::numeric_limits<int64_t>::max();
+  int64_t need = 0;
+  for (int64_t size : layer_size_elems) {
+    const int64_t shard = PaddedSizeElems(size, world, kShardAlignElems) / world;
+    int64_t bytes = 0;
+    if (__builtin_mul_overflow(shard, per_elem, &bytes) ||
+        __builtin_add_overflow(need, bytes, &need)) {
+      need = kMax;
+      break;
+    }
+  }
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return OkStatus();  // unknown: let the allocations decide
+  const int64_t have = static_cast<int64_t>(pages) * page;
+  if (need <= have) return OkStatus();
+  auto gib = [](int64_t b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(b) / (1 << 30));
+    return std::string(buf);
+  };
+  return OutOfMemory("host memory: each of the " + std::to_string(world) + " ranks needs " +
+                     (need == kMax ? std::string("more than 8 EiB") : gib(need)) +
+                     " for its EPS shards (fp32 weights, two AdamW moments and the gradient of "
+                     "1/world_size of the model), more than this machine's " +
+                     gib(have) + " of memory; use more ranks or nodes, or a smaller model");
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<EagerParameterServer>> EagerParameterServer::Create(
     Device* device, Comm* host_comm, Comm* device_comm,
     const std::vector<int64_t>& layer_size_elems, const LayerInitFn& init,
@@ -57,6 +101,7 @@ StatusOr<std::unique_ptr<EagerParameterServer>> EagerParameterServer::Create(
   }
   L2L_CHECK(host_comm->size() == device_comm->size() && host_comm->rank() == device_comm->rank())
       << "host and device communicators must number the ranks alike";
+  RETURN_IF_ERROR(CheckHostMemory(layer_size_elems, host_comm->size(), compute_dtype));
   std::unique_ptr<EagerParameterServer> eps(
       new EagerParameterServer(device, host_comm, device_comm, settings, optimizer_threads,
                                static_cast<int>(layer_size_elems.size()), compute_dtype));

@@ -32,6 +32,7 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -210,8 +211,8 @@ void EditIndexField(hid_t f, Program& prog) {
 }
 
 // Recreates `path` (a 1-D dataset) with `n` elements, chunked so that only
-// what is written takes space; copies the first min(n, old) elements and the
-// checksum attribute.
+// what is written takes space; copies the first min(n, old, 2^20) elements
+// and the checksum attribute.
 void Resize(hid_t f, const std::string& path, hsize_t n) {
   const hid_t old = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
   if (old < 0) return;
@@ -220,7 +221,8 @@ void Resize(hid_t f, const std::string& path, hsize_t n) {
   hsize_t old_n = 0;
   if (H5Sget_simple_extent_ndims(old_space) == 1)
     H5Sget_simple_extent_dims(old_space, &old_n, nullptr);
-  const hsize_t keep = std::min(n, old_n);
+  // An earlier edit may have made `old` huge (and sparse): copy at most 2^20.
+  const hsize_t keep = std::min({n, old_n, hsize_t{1} << 20});
   std::vector<char> data(static_cast<size_t>(keep) * H5Tget_size(type));
   if (keep > 0) {
     const hsize_t zero = 0;

@@ -53,6 +53,11 @@ printf 'model: {kind: bert\n  layers: [\n' > broken.yaml
 expect_error "yaml syntax" 1 "broken.yaml:" --config broken.yaml
 expect_error "missing config" 1 "nope.yaml" --config nope.yaml
 { cat base.yaml; printf -- '---\nmodel: {kind: gpt}\n'; } > two.yaml
+# Sizes at their bounds (2^24): refused before allocating, not bad_alloc.
+expect_error "2^24 layers" 1 "host memory: each of the 1 ranks needs" --config base.yaml \
+  --set model.layers=16777216
+expect_error "2^24 x 2^24 embedding" 1 "more than this machine's" --config base.yaml \
+  --set model.hidden=16777216 --set model.vocab=16777216 --set model.heads=1 --set model.ffn=16777216
 expect_error "second YAML document" 1 "two.yaml:5:1: a second YAML document starts here" \
   --config two.yaml
 # yaml-cpp's LoadAll read a stray ',' as endless documents and filled memory.
