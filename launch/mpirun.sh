@@ -10,7 +10,7 @@
 # Threads: each rank gets cores/ranks-per-node OpenMP/BLAS threads unless
 # OMP_NUM_THREADS is set. Running as root is allowed (containers).
 # Signals: SIGTERM or SIGUSR1 to this script asks every rank to save a
-# checkpoint and stop (exit 0); a second SIGTERM stops them at once.
+# checkpoint and stop (exit 0); a second SIGTERM kills the job at once.
 set -euo pipefail
 ranks=1
 hostfile=""

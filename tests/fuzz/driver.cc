@@ -5,7 +5,7 @@
 // -fsanitize=fuzzer for open-ended fuzzing.
 //
 //   TARGET_fuzz [--seconds S] [--runs N] [--seed R] [--max-len B] [--crash-file F]
-//               SEED_DIR_OR_FILE...
+//               [--timeout T] SEED_DIR_OR_FILE...
 //   TARGET_fuzz --replay FILE
 //
 // Every seed runs first, unmutated (the seeds are the reproduced cases, so
@@ -18,7 +18,11 @@
 // Before each run the input is written to the crash file (default
 // TARGET-crash.bin in the working directory); a run that crashes, aborts or
 // trips a sanitizer leaves it there for --replay, and a clean finish removes
-// it. Exit 0 when every run returned; a crash is the target's own exit.
+// it. One input running past T seconds (default 60) is a hang: it aborts,
+// leaving the crash file. Exit 0 when every run returned in time.
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -170,6 +174,16 @@ void Mutate(Rng& rng, const std::vector<Bytes>& seeds, size_t max_len, Bytes* b)
   }
 }
 
+// One input running longer than this is a hang: the alarm aborts the run,
+// which leaves the input in the crash file.
+unsigned g_input_timeout_s = 60;
+extern "C" void OnInputTimeout(int) {
+  const char msg[] = "fuzz driver: one input ran past the per-input timeout (a hang?)\n";
+  ssize_t ignored = ::write(2, msg, sizeof msg - 1);
+  (void)ignored;
+  std::abort();
+}
+
 int Usage(const char* why) {
   std::fprintf(stderr,
                "fuzz driver: %s\nusage: FUZZ [--seconds S] [--runs N] [--seed R] [--max-len B] "
@@ -204,6 +218,8 @@ int main(int argc, char** argv) {
       max_len = std::strtoull(v, nullptr, 10);
     } else if (a == "--crash-file" && (v = value())) {
       crash_file = v;
+    } else if (a == "--timeout" && (v = value())) {
+      g_input_timeout_s = static_cast<unsigned>(std::atoi(v));
     } else if (a == "--replay" && (v = value())) {
       replay = v;
     } else if (!a.empty() && a[0] != '-') {
@@ -212,6 +228,7 @@ int main(int argc, char** argv) {
       return Usage(("bad argument " + a).c_str());
     }
   }
+  ::signal(SIGALRM, OnInputTimeout);
   if (!replay.empty()) {
     const Bytes b = ReadBytes(replay);
     LLVMFuzzerTestOneInput(b.data(), b.size());
@@ -241,7 +258,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "fuzz driver: cannot write %s\n", crash_file.c_str());
       std::exit(2);
     }
+    ::alarm(g_input_timeout_s);
     LLVMFuzzerTestOneInput(b.data(), b.size());
+    ::alarm(0);
   };
   for (const Bytes& s : seeds) run(s);
 

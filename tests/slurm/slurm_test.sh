@@ -127,7 +127,7 @@ sed -e "s|$work/ck|$work/ck-ref|" -e "s|$work/log-slurm|$work/log-ref|" run.yaml
 job=$(L2L_ROOT=$root L2L_BUILD_DIR=$(dirname "$(dirname "$train")") \
   sbatch --parsable --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 \
   --time=2 --signal=B:USR1@60 --output="$work/runs/slurm-%j.out" \
-  "$root/launch/slurm/train.sbatch" "$work/run.yaml") || bad "sbatch failed"
+  "$root/launch/slurm/train.sbatch" "$work/run.yaml") || { bad "sbatch failed"; exit 1; }
 echo "slurm_test: submitted job $job"
 # Done when the job has left the queue for good (COMPLETED, not requeued).
 state=""
