@@ -12,7 +12,7 @@
 # engine tests cover) is left out: under ASan it alone runs past 5 minutes.
 #
 # Environment: L2L_SANITIZE_BUILD_DIR (default build-sanitize),
-# L2L_FUZZ_SECONDS (per target, default 30), L2L_JOBS, L2L_TEST_JOBS.
+# L2L_FUZZ_SECONDS (per target, default 15; CI's 30-minute budget), L2L_JOBS, L2L_TEST_JOBS.
 # Extra arguments go to ctest.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,7 +43,7 @@ ctest --output-on-failure --timeout 600 -j "${L2L_TEST_JOBS:-2}" -LE slow "$@"
 seeds=$root/tests/fuzz/seeds
 mkdir -p fuzz-work
 cd fuzz-work
-secs=${L2L_FUZZ_SECONDS:-30}
+secs=${L2L_FUZZ_SECONDS:-15}
 "$build/fuzz/config_fuzz" --seconds "$secs" "$seeds/config" "$root/configs"
 "$build/fuzz/token_file_fuzz" --seconds "$secs" "$seeds/token_file"
 "$build/fuzz/checkpoint_fuzz" --seconds "$secs" "$seeds/checkpoint"
