@@ -374,25 +374,38 @@ uint64_t Apply(hid_t f, Program prog) {
   return truncate_to;
 }
 
-// Everything a resume or a tool does with a checkpoint; errors are fine.
-void ReadEverything(const std::string& path) {
-  (void)l2l::ckpt::ReadMeta(MPI_COMM_SELF, path);
-  (void)l2l::ckpt::ReadLayerInfos(MPI_COMM_SELF, path);
-  {
-    std::vector<std::vector<float>> buf[3];
-    std::vector<l2l::ckpt::LayerSlice> slices;
-    for (const LayerInfo& info : g_base->layers) {
-      for (auto& b : buf) b.emplace_back(static_cast<size_t>(info.size_elems));
+// Host buffers for every layer's master, adam_m and adam_v (zeros), and the
+// world-size-1 slices over them.
+struct WholeLayers {
+  std::vector<std::vector<float>> buf[3];
+  static WholeLayers Of(const std::vector<LayerInfo>& layers) {
+    WholeLayers w;
+    for (const LayerInfo& info : layers) {
+      for (auto& b : w.buf) b.emplace_back(static_cast<size_t>(info.size_elems));
     }
-    for (size_t l = 0; l < g_base->layers.size(); ++l) {
+    return w;
+  }
+  std::vector<l2l::ckpt::LayerSlice> Slices(const std::vector<LayerInfo>& layers) {
+    std::vector<l2l::ckpt::LayerSlice> slices;
+    for (size_t l = 0; l < layers.size(); ++l) {
       slices.push_back({.offset_elems = 0,
-                        .size_elems = g_base->layers[l].size_elems,
+                        .size_elems = layers[l].size_elems,
                         .master = buf[0][l].data(),
                         .adam_m = buf[1][l].data(),
                         .adam_v = buf[2][l].data(),
                         .checksummed = true});
     }
-    (void)l2l::ckpt::Load(MPI_COMM_SELF, path, g_base->layers, slices, nullptr);
+    return slices;
+  }
+};
+
+// Everything a resume or a tool does with a checkpoint; errors are fine.
+void ReadEverything(const std::string& path) {
+  (void)l2l::ckpt::ReadMeta(MPI_COMM_SELF, path);
+  (void)l2l::ckpt::ReadLayerInfos(MPI_COMM_SELF, path);
+  {
+    WholeLayers buf = WholeLayers::Of(g_base->layers);
+    (void)l2l::ckpt::Load(MPI_COMM_SELF, path, g_base->layers, buf.Slices(g_base->layers), nullptr);
   }
   l2l::StatusOr<l2l::ckpt::Summary> s = l2l::ckpt::Inspect(path);
   (void)l2l::ckpt::Verify(path);
@@ -415,24 +428,15 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   l2l::StatusOr<l2l::config::Config> cfg = l2l::config::ParseConfig(kYaml, "checkpoint_fuzz", {});
   if (!cfg.ok()) Die(cfg.status().ToString());
   g_base->layers = l2l::ckpt::LayerInfosOf(l2l::model::DimsFromConfig(cfg->model));
-  std::vector<std::vector<float>> data[3];
-  std::vector<l2l::ckpt::LayerSlice> slices;
-  for (const LayerInfo& info : g_base->layers) {
-    for (int which = 0; which < 3; ++which) {
-      std::vector<float> v(static_cast<size_t>(info.size_elems));
-      for (size_t i = 0; i < v.size(); ++i)
+  WholeLayers data = WholeLayers::Of(g_base->layers);
+  for (int which = 0; which < 3; ++which) {
+    for (std::vector<float>& v : data.buf[which]) {
+      for (size_t i = 0; i < v.size(); ++i) {
         v[i] = 0.01f * static_cast<float>((i * 37 + which) % 101);
-      data[which].push_back(std::move(v));
+      }
     }
   }
-  for (size_t l = 0; l < g_base->layers.size(); ++l) {
-    slices.push_back({.offset_elems = 0,
-                      .size_elems = g_base->layers[l].size_elems,
-                      .master = data[0][l].data(),
-                      .adam_m = data[1][l].data(),
-                      .adam_v = data[2][l].data(),
-                      .checksummed = true});
-  }
+  const std::vector<l2l::ckpt::LayerSlice> slices = data.Slices(g_base->layers);
   l2l::ckpt::Meta meta;
   meta.step = 3;
   meta.tokens_seen = 96;
