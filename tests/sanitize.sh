@@ -10,6 +10,8 @@
 # lsan.supp); l2l's leaks still fail. The `slow` label (learning_test, a
 # statistical check of learning over thousands of steps whose code paths the
 # engine tests cover) is left out: under ASan it alone runs past 5 minutes.
+# So is the `python` label (the Python tools' tests: their C++ is `l2l-data
+# info`, which the other tests cover, and they would only time pip and Python).
 #
 # Environment: L2L_SANITIZE_BUILD_DIR (default build-sanitize),
 # L2L_FUZZ_SECONDS (per target, default 15; CI's 30-minute budget), L2L_JOBS, L2L_TEST_JOBS.
@@ -36,7 +38,7 @@ export ASAN_OPTIONS=detect_leaks=1:intercept_tls_get_addr=0:fast_unwind_on_mallo
 export LSAN_OPTIONS=suppressions=$root/tests/sanitize/lsan.supp:print_suppressions=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 cd "$build"
-ctest --output-on-failure --timeout 600 -j "${L2L_TEST_JOBS:-2}" -LE slow "$@"
+ctest --output-on-failure --timeout 600 -j "${L2L_TEST_JOBS:-2}" -LE 'slow|python' "$@"
 
 # Each fuzz target: its seeds, then mutants for L2L_FUZZ_SECONDS. A crash
 # leaves the input in fuzz-work/TARGET-crash.bin (reproduce: TARGET --replay).

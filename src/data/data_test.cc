@@ -176,16 +176,86 @@ TEST(TokenFile, WrongMagicIsDataLoss) {
   std::remove(path.c_str());
 }
 
+TEST(TokenFile, DocumentIndexRoundTripsAsVersion2) {
+  const std::string path = TempPath("docs");
+  const std::vector<uint32_t> tokens = {5, 6, 7, 8, 9, 1, 2};
+  ASSERT_TRUE(WriteTokenFile(path, 10, tokens, {0, 3, 5}).ok());
+  // Header + 7 uint16 tokens + the count + three starts, nothing else.
+  EXPECT_EQ(ReadBytes(path).size(), kTokenFileHeaderBytes + 7 * 2 + 8 + 3 * 8);
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(f->version(), kTokenFileVersionDocuments);
+  EXPECT_TRUE(f->has_documents());
+  EXPECT_EQ(f->document_starts(), (std::vector<int64_t>{0, 3, 5}));
+  std::vector<uint32_t> back(tokens.size());
+  ASSERT_TRUE(f->Read(0, 7, back.data()).ok());
+  EXPECT_EQ(back, tokens);
+  // Without starts the same tokens are a version-1 file, as before.
+  ASSERT_TRUE(WriteTokenFile(path, 10, tokens).ok());
+  f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(f->version(), kTokenFileVersion);
+  EXPECT_FALSE(f->has_documents());
+  EXPECT_EQ(f->num_documents(), 0);
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, BadDocumentIndexIsDataLossNamingTheDocument) {
+  const std::string path = TempPath("baddocs");
+  ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3, 4}, {0, 1, 3}).ok());
+  const std::vector<unsigned char> good = ReadBytes(path);
+  const size_t index = kTokenFileHeaderBytes + 4 * 2 + 8;  // start[0]
+  struct Case {
+    size_t doc;
+    unsigned char value;
+    std::string want;
+  };
+  for (const Case& c : {Case{0, 1, "document 0 starts at token 1, expected 0"},
+                        Case{2, 1, "document 2 starts at token 1, expected > 1"},
+                        Case{2, 4, "document 2 starts at token 4, expected > 1 (document 1) and "
+                                   "< num_tokens 4"}}) {
+    std::vector<unsigned char> b = good;
+    b[index + 8 * c.doc] = c.value;
+    WriteBytes(path, b);
+    StatusOr<TokenFile> f = TokenFile::Open(path);
+    EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(f.status().message().find("document index: " + c.want), std::string::npos)
+        << f.status().message();
+  }
+  // A cut index is a size error that counts the documents.
+  std::vector<unsigned char> cut(good.begin(), good.end() - 8);
+  WriteBytes(path, cut);
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(f.status().message().find("expected " + std::to_string(good.size()) +
+                                      " (32-byte header + 4 tokens x 2 bytes + the document "
+                                      "index of 3 documents)"),
+            std::string::npos)
+      << f.status().message();
+  std::remove(path.c_str());
+}
+
+TEST(TokenFile, WriteRejectsBadDocumentStartsAndLeavesNoFile) {
+  const std::string path = TempPath("writedocs");
+  for (const std::vector<int64_t>& starts :
+       {std::vector<int64_t>{1}, std::vector<int64_t>{0, 2, 2}, std::vector<int64_t>{0, 3}}) {
+    const Status s = WriteTokenFile(path, 10, {1, 2, 3}, starts);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.message();
+    EXPECT_FALSE(Exists(path));
+    EXPECT_FALSE(Exists(path + ".tmp"));
+  }
+}
+
 TEST(TokenFile, BadVersionAndTokenBytesAreDataLoss) {
   const std::string path = TempPath("version");
   ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3}).ok());
   const std::vector<unsigned char> good = ReadBytes(path);
   std::vector<unsigned char> b = good;
-  b[kVersionOffset] = 2;
+  b[kVersionOffset] = 3;
   WriteBytes(path, b);
   StatusOr<TokenFile> f = TokenFile::Open(path);
   EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
-  EXPECT_NE(f.status().message().find("version is 2, expected 1"), std::string::npos)
+  EXPECT_NE(f.status().message().find("version is 3, expected 1 or 2"), std::string::npos)
       << f.status().message();
   b = good;
   b[kTokenBytesOffset] = 3;

@@ -76,6 +76,27 @@ ssize_t ReadFully(int fd, void* buf, size_t n, off_t offset) {
 
 constexpr uint32_t kDenseCountLimit = uint32_t{1} << 24;
 
+// "" when `starts` is a valid document index for `num_tokens` tokens (none for
+// no tokens; else [0] = 0, strictly increasing, each < num_tokens), else what
+// is wrong. One owner for the reader's and the writer's rule.
+std::string DocumentStartsProblem(const std::vector<int64_t>& starts, int64_t num_tokens) {
+  if (num_tokens == 0) {
+    return starts.empty() ? "" : std::to_string(starts.size()) + " documents for 0 tokens";
+  }
+  if (starts.empty()) return "0 documents for " + std::to_string(num_tokens) + " tokens";
+  if (starts[0] != 0) {
+    return "document 0 starts at token " + std::to_string(starts[0]) + ", expected 0";
+  }
+  for (size_t d = 1; d < starts.size(); ++d) {
+    if (starts[d] <= starts[d - 1] || starts[d] >= num_tokens) {
+      return "document " + std::to_string(d) + " starts at token " + std::to_string(starts[d]) +
+             ", expected > " + std::to_string(starts[d - 1]) + " (document " +
+             std::to_string(d - 1) + ") and < num_tokens " + std::to_string(num_tokens);
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
@@ -111,10 +132,11 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
     return DataLoss(path + ": magic is \"" + EscapeBytes(h + kMagicOffset, 8) +
                     "\", expected \"L2LTOK\\0\\0\"; not an l2l token file");
   }
-  const uint32_t version = LoadU32(h + kVersionOffset);
-  if (version != kTokenFileVersion) {
-    return DataLoss(path + ": format version is " + std::to_string(version) + ", expected " +
-                    std::to_string(kTokenFileVersion));
+  f.version_ = LoadU32(h + kVersionOffset);
+  if (f.version_ != kTokenFileVersion && f.version_ != kTokenFileVersionDocuments) {
+    return DataLoss(path + ": format version is " + std::to_string(f.version_) + ", expected " +
+                    std::to_string(kTokenFileVersion) + " or " +
+                    std::to_string(kTokenFileVersionDocuments));
   }
   f.token_bytes_ = LoadU32(h + kTokenBytesOffset);
   if (f.token_bytes_ != 2 && f.token_bytes_ != 4) {
@@ -124,19 +146,49 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
   f.vocab_size_ = LoadU32(h + kVocabSizeOffset);
   if (f.vocab_size_ == 0) return DataLoss(path + ": vocab_size is 0, expected >= 1");
   const uint64_t num_tokens = LoadU64(h + kNumTokensOffset);
-  const uint64_t max_tokens = (size - kTokenFileHeaderBytes) / f.token_bytes_;
+  // Version 2: the document index follows the tokens: uint64 count, then the
+  // starts. Its count is read where the header's token count puts it.
+  const bool documents = f.has_documents();
   const uint64_t payload = size - kTokenFileHeaderBytes;
-  if (num_tokens != max_tokens || payload % f.token_bytes_ != 0) {
+  const uint64_t max_tokens = payload / f.token_bytes_;
+  uint64_t num_documents = 0;
+  bool size_ok = num_tokens <= max_tokens;
+  if (size_ok && documents) {
+    const uint64_t after = payload - num_tokens * f.token_bytes_;  // index bytes
+    size_ok = after >= 8;
+    if (size_ok) {
+      unsigned char c[8];
+      const off_t at = static_cast<off_t>(kTokenFileHeaderBytes + num_tokens * f.token_bytes_);
+      if (ReadFully(f.fd_, c, sizeof c, at) != 8) {
+        return IoError("cannot read the document count of token file " + path);
+      }
+      num_documents = LoadU64(c);
+      size_ok = num_documents <= (after - 8) / 8 && after == 8 + 8 * num_documents;
+    }
+  } else if (size_ok) {
+    size_ok = payload == num_tokens * f.token_bytes_;
+  }
+  if (!size_ok) {
     // Expected size, saturated so a corrupt count cannot overflow the message.
     const uint64_t limit =
-        (std::numeric_limits<uint64_t>::max() - kTokenFileHeaderBytes) / f.token_bytes_;
-    const std::string expected =
+        (std::numeric_limits<uint64_t>::max() - kTokenFileHeaderBytes - 8) / f.token_bytes_;
+    std::string expected =
         num_tokens > limit ? std::string("more than 2^64")
                            : std::to_string(kTokenFileHeaderBytes + num_tokens * f.token_bytes_);
+    std::string parts = std::to_string(kTokenFileHeaderBytes) + "-byte header + " +
+                        std::to_string(num_tokens) + " tokens x " + std::to_string(f.token_bytes_) +
+                        " bytes";
+    if (documents) {
+      expected = "at least " + expected + " + 8";
+      parts += " + the document index";
+      if (num_documents > 0 && num_tokens <= limit && num_documents <= (uint64_t{1} << 58)) {
+        expected = std::to_string(kTokenFileHeaderBytes + num_tokens * f.token_bytes_ + 8 +
+                                  8 * num_documents);
+        parts += " of " + std::to_string(num_documents) + " documents";
+      }
+    }
     return DataLoss(path + ": file is " + std::to_string(size) + " bytes, expected " + expected +
-                    " (" + std::to_string(kTokenFileHeaderBytes) + "-byte header + " +
-                    std::to_string(num_tokens) + " tokens x " + std::to_string(f.token_bytes_) +
-                    " bytes); truncated or corrupt");
+                    " (" + parts + "); truncated or corrupt");
   }
   f.num_tokens_ = static_cast<int64_t>(num_tokens);
 
@@ -147,6 +199,16 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
     const int64_t n = std::min(kChunkTokens, f.num_tokens_ - first);
     const std::string problem = f.ReadChecked(first, n, chunk.data());
     if (!problem.empty()) return DataLoss(path + ": " + problem);
+  }
+  if (documents) {
+    f.document_starts_.resize(num_documents);
+    const size_t bytes = 8 * num_documents;
+    const off_t at = static_cast<off_t>(kTokenFileHeaderBytes + num_tokens * f.token_bytes_ + 8);
+    if (ReadFully(f.fd_, f.document_starts_.data(), bytes, at) != static_cast<ssize_t>(bytes)) {
+      return IoError("cannot read the document index of token file " + path);
+    }
+    const std::string problem = DocumentStartsProblem(f.document_starts_, f.num_tokens_);
+    if (!problem.empty()) return DataLoss(path + ": document index: " + problem);
   }
   return f;
 }
@@ -160,9 +222,11 @@ TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     size_bytes_ = std::exchange(other.size_bytes_, 0);
     mtime_ns_ = other.mtime_ns_;
+    version_ = other.version_;
     token_bytes_ = other.token_bytes_;
     vocab_size_ = other.vocab_size_;
     num_tokens_ = std::exchange(other.num_tokens_, 0);
+    document_starts_ = std::move(other.document_starts_);
   }
   return *this;
 }
@@ -228,8 +292,15 @@ Status TokenFile::Read(int64_t first, int64_t count, uint32_t* out) const {
 }
 
 Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
-                      const std::vector<uint32_t>& tokens) {
+                      const std::vector<uint32_t>& tokens,
+                      const std::vector<int64_t>& document_starts) {
   if (vocab_size == 0) return InvalidArgument("vocab_size 0 for token file " + path);
+  const bool documents = !document_starts.empty();
+  if (documents) {
+    const std::string problem =
+        DocumentStartsProblem(document_starts, static_cast<int64_t>(tokens.size()));
+    if (!problem.empty()) return InvalidArgument("writing " + path + ": " + problem);
+  }
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] >= vocab_size) {
       return InvalidArgument("token " + std::to_string(i) + " is " + std::to_string(tokens[i]) +
@@ -241,7 +312,7 @@ Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
 
   unsigned char header[kTokenFileHeaderBytes] = {};
   std::memcpy(header + kMagicOffset, kTokenFileMagic, sizeof kTokenFileMagic);
-  StoreU32(header + kVersionOffset, kTokenFileVersion);
+  StoreU32(header + kVersionOffset, documents ? kTokenFileVersionDocuments : kTokenFileVersion);
   StoreU32(header + kTokenBytesOffset, token_bytes);
   StoreU32(header + kVocabSizeOffset, vocab_size);
   StoreU32(header + kReservedOffset, 0);
@@ -266,6 +337,13 @@ Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
       }
     }
     ok = std::fwrite(buf.data(), 1, n * token_bytes, out) == n * token_bytes;
+  }
+  if (ok && documents) {
+    unsigned char count[8];
+    StoreU64(count, document_starts.size());
+    ok = std::fwrite(count, 1, 8, out) == 8 &&
+         std::fwrite(document_starts.data(), 8, document_starts.size(), out) ==
+             document_starts.size();
   }
   int write_errno = errno;
   if (std::fclose(out) != 0 && ok) {

@@ -4,10 +4,14 @@
 //   l2l-data synthetic --out FILE --tokens N [--vocab 64] [--order 2] [--seed 1]
 //                      [--concentration 0.1]
 //   l2l-data info FILE
+//   l2l-data tokenize --tokenizer T --out FILE IN...   the model's own tokenizer
+//                                        (python/l2l_tokenize.py in the project venv)
 //
 // Output is "key=value" lines on stdout. Any failure prints one line on stderr
 // naming the file, flag or value at fault and exits 2; output files are
 // written to FILE.tmp and renamed, so a failure leaves no partial file.
+#include <unistd.h>
+
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -39,7 +43,14 @@ constexpr const char* kUsage =
     "      write an order-k Markov corpus; prints entropy_rate_nats (the loss floor)\n"
     "      and unigram_entropy_nats of the generated tokens\n"
     "  l2l-data info FILE\n"
-    "      print version, token dtype, vocab size, token count and unigram entropy\n"
+    "      print version, token dtype, vocab size, token and document counts and\n"
+    "      unigram entropy\n"
+    "  l2l-data tokenize --tokenizer PATH_OR_HF_DIR --out FILE [--field text]\n"
+    "                    [--workers N] [--vocab-size N] [--separator TOKEN|none]\n"
+    "                    [--progress auto|always|never] [--force] IN...\n"
+    "      tokenize .txt / .jsonl / .parquet inputs with Hugging Face tokenizers or\n"
+    "      SentencePiece (installed into the project venv by launch/pyenv.sh) into a\n"
+    "      token file with a document index; l2l-data tokenize --help for details\n"
     "Failures print one line on stderr and exit 2.\n";
 
 using Args = tools::VerbArgs;
@@ -152,17 +163,36 @@ Status RunInfo(const std::vector<std::string>& argv) {
   }
   ASSIGN_OR_RETURN(TokenFile file, TokenFile::Open(args.positional[0]));
   ASSIGN_OR_RETURN(const double unigram, UnigramEntropyNats(file));
-  std::printf(
-      "file=%s\nversion=%u\ntoken_dtype=%s\nvocab_size=%u\nnum_tokens=%lld\n"
-      "unigram_entropy_nats=%s\n",
-      file.path().c_str(), file.version(), file.token_bytes() == 2 ? "uint16" : "uint32",
-      file.vocab_size(), static_cast<long long>(file.num_tokens()), Fixed(unigram).c_str());
+  std::printf("file=%s\nversion=%u\ntoken_dtype=%s\nvocab_size=%u\nnum_tokens=%lld\n",
+              file.path().c_str(), file.version(), file.token_bytes() == 2 ? "uint16" : "uint32",
+              file.vocab_size(), static_cast<long long>(file.num_tokens()));
+  if (file.has_documents()) {
+    std::printf("num_documents=%lld\n", static_cast<long long>(file.num_documents()));
+  }
+  std::printf("unigram_entropy_nats=%s\n", Fixed(unigram).c_str());
   return OkStatus();
+}
+
+// Tokenization is the reference libraries' job (Hugging Face tokenizers,
+// SentencePiece), so this verb execs python/l2l_tokenize.py in the project's
+// venv (launch/pyenv.sh creates it on first use). Returns only on failure.
+Status RunTokenize(const std::vector<std::string>& argv) {
+  const std::string root = L2L_SOURCE_DIR;
+  std::vector<std::string> cmd = {"/bin/bash", root + "/launch/pyenv.sh", "exec",
+                                  root + "/python/l2l_tokenize.py"};
+  cmd.insert(cmd.end(), argv.begin(), argv.end());
+  std::vector<char*> c;
+  for (std::string& s : cmd) c.push_back(s.data());
+  c.push_back(nullptr);
+  std::fflush(stdout);
+  ::execv(c[0], c.data());
+  return IoError("tokenize: cannot run " + cmd[1] + ": " + std::strerror(errno));
 }
 
 // `l2l-data help`, or --help / -h anywhere.
 bool WantsHelp(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "help") return true;
+  if (!args.empty() && args[0] == "tokenize") return false;  // the script's own --help
   for (const std::string& a : args) {
     if (a == "--help" || a == "-h") return true;
   }
@@ -171,7 +201,8 @@ bool WantsHelp(const std::vector<std::string>& args) {
 
 Status Run(const std::vector<std::string>& all) {
   if (all.empty()) {
-    return InvalidArgument("missing verb, expected text, synthetic or info; run l2l-data --help");
+    return InvalidArgument(
+        "missing verb, expected text, synthetic, info or tokenize; run l2l-data --help");
   }
   const std::string& verb = all[0];
   const std::vector<std::string> rest(all.begin() + 1, all.end());
@@ -179,11 +210,12 @@ Status Run(const std::vector<std::string>& all) {
     if (verb == "text") return RunText(rest);
     if (verb == "synthetic") return RunSynthetic(rest);
     if (verb == "info") return RunInfo(rest);
+    if (verb == "tokenize") return RunTokenize(rest);
   } catch (const std::bad_alloc&) {
     return OutOfMemory(verb + ": out of host memory");
   }
   return InvalidArgument("unknown verb '" + verb +
-                         "', expected text, synthetic or info; run l2l-data --help");
+                         "', expected text, synthetic, info or tokenize; run l2l-data --help");
 }
 
 }  // namespace

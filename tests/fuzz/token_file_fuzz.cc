@@ -51,6 +51,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (t >= file->vocab_size()) std::abort();
   }
   (void)UnigramEntropyNats(*file);
+  // An accepted document index is what docs/data-format.md promises.
+  const std::vector<int64_t>& starts = file->document_starts();
+  if (file->has_documents() != (file->version() == kTokenFileVersionDocuments)) std::abort();
+  for (size_t d = 0; d < starts.size(); ++d) {
+    if (d == 0 ? starts[0] != 0 : starts[d] <= starts[d - 1]) std::abort();
+    if (starts[d] >= file->num_tokens()) std::abort();
+  }
 
   for (Objective objective : {Objective::kCausal, Objective::kMlm}) {
     BatchSpec spec;

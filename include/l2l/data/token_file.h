@@ -1,7 +1,8 @@
 // Token files: the on-disk corpus format the trainer reads (docs/data-format.md).
 //
 // A token file is a 32-byte little-endian header followed by the tokens, each
-// stored as uint16 or uint32. TokenFile validates it once at Open and then
+// stored as uint16 or uint32; version 2 adds a document index after them (where
+// each document starts). TokenFile validates it once at Open and then
 // reads it with pread(2), never through a memory map: a file truncated or
 // rewritten while a run reads it is a DataLoss naming the file, not a SIGBUS.
 #pragma once
@@ -18,7 +19,11 @@ namespace l2l::data {
 // Header layout, byte offsets from the start of the file. All integers are
 // little-endian.
 inline constexpr char kTokenFileMagic[8] = {'L', '2', 'L', 'T', 'O', 'K', '\0', '\0'};
+// Version 1: header + tokens. Version 2: header + tokens + document index
+// (uint64 num_documents, then uint64 start[num_documents]: start[0] = 0,
+// strictly increasing, each < num_tokens).
 inline constexpr uint32_t kTokenFileVersion = 1;
+inline constexpr uint32_t kTokenFileVersionDocuments = 2;
 inline constexpr size_t kTokenFileHeaderBytes = 32;
 inline constexpr size_t kMagicOffset = 0;        // char[8]
 inline constexpr size_t kVersionOffset = 8;      // uint32
@@ -34,7 +39,8 @@ inline constexpr uint32_t kMaxUint16Vocab = 65536;
 class TokenFile {
  public:
   // Opens `path` and validates it: magic, version, token_bytes, the file size
-  // (exactly header + num_tokens * token_bytes), and every token < vocab_size.
+  // (exactly header + num_tokens * token_bytes, + the document index in
+  // version 2), every token < vocab_size, and the document starts.
   // Errors: NotFound (no such file), IoError (cannot open/read), DataLoss (bad
   // header, wrong size, token out of range). Messages name the file and, for a
   // bad token, its byte offset and value. Reads the whole file once (O(size)).
@@ -49,7 +55,13 @@ class TokenFile {
   uint32_t vocab_size() const { return vocab_size_; }
   int64_t num_tokens() const { return num_tokens_; }
   uint32_t token_bytes() const { return token_bytes_; }  // 2 or 4
-  uint32_t version() const { return kTokenFileVersion; }
+  uint32_t version() const { return version_; }
+  // Version 2 files record where each document starts; version 1 files do not
+  // (then num_documents() is 0 and document_starts() empty).
+  bool has_documents() const { return version_ >= kTokenFileVersionDocuments; }
+  int64_t num_documents() const { return static_cast<int64_t>(document_starts_.size()); }
+  // Token index of each document's first token: [0] = 0, strictly increasing.
+  const std::vector<int64_t>& document_starts() const { return document_starts_; }
   size_t file_size_bytes() const { return size_bytes_; }
   const std::string& path() const { return path_; }
 
@@ -71,18 +83,24 @@ class TokenFile {
   int fd_ = -1;
   size_t size_bytes_ = 0;
   int64_t mtime_ns_ = 0;  // st_mtim at Open
+  uint32_t version_ = 0;
   uint32_t token_bytes_ = 0;
   uint32_t vocab_size_ = 0;
   int64_t num_tokens_ = 0;
+  std::vector<int64_t> document_starts_;  // version 2 only, read at Open
 };
 
 // Writes `tokens` as a token file. Uses uint16 tokens when vocab_size <=
-// 65536, else uint32. Writes `path + ".tmp"` then renames it over `path`, so a
-// failure never leaves a partial file at `path` (the .tmp is removed too).
-// Errors: InvalidArgument (vocab_size == 0, a token >= vocab_size; the first
-// bad token's index and value are named), IoError (cannot write or rename).
+// 65536, else uint32. With `document_starts` (non-empty) the file is version 2
+// and records them; without, version 1. Writes `path + ".tmp"` then renames it
+// over `path`, so a failure never leaves a partial file at `path` (the .tmp is
+// removed too). Errors: InvalidArgument (vocab_size == 0, a token >=
+// vocab_size with the first bad token's index and value named, document
+// starts that are not 0, strictly increasing, < tokens.size()), IoError
+// (cannot write or rename).
 Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
-                      const std::vector<uint32_t>& tokens);
+                      const std::vector<uint32_t>& tokens,
+                      const std::vector<int64_t>& document_starts = {});
 
 // Entropy in nats of the empirical unigram distribution of the file's tokens
 // (0 for an empty file). One pass over the file; TokenFile::Read's errors.
