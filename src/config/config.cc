@@ -822,6 +822,11 @@ const std::vector<Field>& Fields() {
     f.push_back(StringField("data.path", L2L_ACC(data.path), kReq));
     f.push_back(DoubleField("data.mask_prob", L2L_ACC(data.mask_prob), Open(0, 1)));
     f.push_back(DoubleField("data.eval_fraction", L2L_ACC(data.eval_fraction), HalfOpen(0, 1)));
+    {
+      Field eval_path = StringField("data.eval_path", L2L_ACC(data.eval_path));
+      eval_path.omit = [](const Config& c) { return c.data.eval_path.empty(); };
+      f.push_back(std::move(eval_path));
+    }
     f.push_back(OnlyFor(IntField<int>("data.mask_token_id", L2L_ACC(data.mask_token_id), -1,
                                       Decoder::kMaxSize),
                         "kind bert (the masked-LM objective)", IsBert));
@@ -966,10 +971,10 @@ Status CheckConsistency(const Decoder& d, const Config& c) {
   }
   // warmup_steps > steps is allowed: a short smoke run of a preset (`--set
   // train.steps=3`) warms up throughout; the trainer says so once.
-  if (t.eval_every_steps > 0 && c.data.eval_fraction == 0) {
+  if (t.eval_every_steps > 0 && c.data.eval_fraction == 0 && c.data.eval_path.empty()) {
     return fail({"train.eval_every_steps", "data.eval_fraction"},
                 "train.eval_every_steps=" + num(t.eval_every_steps) +
-                    " needs data.eval_fraction > 0 (no samples are held out)");
+                    " needs data.eval_fraction > 0 or data.eval_path (no samples are held out)");
   }
   if (c.exec.precision == Precision::kBf16 && c.exec.device == DeviceKind::kCpu) {
     return fail({"exec.precision", "exec.device"},

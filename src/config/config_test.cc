@@ -191,7 +191,10 @@ Config FullConfig() {
                               .original_max_positions = 4096},
              .init = InitScheme::kGpt2,
              .init_std = 0.015};
-  c.data = {.path = "data/my corpus: \"v2\".tok", .mask_prob = 0.2, .eval_fraction = 0.0};
+  c.data = {.path = "data/my corpus: \"v2\".tok",
+            .mask_prob = 0.2,
+            .eval_fraction = 0.0,
+            .eval_path = "held-out/eval.tok"};
   c.train.steps = 100000;
   c.train.seed = 18446744073709551615u;  // uint64 max survives
   c.train.lr = 3e-4;

@@ -147,7 +147,7 @@ struct Sampler::PermutationCache {
   std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<int64_t>>>> epochs;
 };
 
-StatusOr<Sampler> Sampler::Create(const TokenFile* file, const BatchSpec& spec) {
+StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spec) {
   L2L_CHECK(file != nullptr);
   const std::string& path = file->path();
   if (spec.seq_len < 1) {
@@ -183,7 +183,23 @@ StatusOr<Sampler> Sampler::Create(const TokenFile* file, const BatchSpec& spec) 
     return InvalidArgument("data mask token " + std::to_string(spec.mask_token) +
                            " is not below model.vocab " + std::to_string(spec.model_vocab));
   }
-  const int64_t num_samples = file->num_tokens() < 1 ? 0 : (file->num_tokens() - 1) / spec.seq_len;
+  return file->num_tokens() < 1 ? int64_t{0} : (file->num_tokens() - 1) / spec.seq_len;
+}
+
+StatusOr<Sampler> Sampler::CreateHeldOut(const TokenFile* file, const BatchSpec& spec) {
+  ASSIGN_OR_RETURN(const int64_t num_samples, CheckSpec(file, spec));
+  if (num_samples < 1) {
+    return InvalidArgument("data file " + file->path() + " has " +
+                           std::to_string(file->num_tokens()) + " tokens, fewer than one sample " +
+                           "of seq_len " + std::to_string(spec.seq_len) +
+                           " (+1 for the shifted target)");
+  }
+  return Sampler(file, spec, 0, num_samples);
+}
+
+StatusOr<Sampler> Sampler::Create(const TokenFile* file, const BatchSpec& spec) {
+  ASSIGN_OR_RETURN(const int64_t num_samples, CheckSpec(file, spec));
+  const std::string& path = file->path();
   int64_t n_eval = 0;
   if (spec.eval_fraction > 0.0) {
     // The small slack keeps e.g. 0.1 * 30 (= 3.0000000000000004) from rounding up to 4.
@@ -232,6 +248,7 @@ int Sampler::MicroBatchesPerStep(int world_size) const {
 
 int64_t Sampler::TrainSampleIndex(int64_t position) const {
   L2L_CHECK_GE(position, 0);
+  L2L_CHECK_GT(n_train_, 0) << "a held-out sampler has no train split (" << file_->path() << ")";
   const uint64_t epoch = static_cast<uint64_t>(position / n_train_);
   std::shared_ptr<const std::vector<int64_t>> perm;
   {
@@ -289,14 +306,21 @@ StatusOr<MicroBatch> Sampler::TrainMicroBatch(int64_t step, int rank, int world_
   return mb;
 }
 
-StatusOr<MicroBatch> Sampler::EvalMicroBatch(int64_t batch, int rank, int world_size,
-                                             int micro) const {
+StatusOr<MicroBatch> Sampler::EvalMicroBatch(int64_t batch, int rank, int world_size, int micro,
+                                             EvalCover cover) const {
   MicroBatch mb = NewMicroBatch();
   const int64_t first = FirstRowPosition(batch, rank, world_size, micro);
   for (int j = 0; j < mb.rows; ++j) {
     const int64_t p = first + j;
     mb.sample_keys[j] = static_cast<uint64_t>(p);
+    const int64_t counted = mb.num_targets;
     RETURN_IF_ERROR(FillRow(EvalSampleIndex(p), kEvalEpoch, j, &mb));
+    if (cover == EvalCover::kOnce && p >= n_eval_) {
+      // Past the split's end: a real sample's tokens (valid input), no loss.
+      std::fill_n(mb.targets.begin() + static_cast<ptrdiff_t>(j) * mb.seq_len, mb.seq_len,
+                  kNoTarget);
+      mb.num_targets = counted;
+    }
   }
   return mb;
 }

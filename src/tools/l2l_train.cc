@@ -1,11 +1,12 @@
 // l2l-train: train a model layer to layer.
 //
 //   mpirun -np N l2l-train --config FILE [--set key=value]... [--resume auto|PATH]
-//                          [--init-from PATH] [--print-config]
+//                          [--init-from PATH] [--eval-only] [--print-config]
 //
 // Every rank parses the same arguments and config; failures are agreed across
 // ranks, printed once (rank 0) as one line, and exit with code 2 on every
 // rank.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -20,7 +21,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: l2l-train --config FILE [--set key=value]... [--resume auto|PATH] [--init-from PATH]\n"
-    "                 [--print-config]\n"
+    "                 [--eval-only] [--print-config]\n"
     "  --config FILE      YAML configuration (see docs/config.md)\n"
     "  --set key=value    override one key, e.g. --set model.layers=48 (repeatable)\n"
     "  --resume auto|PATH continue from a checkpoint: auto = the latest in checkpoint.dir\n"
@@ -29,6 +30,10 @@ constexpr const char* kUsage =
     "  --init-from PATH   fine-tune: start from a checkpoint's weights (file or directory,\n"
     "                     e.g. one made by l2l-ckpt import) with fresh optimizer state at\n"
     "                     step 0 (sets train.init_from; a checkpoint --resume loads wins)\n"
+    "  --eval-only        with --resume or --init-from: the mean loss and perplexity of\n"
+    "                     those weights over the whole eval set once (data.eval_path, or\n"
+    "                     data.path's held-out share), the same at any world size; trains\n"
+    "                     nothing, writes nothing\n"
     "  --print-config     print the effective configuration as YAML and exit\n"
     "SIGTERM or SIGUSR1 on any rank: all ranks finish the step, save, and exit 0.\n";
 
@@ -40,6 +45,7 @@ struct Args {
   std::string init_from;
   bool has_init_from = false;
   bool print_config = false;
+  bool eval_only = false;
   bool help = false;
 };
 
@@ -72,6 +78,8 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else if (arg.rfind("--init-from=", 0) == 0) {
       a.init_from = arg.substr(12);
       a.has_init_from = true;
+    } else if (arg == "--eval-only") {
+      a.eval_only = true;
     } else if (arg == "--print-config") {
       a.print_config = true;
     } else if (arg == "--help" || arg == "-h") {
@@ -89,7 +97,42 @@ l2l::StatusOr<Args> ParseArgs(int argc, char** argv) {
   if (a.has_init_from && a.init_from.empty()) {
     return l2l::InvalidArgument("--init-from needs a checkpoint path, got an empty one");
   }
+  if (a.eval_only && !a.has_resume && !a.has_init_from) {
+    return l2l::InvalidArgument(
+        "--eval-only needs the weights to evaluate: --resume auto|PATH or --init-from PATH");
+  }
   return a;
+}
+
+// --eval-only: the weights of the checkpoint `args` names, over the eval set.
+l2l::Status EvalOnly(const Args& args, const l2l::config::Config& cfg, l2l::MpiRuntime& mpi,
+                     l2l::MpiComm& comm) {
+  using l2l::train::Trainer;
+  ASSIGN_OR_RETURN(auto trainer, Trainer::Create(cfg, &comm, mpi.local_size(), mpi.local_rank(),
+                                                 Trainer::Purpose::kEvaluate));
+  if (args.has_resume) {
+    RETURN_IF_ERROR(trainer->Resume(args.resume));
+    if (!trainer->resumed()) {
+      return l2l::NotFound("--eval-only --resume " + args.resume + ": no checkpoint in " +
+                           cfg.checkpoint.dir + " to evaluate");
+    }
+  } else {
+    RETURN_IF_ERROR(trainer->InitFrom(args.init_from));
+  }
+  ASSIGN_OR_RETURN(const l2l::train::EvalSummary r, trainer->EvaluateAll());
+  if (comm.rank() == 0) {
+    const std::string set = cfg.data.eval_path.empty()
+                                ? cfg.data.path + " (its held-out share, data.eval_fraction)"
+                                : cfg.data.eval_path;
+    std::printf("l2l: eval-only: %s at step %lld over %s\n", trainer->last_checkpoint().c_str(),
+                static_cast<long long>(trainer->step()), set.c_str());
+    std::printf(
+        "eval_samples=%lld\neval_batches=%lld\neval_targets=%lld\neval_loss=%.9g\n"
+        "perplexity=%.9g\n",
+        static_cast<long long>(r.samples), static_cast<long long>(r.batches),
+        static_cast<long long>(r.targets), r.loss, std::exp(r.loss));
+  }
+  return l2l::OkStatus();
 }
 
 l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::MpiComm& comm) {
@@ -106,6 +149,7 @@ l2l::Status Main(int argc, char** argv, l2l::MpiRuntime& mpi, l2l::MpiComm& comm
     if (comm.rank() == 0) std::fputs(l2l::config::ToYaml(*cfg).c_str(), stdout);
     return l2l::OkStatus();
   }
+  if (args->eval_only) return EvalOnly(*args, *cfg, mpi, comm);
   ASSIGN_OR_RETURN(auto trainer,
                    l2l::train::Trainer::Create(*cfg, &comm, mpi.local_size(), mpi.local_rank()));
   if (!args->resume.empty()) RETURN_IF_ERROR(trainer->Resume(args->resume));

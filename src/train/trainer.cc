@@ -73,8 +73,8 @@ std::vector<eps::Shard> NoDecayRanges(const model::ParamLayout& layout) {
   return r;
 }
 
-Trainer::Trainer(const config::Config& cfg, MpiComm* comm)
-    : cfg_(cfg), comm_(comm), dims_(model::DimsFromConfig(cfg.model)) {}
+Trainer::Trainer(const config::Config& cfg, MpiComm* comm, Purpose purpose)
+    : cfg_(cfg), comm_(comm), purpose_(purpose), dims_(model::DimsFromConfig(cfg.model)) {}
 
 Trainer::~Trainer() {
   if (source_) source_->WaitForUpdates();
@@ -82,8 +82,9 @@ Trainer::~Trainer() {
 }
 
 StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg, MpiComm* comm,
-                                                   int local_ranks, int local_rank) {
-  std::unique_ptr<Trainer> t(new Trainer(cfg, comm));
+                                                   int local_ranks, int local_rank,
+                                                   Purpose purpose) {
+  std::unique_ptr<Trainer> t(new Trainer(cfg, comm, purpose));
   RETURN_IF_ERROR(t->Init(local_ranks, local_rank));
   return t;
 }
@@ -93,32 +94,34 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   RETURN_IF_ERROR(comm_->Agree(config::ValidateForWorld(cfg_, world)));
   n_micro_ = config::MicroBatchesPerRank(cfg_, world);
 
-  // Data: every rank opens the file (memory-mapped, shared by the page cache).
+  // Data: every rank opens the files and reads them with pread.
   {
-    Status s;
-    auto file = data::TokenFile::Open(cfg_.data.path);
-    if (file.ok()) {
-      token_file_ = std::make_unique<data::TokenFile>(std::move(file).value());
-      data::BatchSpec spec;
-      spec.objective = model::IsCausal(dims_) ? data::Objective::kCausal : data::Objective::kMlm;
-      spec.seq_len = dims_.seq_len;
-      spec.micro_batch = cfg_.train.micro_batch;
-      spec.global_batch = cfg_.train.global_batch;
-      spec.mask_prob = cfg_.data.mask_prob;
-      spec.eval_fraction = cfg_.data.eval_fraction;
-      spec.seed = cfg_.train.seed;
-      spec.model_vocab = dims_.vocab;
-      spec.mask_token = cfg_.data.mask_token_id;
-      auto sampler = data::Sampler::Create(token_file_.get(), spec);
-      if (sampler.ok()) {
-        sampler_ = std::make_unique<data::Sampler>(std::move(sampler).value());
-      } else {
-        s = sampler.status();
-      }
-    } else {
-      s = file.status();
+    data::BatchSpec spec;
+    spec.objective = model::IsCausal(dims_) ? data::Objective::kCausal : data::Objective::kMlm;
+    spec.seq_len = dims_.seq_len;
+    spec.micro_batch = cfg_.train.micro_batch;
+    spec.global_batch = cfg_.train.global_batch;
+    spec.mask_prob = cfg_.data.mask_prob;
+    spec.eval_fraction = cfg_.data.eval_fraction;
+    spec.seed = cfg_.train.seed;
+    spec.model_vocab = dims_.vocab;
+    spec.mask_token = cfg_.data.mask_token_id;
+    // One file and the sampler over it; `held_out` = every sample is eval.
+    auto open = [&](const std::string& path, bool held_out, std::unique_ptr<data::TokenFile>* file,
+                    std::unique_ptr<data::Sampler>* sampler) -> Status {
+      ASSIGN_OR_RETURN(data::TokenFile f, data::TokenFile::Open(path));
+      *file = std::make_unique<data::TokenFile>(std::move(f));
+      ASSIGN_OR_RETURN(data::Sampler smp, held_out ? data::Sampler::CreateHeldOut(file->get(), spec)
+                                                   : data::Sampler::Create(file->get(), spec));
+      *sampler = std::make_unique<data::Sampler>(std::move(smp));
+      return OkStatus();
+    };
+    RETURN_IF_ERROR(comm_->Agree(
+        open(cfg_.data.path, false, &token_file_, &sampler_).WithContext("data.path")));
+    if (!cfg_.data.eval_path.empty()) {
+      RETURN_IF_ERROR(comm_->Agree(open(cfg_.data.eval_path, true, &eval_file_, &eval_sampler_)
+                                       .WithContext("data.eval_path")));
     }
-    RETURN_IF_ERROR(comm_->Agree(s.WithContext("data.path")));
   }
 
   for (int l = 0; l < model::NumLayers(dims_); ++l) {
@@ -262,6 +265,8 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     }
     std::fflush(stdout);
   }
+  // Evaluation only reads: it takes no lock, writes no metrics and saves nothing.
+  if (purpose_ == Purpose::kEvaluate) return OkStatus();
   RETURN_IF_ERROR(comm_->Agree(LockCheckpointDir()));
   RETURN_IF_ERROR(CheckCheckpointDirShared());
   RETURN_IF_ERROR(comm_->Agree(OpenMetrics()));
@@ -372,13 +377,17 @@ Status Trainer::OpenMetrics() {
   return OkStatus();
 }
 
-StatusOr<std::vector<data::MicroBatch>> Trainer::Batches(int64_t index, bool eval) const {
+StatusOr<std::vector<data::MicroBatch>> Trainer::Batches(int64_t index, Pass pass) const {
   std::vector<data::MicroBatch> v;
   Status read;
+  const int rank = comm_->rank(), world = comm_->size();
   for (int m = 0; m < n_micro_ && read.ok(); ++m) {
     StatusOr<data::MicroBatch> mb =
-        eval ? sampler_->EvalMicroBatch(index, comm_->rank(), comm_->size(), m)
-             : sampler_->TrainMicroBatch(index, comm_->rank(), comm_->size(), m);
+        pass == Pass::kTrain
+            ? sampler_->TrainMicroBatch(index, rank, world, m)
+            : eval_sampler().EvalMicroBatch(
+                  index, rank, world, m,
+                  pass == Pass::kEvalOnce ? data::EvalCover::kOnce : data::EvalCover::kWrap);
     if (mb.ok()) {
       v.push_back(std::move(mb).value());
     } else {
@@ -393,7 +402,7 @@ StatusOr<std::vector<data::MicroBatch>> Trainer::Batches(int64_t index, bool eva
 
 StatusOr<StepRecord> Trainer::Step() {
   const double t0 = NowSeconds();
-  ASSIGN_OR_RETURN(const std::vector<data::MicroBatch> batches, Batches(step_, /*eval=*/false));
+  ASSIGN_OR_RETURN(const std::vector<data::MicroBatch> batches, Batches(step_, Pass::kTrain));
   int64_t targets = 0;
   for (const auto& b : batches) targets += b.num_targets;
   RETURN_IF_ERROR(comm_->AllReduce(&targets, &targets, 1, CommDType::kI64, ReduceOp::kSum));
@@ -434,18 +443,38 @@ StatusOr<StepRecord> Trainer::Step() {
   return r;
 }
 
-StatusOr<double> Trainer::Evaluate() {
+StatusOr<EvalSummary> Trainer::EvaluatePass(int64_t batches, Pass pass) {
   double loss_sum = 0;
   int64_t targets = 0;
-  for (int b = 0; b < cfg_.train.eval_batches; ++b) {
-    ASSIGN_OR_RETURN(const std::vector<data::MicroBatch> batches, Batches(b, /*eval=*/true));
-    ASSIGN_OR_RETURN(sched::StepOutput out, relay_->Evaluate(AsInputs(batches)));
+  for (int64_t b = 0; b < batches; ++b) {
+    ASSIGN_OR_RETURN(const std::vector<data::MicroBatch> mbs, Batches(b, pass));
+    ASSIGN_OR_RETURN(sched::StepOutput out, relay_->Evaluate(AsInputs(mbs)));
     loss_sum += out.loss_sum;
     targets += out.targets;
   }
   RETURN_IF_ERROR(comm_->AllReduce(&loss_sum, &loss_sum, 1, CommDType::kF64, ReduceOp::kSum));
   RETURN_IF_ERROR(comm_->AllReduce(&targets, &targets, 1, CommDType::kI64, ReduceOp::kSum));
-  return targets > 0 ? loss_sum / static_cast<double>(targets) : 0.0;
+  EvalSummary r;
+  r.loss = targets > 0 ? loss_sum / static_cast<double>(targets) : 0.0;
+  r.targets = targets;
+  r.batches = batches;
+  r.samples = pass == Pass::kEvalOnce ? eval_sampler().num_eval_samples()
+                                      : batches * static_cast<int64_t>(cfg_.train.global_batch);
+  return r;
+}
+
+StatusOr<double> Trainer::Evaluate() {
+  ASSIGN_OR_RETURN(const EvalSummary r, EvaluatePass(cfg_.train.eval_batches, Pass::kEvalWrap));
+  return r.loss;
+}
+
+StatusOr<EvalSummary> Trainer::EvaluateAll() {
+  if (eval_sampler().num_eval_samples() == 0) {
+    return InvalidArgument(
+        "nothing to evaluate: data.eval_fraction is 0 and data.eval_path is not set (set "
+        "data.eval_path to a held-out token file)");
+  }
+  return EvaluatePass(eval_sampler().num_eval_batches(), Pass::kEvalOnce);
 }
 
 Status Trainer::Run() {
@@ -709,9 +738,10 @@ Status Trainer::InitFrom(const std::string& spec) {
   ASSIGN_OR_RETURN(const std::string path, ResolveOnRankZero(spec));
   {
     // Saves restart at step 0 in checkpoint.dir and prune it to keep_last:
-    // a source inside it would be deleted by this run.
+    // a source inside it would be deleted by this run. An evaluation saves
+    // nothing.
     Status s;
-    if (comm_->rank() == 0) s = CheckOutsideCheckpointDir(path);
+    if (comm_->rank() == 0 && purpose_ == Purpose::kTrain) s = CheckOutsideCheckpointDir(path);
     RETURN_IF_ERROR(comm_->Agree(s));
   }
   ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));

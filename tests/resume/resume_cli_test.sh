@@ -47,6 +47,41 @@ resume_error() {
   refused "$name" "$want" --resume "$file" "$@"
 }
 
+# --eval-only: the weights over the eval set once, at any world size the same
+# perplexity, and nothing written (checkpoints and metrics unchanged).
+"$data" synthetic --out held.tok --tokens 1000 --vocab 32 --order 2 --seed 9 >/dev/null
+state() { (ls -A ck run; md5sum ck/* run/*) | md5sum; }
+before=$(state)
+value() { sed -n "s/^$1=//p" "$2"; }
+for np in 1 2; do
+  "$mpiexec" $np "$train" --config run.yaml --eval-only --resume auto >"eval$np.txt" 2>err.txt ||
+    bad "eval-only np $np: $(cat err.txt)"
+done
+p1=$(value perplexity eval1.txt) p2=$(value perplexity eval2.txt)
+if [ -n "$p1" ] && awk -v a="$p1" -v b="$p2" 'BEGIN { d = a - b; exit !(d * d <= 1e-14 * a * a) }'
+then ok; else bad "eval-only: perplexity $p1 at 1 rank, $p2 at 2"; fi
+# 40000 tokens: 2499 samples of 16, 5% (125) held out.
+[ "$(value eval_samples eval2.txt)" = 125 ] && [ "$(value eval_targets eval2.txt)" -gt 0 ] && ok ||
+  bad "eval-only: $(cat eval2.txt)"
+"$mpiexec" 2 "$train" --config run.yaml --eval-only --init-from "$good" >evali.txt 2>err.txt ||
+  bad "eval-only --init-from: $(cat err.txt)"
+[ "$(value perplexity evali.txt)" = "$p2" ] && ok ||
+  bad "eval-only: --init-from the latest gives $(value perplexity evali.txt), --resume auto $p2"
+"$mpiexec" 2 "$train" --config run.yaml --eval-only --init-from "$good" \
+  --set data.eval_path="$work/held.tok" >evalh.txt 2>err.txt || bad "eval-only held.tok: $(cat err.txt)"
+# 1000 tokens: 62 samples of 16, all of them.
+[ "$(value eval_samples evalh.txt)" = 62 ] && [ "$(value eval_targets evalh.txt)" -gt 0 ] &&
+  [ "$(value perplexity evalh.txt)" != "$p2" ] && ok || bad "eval-only data.eval_path: $(cat evalh.txt)"
+[ "$(state)" = "$before" ] && ok || bad "eval-only changed checkpoints or metrics"
+refused "eval-only without weights" "--eval-only needs the weights to evaluate" --eval-only
+mkdir -p empty
+refused "eval-only, no checkpoint" "--eval-only --resume auto: no checkpoint in $work/empty" \
+  --eval-only --resume auto --set checkpoint.dir="$work/empty"
+refused "eval-only, no eval set" "nothing to evaluate: data.eval_fraction is 0" \
+  --eval-only --init-from "$good" --set data.eval_fraction=0
+refused "eval-only, missing eval file" "data.eval_path: token file nope.tok does not exist" \
+  --eval-only --init-from "$good" --set data.eval_path=nope.tok
+
 # Runs that would supersede and prune checkpoints they did not write are
 # refused before any step: a fresh run, a fine-tune, a resume of another
 # directory's checkpoint; an empty --resume is an error, not a fresh start.

@@ -100,6 +100,9 @@ struct DataConfig {
   std::string path;             // token file (required, non-empty)
   double mask_prob = 0.15;      // MLM masking probability, in (0, 1); bert only
   double eval_fraction = 0.05;  // share of samples held out for eval, in [0, 1)
+  // A separate held-out token file; "" = none. When set, evaluation (periodic
+  // and --eval-only) reads all of it instead of data.path's held-out share.
+  std::string eval_path;
   // MLM (bert) mask token: -1 = the token file's vocab_size (a token the data
   // never holds; model.vocab must exceed it), else the id of the tokenizer's
   // [MASK] (< model.vocab; set by an import).

@@ -82,6 +82,13 @@ struct SamplerState {
   bool operator==(const SamplerState&) const = default;
 };
 
+// How an eval pass treats the positions past the eval split's end in its last
+// batch: kWrap reads the first eval samples again (periodic evaluation, a fixed
+// number of batches); kOnce reads them too but gives them no targets, so
+// num_eval_batches() batches count every eval sample exactly once at any world
+// size (--eval-only).
+enum class EvalCover { kWrap, kOnce };
+
 // Movable, not copyable. All methods are const and thread-safe (the cached
 // epoch permutations are guarded by a mutex).
 class Sampler {
@@ -92,6 +99,11 @@ class Sampler {
   // vocab_size), or when the file has no train samples. Messages name the
   // file and the values.
   static StatusOr<Sampler> Create(const TokenFile* file, const BatchSpec& spec);
+  // A sampler whose every sample is eval (a separate held-out file,
+  // data.eval_path): no train split, spec.eval_fraction ignored, eval sample i
+  // is window i. The same checks as Create, and InvalidArgument when the file
+  // holds no whole sample. TrainMicroBatch must not be called on it.
+  static StatusOr<Sampler> CreateHeldOut(const TokenFile* file, const BatchSpec& spec);
 
   Sampler(Sampler&&) noexcept;
   Sampler& operator=(Sampler&&) noexcept;
@@ -124,7 +136,9 @@ class Sampler {
   // reads eval sample p % num_eval_samples(), so batches past
   // num_eval_batches() wrap around. Independent of the training step.
   // Requires num_eval_samples() > 0 (CHECKed). Errors as TrainMicroBatch.
-  StatusOr<MicroBatch> EvalMicroBatch(int64_t batch, int rank, int world_size, int micro) const;
+  // `cover` decides the rows past the split's end (EvalCover).
+  StatusOr<MicroBatch> EvalMicroBatch(int64_t batch, int rank, int world_size, int micro,
+                                      EvalCover cover = EvalCover::kWrap) const;
 
   // The sample index (into the file's windows) behind a global position.
   int64_t TrainSampleIndex(int64_t position) const;  // in [0, n_train)
@@ -137,6 +151,8 @@ class Sampler {
 
  private:
   struct PermutationCache;
+  // Create's checks of `spec` against `file`, and the file's sample count.
+  static StatusOr<int64_t> CheckSpec(const TokenFile* file, const BatchSpec& spec);
   Sampler(const TokenFile* file, const BatchSpec& spec, int64_t n_train, int64_t n_eval);
 
   // Fills row `row` of `mb` from sample `sample_index`; `epoch` keys MLM masking.

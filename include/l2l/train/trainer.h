@@ -49,14 +49,28 @@ struct StepRecord {
 // adjacent.
 std::vector<eps::Shard> NoDecayRanges(const model::ParamLayout& layout);
 
+// A whole evaluation pass (Trainer::EvaluateAll).
+struct EvalSummary {
+  double loss = 0;      // mean cross-entropy over the targets (nats); perplexity = exp(loss)
+  int64_t targets = 0;  // predicted positions, all ranks
+  int64_t samples = 0;  // eval samples covered
+  int64_t batches = 0;  // global eval batches run
+};
+
 class Trainer {
  public:
+  // kEvaluate: the run only evaluates (l2l-train --eval-only). It takes no
+  // lock on checkpoint.dir and opens no metrics file; Run and SaveCheckpoint
+  // must not be called.
+  enum class Purpose { kTrain, kEvaluate };
+
   // Validates the config against the world size, opens the data, builds the
   // model state and the relay. `local_ranks` = ranks on this node (for the
   // default optimizer thread count), `local_rank` = this rank's index on the
   // node (picks the GPU). Prints the device memory plan on rank 0.
   static StatusOr<std::unique_ptr<Trainer>> Create(const config::Config& cfg, MpiComm* comm,
-                                                   int local_ranks, int local_rank = 0);
+                                                   int local_ranks, int local_rank = 0,
+                                                   Purpose purpose = Purpose::kTrain);
   ~Trainer();
 
   // Restores the state of a checkpoint: `spec` is "auto" (the latest in
@@ -88,8 +102,14 @@ class Trainer {
   const std::string& last_checkpoint() const { return last_checkpoint_; }
   // One step; appends to history().
   StatusOr<StepRecord> Step();
-  // Mean eval loss over train.eval_batches global eval batches.
+  // Mean eval loss over train.eval_batches global eval batches (the eval set
+  // wraps around when they cover more than it).
   StatusOr<double> Evaluate();
+  // The whole eval set once: data.eval_path when set, else data.path's
+  // held-out share. Every sample counts once whatever the world size, so the
+  // loss is the same at every world size (to the rounding of the sum).
+  // InvalidArgument when there is no eval set. Collective.
+  StatusOr<EvalSummary> EvaluateAll();
 
   int64_t step() const { return step_; }
   const std::vector<StepRecord>& history() const { return history_; }
@@ -104,7 +124,12 @@ class Trainer {
   Status ReadLayer(int layer, std::vector<float>* out);
 
  private:
-  Trainer(const config::Config& cfg, MpiComm* comm);
+  // Which sampler and how a batch index is read (Batches).
+  enum class Pass { kTrain, kEvalWrap, kEvalOnce };
+  Trainer(const config::Config& cfg, MpiComm* comm, Purpose purpose);
+  // The eval set: data.eval_path's sampler when set, else data.path's.
+  const data::Sampler& eval_sampler() const { return eval_sampler_ ? *eval_sampler_ : *sampler_; }
+  StatusOr<EvalSummary> EvaluatePass(int64_t batches, Pass pass);
   std::vector<ckpt::LayerInfo> CheckpointLayers() const;
   Status Init(int local_ranks, int local_rank);
   Status OpenMetrics();
@@ -114,9 +139,9 @@ class Trainer {
   // Rank 0 only: whether checkpoint file `path` lies in checkpoint.dir.
   StatusOr<bool> InCheckpointDir(const std::string& path) const;
   void WriteRecord(const StepRecord& r);
-  // This rank's micro-batches of training step `index` (eval: eval batch
-  // `index`). Agreed: a token-file read error on any rank fails every rank.
-  StatusOr<std::vector<data::MicroBatch>> Batches(int64_t index, bool eval) const;
+  // This rank's micro-batches of training step `index` (eval passes: eval
+  // batch `index`). Agreed: a token-file read error on any rank fails every rank.
+  StatusOr<std::vector<data::MicroBatch>> Batches(int64_t index, Pass pass) const;
   // Rank 0's answer for a checkpoint path given as a file or directory.
   StatusOr<std::string> ResolveOnRankZero(const std::string& spec);
   // Rank 0 only: FailedPrecondition when the checkpoint file `path` lies in
@@ -132,6 +157,7 @@ class Trainer {
 
   config::Config cfg_;
   MpiComm* comm_;
+  Purpose purpose_;
   model::ModelDims dims_;
   int n_micro_ = 1;
   std::unique_ptr<Device> device_;
@@ -140,6 +166,8 @@ class Trainer {
   std::unique_ptr<Comm> device_comm_;
   std::unique_ptr<data::TokenFile> token_file_;
   std::unique_ptr<data::Sampler> sampler_;
+  std::unique_ptr<data::TokenFile> eval_file_;  // data.eval_path; null when unset
+  std::unique_ptr<data::Sampler> eval_sampler_;
   std::unique_ptr<eps::EagerParameterServer> eps_;
   std::unique_ptr<sched::ParamSource> source_;
   std::unique_ptr<sched::Relay> relay_;
