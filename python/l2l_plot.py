@@ -82,7 +82,8 @@ def plot(runs, out, title):
         loss.plot(*series(records, "loss"), color=color, lw=1, label=f"{label} train")
         ex, ey = series(records, "eval_loss")
         if ex:
-            loss.plot(ex, ey, "o--", color=color, ms=4, lw=1, label=f"{label} eval")
+            loss.plot(ex, ey, "o-", color=color, ms=5, mfc="white", lw=1.5, zorder=3,
+                      label=f"{label} eval")
         speed.plot(*series(records, "tokens_per_s"), color=color, lw=1, label=label)
         memory.plot(*series(records, "device_peak_bytes", mib), color=color, lw=1.5,
                     label=f"{label} device peak")

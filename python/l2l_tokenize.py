@@ -6,7 +6,8 @@ re-implemented: Hugging Face `tokenizers` for a tokenizer.json, SentencePiece
 for a tokenizer.model. Output is a version-2 token file (docs/data-format.md):
 the tokens, then where each document starts.
 
-Documents: a .txt file is one document; each line of a .jsonl file is one (its
+Documents: a plain text file (.txt, or any name but .jsonl, .parquet, .json
+and compressed ones) is one document; each line of a .jsonl file is one (its
 --field, default "text"); each row of a .parquet file is one (column --field).
 Each document is encoded with the tokenizer's own special tokens (its
 post-processor: BOS for Llama, [CLS] ... [SEP] for BERT), then the separator
@@ -160,9 +161,12 @@ class Input:
         self.path = path
         self.field = field
         ext = os.path.splitext(path)[1].lower()
-        if ext not in (".txt", ".jsonl", ".parquet"):
-            raise Bad(f"{path}: unknown input type '{ext}', expected .txt, .jsonl or .parquet")
-        self.ext = ext
+        if ext in (".gz", ".bz2", ".xz", ".zst", ".zip"):
+            raise Bad(f"{path}: a compressed file; decompress it first (.txt, .jsonl, .parquet)")
+        if ext == ".json":
+            raise Bad(f"{path}: a .json file; expected .jsonl (one JSON object per line), "
+                      ".parquet or plain text")
+        self.ext = ext if ext in (".jsonl", ".parquet") else ".txt"  # any other name: plain text
         if not os.path.exists(path):
             raise Bad(f"input file {path} does not exist")
         if not os.path.isfile(path):

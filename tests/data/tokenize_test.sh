@@ -17,6 +17,7 @@ value() { sed -n "s/^$1=//p" out.txt; }
 mkdir hf
 cp /usr/share/common-licenses/Apache-2.0 a.txt
 cp /usr/share/common-licenses/MPL-2.0 b.txt
+cp a.txt Apache-2.0  # no .txt: any other name is plain text
 "$py" - <<'PY' || fail "fixtures: could not build the tokenizers"
 import glob, json
 import pyarrow as pa, pyarrow.parquet as pq
@@ -43,7 +44,7 @@ pq.write_table(pa.table({"text": paras[40:90]}), "d.parquet", row_group_size=7)
 PY
 
 # --- good paths
-ok hf tokenize --tokenizer hf --out hf.tok a.txt c.jsonl d.parquet b.txt
+ok hf tokenize --tokenizer hf --out hf.tok Apache-2.0 c.jsonl d.parquet b.txt
 [ "$(value version)" = 2 ] || fail "hf: version $(value version)"
 [ "$(value vocab_size)" = 512 ] || fail "hf: vocab_size $(value vocab_size), expected config.json's 512"
 [ "$(value num_documents)" = 92 ] || fail "hf: $(value num_documents) documents, expected 2 + 40 + 50"
@@ -112,7 +113,9 @@ bad no-tokenizer "tokenizer nothere.json does not exist" o.tok \
 bad above-vocab "a.txt: token id" o.tok tokenize --tokenizer hf --vocab-size 300 --out o.tok a.txt
 bad no-separator "no end-of-document token known" o.tok \
   tokenize --tokenizer hf/tokenizer.json --out o.tok a.txt
-bad unknown-type "a.md: unknown input type '.md'" o.tok tokenize --tokenizer hf --out o.tok a.md
+printf '{"text": "x"}' >a.json
+bad json-not-jsonl "a.json: a .json file; expected .jsonl" o.tok tokenize --tokenizer hf --out o.tok a.json
+bad compressed "a.txt.gz: a compressed file" o.tok tokenize --tokenizer hf --out o.tok a.txt.gz
 bad no-inputs "no input files given" o.tok tokenize --tokenizer hf --out o.tok
 bad bad-workers "--workers value 0" o.tok tokenize --tokenizer hf --workers 0 --out o.tok a.txt
 cp hf.tok keep.tok
