@@ -44,6 +44,7 @@ constexpr const char* kExecModeNames[] = {"l2l", "resident"};
 constexpr const char* kDeviceNames[] = {"cpu", "cuda"};
 constexpr const char* kPrecisionNames[] = {"fp32", "bf16"};
 constexpr const char* kStashNames[] = {"host", "device"};
+constexpr const char* kSamplingNames[] = {"windows", "examples"};
 
 template <typename E, size_t N>
 const char* EnumName(E v, const char* const (&names)[N]) {
@@ -827,6 +828,7 @@ const std::vector<Field>& Fields() {
       eval_path.omit = [](const Config& c) { return c.data.eval_path.empty(); };
       f.push_back(std::move(eval_path));
     }
+    f.push_back(EnumField("data.sampling", L2L_ACC(data.sampling), kSamplingNames));
     f.push_back(OnlyFor(IntField<int>("data.mask_token_id", L2L_ACC(data.mask_token_id), -1,
                                       Decoder::kMaxSize),
                         "kind bert (the masked-LM objective)", IsBert));
@@ -1080,6 +1082,7 @@ const char* Name(ExecMode v) { return EnumName(v, kExecModeNames); }
 const char* Name(DeviceKind v) { return EnumName(v, kDeviceNames); }
 const char* Name(Precision v) { return EnumName(v, kPrecisionNames); }
 const char* Name(StashPlacement v) { return EnumName(v, kStashNames); }
+const char* Name(Sampling v) { return EnumName(v, kSamplingNames); }
 
 bool operator==(const Config& a, const Config& b) {
   return a.model == b.model && a.data == b.data && a.train == b.train && a.exec == b.exec &&

@@ -246,6 +246,48 @@ TEST(TokenFile, WriteRejectsBadDocumentStartsAndLeavesNoFile) {
   }
 }
 
+TEST(TokenFile, LossMaskRoundTripsAndABadByteIsDataLoss) {
+  const std::string path = TempPath("lossmask");
+  const std::vector<uint32_t> tokens = {1, 2, 3, 4, 5};
+  ASSERT_TRUE(WriteTokenFile(path, 10, tokens, {0, 2}, {0, 1, 0, 0, 1}).ok());
+  const std::vector<unsigned char> good = ReadBytes(path);
+  EXPECT_EQ(good.size(), kTokenFileHeaderBytes + 5 * 2 + 8 + 2 * 8 + 5);
+  EXPECT_EQ(good[kFlagsOffset], kFlagLossMask);
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  ASSERT_TRUE(f->has_loss_mask());
+  std::vector<uint8_t> mask(4);
+  ASSERT_TRUE(f->ReadLossMask(1, 4, mask.data()).ok());
+  EXPECT_EQ(mask, (std::vector<uint8_t>{1, 0, 0, 1}));
+  std::vector<unsigned char> b = good;
+  b.back() = 2;
+  WriteBytes(path, b);
+  f = TokenFile::Open(path);
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(f.status().message().find("loss mask: token 4's byte at offset"), std::string::npos)
+      << f.status().message();
+  // Unknown flags, and any flag in version 1, are refused.
+  b = good;
+  b[kFlagsOffset] = 3;
+  WriteBytes(path, b);
+  f = TokenFile::Open(path);
+  EXPECT_NE(f.status().message().find("header flags are 3, expected 0 or 1"), std::string::npos)
+      << f.status().message();
+  ASSERT_TRUE(WriteTokenFile(path, 10, tokens).ok());
+  b = ReadBytes(path);
+  b[kFlagsOffset] = 1;
+  WriteBytes(path, b);
+  f = TokenFile::Open(path);
+  EXPECT_NE(f.status().message().find("header flags are 1, expected 0 in version 1"),
+            std::string::npos)
+      << f.status().message();
+  // A mask needs documents and one 0/1 per token.
+  EXPECT_EQ(WriteTokenFile(path, 10, tokens, {}, {1, 1, 1, 1, 1}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteTokenFile(path, 10, tokens, {0}, {1, 1}).code(), StatusCode::kInvalidArgument);
+  std::remove(path.c_str());
+}
+
 TEST(TokenFile, BadVersionAndTokenBytesAreDataLoss) {
   const std::string path = TempPath("version");
   ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3}).ok());
@@ -746,6 +788,89 @@ TEST(Markov, ValidateNamesTheField) {
   EXPECT_NE(ValidateMarkovSpec({4, -1, 1, 0.1}).message().find("order is -1"), std::string::npos);
   EXPECT_NE(ValidateMarkovSpec({4, 1, 1, 0}).message().find("concentration"), std::string::npos);
   EXPECT_NE(ValidateMarkovSpec({256, 3, 1, 0.1}).message().find("table limit"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- examples
+
+// Three SFT-style examples: the loss mask marks the responses.
+std::string WriteExamples(const std::string& name) {
+  const std::string path = TempPath(name);
+  EXPECT_TRUE(WriteTokenFile(path, 10, {1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3}, {0, 4, 6},
+                             {0, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1})
+                  .ok());
+  return path;
+}
+
+BatchSpec ExampleSpec(int seq_len) {
+  BatchSpec spec;
+  spec.objective = Objective::kCausal;
+  spec.unit = SampleUnit::kDocuments;
+  spec.seq_len = seq_len;
+  spec.micro_batch = 1;
+  spec.global_batch = 1;
+  spec.model_vocab = 10;
+  return spec;
+}
+
+TEST(Sampler, ExamplesAreOneDocumentPerRowPaddedWithLossOnTheMaskedTokens) {
+  const std::string path = WriteExamples("examples");
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  // Held out: eval sample i is document i.
+  StatusOr<Sampler> s = Sampler::CreateHeldOut(&*f, ExampleSpec(5));
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  ASSERT_EQ(s->num_eval_samples(), 3);
+  struct Want {
+    std::vector<int32_t> tokens, targets;
+    std::vector<uint8_t> mask;
+    int64_t num_targets;
+  };
+  // Position t predicts token t + 1 when it is in the example and marked.
+  const Want want[] = {{{1, 2, 3, 4, 0}, {-1, 3, 4, -1, -1}, {1, 1, 1, 1, 0}, 2},
+                       {{5, 6, 0, 0, 0}, {6, -1, -1, -1, -1}, {1, 1, 0, 0, 0}, 1},
+                       {{7, 8, 9, 1, 2}, {8, 9, 1, 2, 3}, {1, 1, 1, 1, 1}, 5}};
+  for (int d = 0; d < 3; ++d) {
+    StatusOr<MicroBatch> mb = s->EvalMicroBatch(d, 0, 1, 0);
+    ASSERT_TRUE(mb.ok()) << mb.status().message();
+    EXPECT_EQ(mb->tokens, want[d].tokens) << "example " << d;
+    EXPECT_EQ(mb->targets, want[d].targets) << "example " << d;
+    EXPECT_EQ(mb->attn_mask, want[d].mask) << "example " << d;
+    EXPECT_EQ(mb->num_targets, want[d].num_targets) << "example " << d;
+  }
+  SamplerState st = s->state();
+  EXPECT_NE(st.ToString().find(" sampling=documents"), std::string::npos) << st.ToString();
+  StatusOr<SamplerState> back = SamplerState::Parse(st.ToString());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, st);
+  std::remove(path.c_str());
+}
+
+TEST(Sampler, ExamplesLongerThanARowOrWithoutAnIndexAreRefused) {
+  const std::string path = WriteExamples("examples_long");
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  StatusOr<Sampler> s = Sampler::Create(&*f, ExampleSpec(4));
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("1 of 3 examples are longer than seq_len + 1 = 5 tokens "
+                                      "(the longest has 6)"),
+            std::string::npos)
+      << s.status().message();
+  const std::string flat = WriteIotaFile("examples_flat", 20);
+  StatusOr<TokenFile> g = TokenFile::Open(flat);
+  ASSERT_TRUE(g.ok());
+  BatchSpec wide = ExampleSpec(4);
+  wide.model_vocab = 20;
+  s = Sampler::Create(&*g, wide);
+  EXPECT_NE(s.status().message().find("has no document index (version 1)"), std::string::npos)
+      << s.status().message();
+  BatchSpec mlm = ExampleSpec(5);
+  mlm.objective = Objective::kMlm;
+  mlm.model_vocab = 11;
+  s = Sampler::Create(&*f, mlm);
+  EXPECT_NE(s.status().message().find("needs a causal model"), std::string::npos)
+      << s.status().message();
+  std::remove(path.c_str());
+  std::remove(flat.c_str());
 }
 
 }  // namespace

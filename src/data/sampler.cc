@@ -66,7 +66,8 @@ std::string SamplerState::ToString() const {
          " mask_prob=" + FormatDouble(mask_prob) + " eval_fraction=" + FormatDouble(eval_fraction) +
          " num_train_samples=" + std::to_string(num_train_samples) +
          " num_eval_samples=" + std::to_string(num_eval_samples) +
-         " mask_token=" + std::to_string(mask_token);
+         " mask_token=" + std::to_string(mask_token) +
+         (unit == SampleUnit::kDocuments ? " sampling=documents" : "");
 }
 
 namespace {
@@ -130,7 +131,15 @@ StatusOr<SamplerState> SamplerState::Parse(std::string_view text) {
     s.mask_token = s.objective == Objective::kMlm ? static_cast<int32_t>(s.vocab_size) : -1;
   }
 #undef L2L_STATE_FIELD
-  const size_t keys = has_mask ? 11 : 10;
+  size_t keys = has_mask ? 11 : 10;
+  if (auto it = kv.find("sampling"); it != kv.end()) {
+    if (it->second != "documents") {
+      return InvalidArgument("sampler state key sampling has value '" + it->second +
+                             "', expected documents");
+    }
+    s.unit = SampleUnit::kDocuments;
+    ++keys;
+  }
   if (kv.size() != keys) {
     return InvalidArgument("sampler state '" + std::string(text) + "' has " +
                            std::to_string(kv.size()) + " keys, expected " + std::to_string(keys));
@@ -183,7 +192,34 @@ StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spe
     return InvalidArgument("data mask token " + std::to_string(spec.mask_token) +
                            " is not below model.vocab " + std::to_string(spec.model_vocab));
   }
-  return file->num_tokens() < 1 ? int64_t{0} : (file->num_tokens() - 1) / spec.seq_len;
+  if (spec.unit == SampleUnit::kWindows) {
+    return file->num_tokens() < 1 ? int64_t{0} : (file->num_tokens() - 1) / spec.seq_len;
+  }
+  if (!file->has_documents()) {
+    return InvalidArgument("data file " + path + " has no document index (version " +
+                           std::to_string(file->version()) +
+                           "); sampling by examples needs one: make it with l2l-data sft or "
+                           "l2l-data tokenize");
+  }
+  if (spec.objective != Objective::kCausal) {
+    return InvalidArgument("sampling by examples needs a causal model (gpt or llama)");
+  }
+  const std::vector<int64_t>& starts = file->document_starts();
+  int64_t too_long = 0, longest = 0;
+  for (size_t d = 0; d < starts.size(); ++d) {
+    const int64_t end = d + 1 < starts.size() ? starts[d + 1] : file->num_tokens();
+    longest = std::max(longest, end - starts[d]);
+    if (end - starts[d] > int64_t{spec.seq_len} + 1) ++too_long;
+  }
+  if (too_long > 0) {
+    return InvalidArgument(
+        "data file " + path + ": " + std::to_string(too_long) + " of " +
+        std::to_string(starts.size()) + " examples are longer than seq_len + 1 = " +
+        std::to_string(spec.seq_len + 1) + " tokens (the longest has " + std::to_string(longest) +
+        "); make the file with l2l-data sft --seq-len " + std::to_string(spec.seq_len) +
+        " --too-long skip|truncate");
+  }
+  return static_cast<int64_t>(starts.size());
 }
 
 StatusOr<Sampler> Sampler::CreateHeldOut(const TokenFile* file, const BatchSpec& spec) {
@@ -325,7 +361,36 @@ StatusOr<MicroBatch> Sampler::EvalMicroBatch(int64_t batch, int rank, int world_
   return mb;
 }
 
+Status Sampler::FillDocumentRow(int64_t doc, int row, MicroBatch* mb) const {
+  const int s_len = spec_.seq_len;
+  const std::vector<int64_t>& starts = file_->document_starts();
+  const int64_t begin = starts[static_cast<size_t>(doc)];
+  const int64_t end = doc + 1 < static_cast<int64_t>(starts.size())
+                          ? starts[static_cast<size_t>(doc) + 1]
+                          : file_->num_tokens();
+  const int len = static_cast<int>(end - begin);  // <= s_len + 1 (Create)
+  std::vector<uint32_t> ids(static_cast<size_t>(len));
+  RETURN_IF_ERROR(file_->Read(begin, len, ids.data()));
+  std::vector<uint8_t> loss(static_cast<size_t>(len), 1);
+  if (file_->has_loss_mask()) RETURN_IF_ERROR(file_->ReadLossMask(begin, len, loss.data()));
+  const size_t at = static_cast<size_t>(row) * s_len;
+  int32_t* tokens = &mb->tokens[at];
+  int32_t* targets = &mb->targets[at];
+  uint8_t* mask = &mb->attn_mask[at];
+  for (int t = 0; t < s_len; ++t) {
+    const bool real = t < len;
+    tokens[t] = real ? static_cast<int32_t>(ids[t]) : 0;  // padding: id 0, never attended
+    mask[t] = real ? 1 : 0;
+    // Position t predicts token t + 1, when that is in the document and a target.
+    const bool target = t + 1 < len && loss[t + 1] != 0;
+    targets[t] = target ? static_cast<int32_t>(ids[t + 1]) : kNoTarget;
+    mb->num_targets += target ? 1 : 0;
+  }
+  return OkStatus();
+}
+
 Status Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const {
+  if (spec_.unit == SampleUnit::kDocuments) return FillDocumentRow(sample_index, row, mb);
   const int s_len = spec_.seq_len;
   const int64_t start = sample_index * s_len;  // window [start, start + s_len + 1)
   int32_t* tokens = &mb->tokens[static_cast<size_t>(row) * s_len];
@@ -389,6 +454,7 @@ SamplerState Sampler::state() const {
   s.num_train_samples = n_train_;
   s.num_eval_samples = n_eval_;
   s.mask_token = spec_.objective == Objective::kMlm ? mask_token() : -1;
+  s.unit = spec_.unit;
   return s;
 }
 

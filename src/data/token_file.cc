@@ -138,6 +138,12 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
                     std::to_string(kTokenFileVersion) + " or " +
                     std::to_string(kTokenFileVersionDocuments));
   }
+  f.flags_ = LoadU32(h + kFlagsOffset);
+  const uint32_t known_flags = f.has_documents() ? kFlagLossMask : 0;
+  if ((f.flags_ & ~known_flags) != 0) {
+    return DataLoss(path + ": header flags are " + std::to_string(f.flags_) + ", expected " +
+                    (f.has_documents() ? "0 or 1 (a loss mask)" : "0 in version 1"));
+  }
   f.token_bytes_ = LoadU32(h + kTokenBytesOffset);
   if (f.token_bytes_ != 2 && f.token_bytes_ != 4) {
     return DataLoss(path + ": token_bytes is " + std::to_string(f.token_bytes_) +
@@ -163,7 +169,10 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
         return IoError("cannot read the document count of token file " + path);
       }
       num_documents = LoadU64(c);
-      size_ok = num_documents <= (after - 8) / 8 && after == 8 + 8 * num_documents;
+      // The loss mask, when flagged, is one byte per token after the index.
+      const uint64_t mask_bytes = f.has_loss_mask() ? num_tokens : 0;
+      size_ok = mask_bytes <= after - 8 && num_documents <= (after - 8 - mask_bytes) / 8 &&
+                after == 8 + 8 * num_documents + mask_bytes;
     }
   } else if (size_ok) {
     size_ok = payload == num_tokens * f.token_bytes_;
@@ -181,11 +190,13 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
     if (documents) {
       expected = "at least " + expected + " + 8";
       parts += " + the document index";
-      if (num_documents > 0 && num_tokens <= limit && num_documents <= (uint64_t{1} << 58)) {
+      const bool mask = f.has_loss_mask();
+      if (num_documents > 0 && num_tokens <= limit / 2 && num_documents <= (uint64_t{1} << 58)) {
         expected = std::to_string(kTokenFileHeaderBytes + num_tokens * f.token_bytes_ + 8 +
-                                  8 * num_documents);
+                                  8 * num_documents + (mask ? num_tokens : 0));
         parts += " of " + std::to_string(num_documents) + " documents";
       }
+      if (mask) parts += " + a loss mask of " + std::to_string(num_tokens) + " bytes";
     }
     return DataLoss(path + ": file is " + std::to_string(size) + " bytes, expected " + expected +
                     " (" + parts + "); truncated or corrupt");
@@ -210,6 +221,14 @@ StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
     const std::string problem = DocumentStartsProblem(f.document_starts_, f.num_tokens_);
     if (!problem.empty()) return DataLoss(path + ": document index: " + problem);
   }
+  if (f.has_loss_mask()) {
+    std::vector<uint8_t> mask(static_cast<size_t>(std::min(kChunkTokens, f.num_tokens_)));
+    for (int64_t first = 0; first < f.num_tokens_; first += kChunkTokens) {
+      const int64_t n = std::min(kChunkTokens, f.num_tokens_ - first);
+      const std::string problem = f.ReadMaskChecked(first, n, mask.data());
+      if (!problem.empty()) return DataLoss(path + ": loss mask: " + problem);
+    }
+  }
   return f;
 }
 
@@ -223,6 +242,7 @@ TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
     size_bytes_ = std::exchange(other.size_bytes_, 0);
     mtime_ns_ = other.mtime_ns_;
     version_ = other.version_;
+    flags_ = other.flags_;
     token_bytes_ = other.token_bytes_;
     vocab_size_ = other.vocab_size_;
     num_tokens_ = std::exchange(other.num_tokens_, 0);
@@ -272,34 +292,83 @@ std::string TokenFile::ReadChecked(int64_t first, int64_t count, uint32_t* out) 
   return "";
 }
 
-Status TokenFile::Read(int64_t first, int64_t count, uint32_t* out) const {
-  L2L_CHECK(first >= 0 && count >= 0 && count <= num_tokens_ - first)
-      << "tokens [" << first << ", " << first + count << ") of " << num_tokens_ << " in " << path_;
-  auto changed = [&](const std::string& what) {
-    return DataLoss(path_ + ": changed while this run was reading it (" + what +
-                    "); a file must not change under a run: write a new one and resume with it");
-  };
+Status TokenFile::CheckUnchanged() const {
   struct stat st;
   if (::fstat(fd_, &st) != 0)
     return IoError("cannot stat token file " + path_ + ": " + ErrnoText());
   if (static_cast<size_t>(st.st_size) != size_bytes_ || MtimeNs(st) != mtime_ns_) {
-    return changed("it was " + std::to_string(size_bytes_) + " bytes when opened, now " +
-                   std::to_string(st.st_size) +
-                   (MtimeNs(st) != mtime_ns_ ? " and modified since" : ""));
+    return ChangedUnderTheRun("it was " + std::to_string(size_bytes_) + " bytes when opened, now " +
+                              std::to_string(st.st_size) +
+                              (MtimeNs(st) != mtime_ns_ ? " and modified since" : ""));
   }
+  return OkStatus();
+}
+
+Status TokenFile::ChangedUnderTheRun(const std::string& what) const {
+  return DataLoss(path_ + ": changed while this run was reading it (" + what +
+                  "); a file must not change under a run: write a new one and resume with it");
+}
+
+Status TokenFile::Read(int64_t first, int64_t count, uint32_t* out) const {
+  L2L_CHECK(first >= 0 && count >= 0 && count <= num_tokens_ - first)
+      << "tokens [" << first << ", " << first + count << ") of " << num_tokens_ << " in " << path_;
+  RETURN_IF_ERROR(CheckUnchanged());
   const std::string problem = ReadChecked(first, count, out);
-  return problem.empty() ? OkStatus() : changed(problem);
+  return problem.empty() ? OkStatus() : ChangedUnderTheRun(problem);
+}
+
+uint64_t TokenFile::mask_offset() const {
+  return kTokenFileHeaderBytes + static_cast<uint64_t>(num_tokens_) * token_bytes_ + 8 +
+         8 * document_starts_.size();
+}
+
+std::string TokenFile::ReadMaskChecked(int64_t first, int64_t count, uint8_t* out) const {
+  const uint64_t offset = mask_offset() + static_cast<uint64_t>(first);
+  const ssize_t got = ReadFully(fd_, out, static_cast<size_t>(count), static_cast<off_t>(offset));
+  if (got < 0) {
+    const std::string why = ErrnoText();
+    return "cannot read bytes at offset " + std::to_string(offset) + ": " + why;
+  }
+  if (got != count) {
+    return "a read of " + std::to_string(count) + " bytes at offset " + std::to_string(offset) +
+           " returned " + std::to_string(got) + " (the file is shorter than when it was opened)";
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    if (out[i] > 1) {
+      return "token " + std::to_string(first + i) + "'s byte at offset " +
+             std::to_string(offset + static_cast<uint64_t>(i)) + " is " + std::to_string(out[i]) +
+             ", expected 0 or 1";
+    }
+  }
+  return "";
+}
+
+Status TokenFile::ReadLossMask(int64_t first, int64_t count, uint8_t* out) const {
+  L2L_CHECK(has_loss_mask()) << path_ << " has no loss mask";
+  L2L_CHECK(first >= 0 && count >= 0 && count <= num_tokens_ - first)
+      << "mask [" << first << ", " << first + count << ") of " << num_tokens_ << " in " << path_;
+  RETURN_IF_ERROR(CheckUnchanged());
+  const std::string problem = ReadMaskChecked(first, count, out);
+  return problem.empty() ? OkStatus() : ChangedUnderTheRun(problem);
 }
 
 Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
                       const std::vector<uint32_t>& tokens,
-                      const std::vector<int64_t>& document_starts) {
+                      const std::vector<int64_t>& document_starts,
+                      const std::vector<uint8_t>& loss_mask) {
   if (vocab_size == 0) return InvalidArgument("vocab_size 0 for token file " + path);
   const bool documents = !document_starts.empty();
   if (documents) {
     const std::string problem =
         DocumentStartsProblem(document_starts, static_cast<int64_t>(tokens.size()));
     if (!problem.empty()) return InvalidArgument("writing " + path + ": " + problem);
+  }
+  const bool mask = !loss_mask.empty();
+  if (mask && (!documents || loss_mask.size() != tokens.size() ||
+               std::any_of(loss_mask.begin(), loss_mask.end(), [](uint8_t m) { return m > 1; }))) {
+    return InvalidArgument("writing " + path + ": a loss mask needs document starts and one 0 or " +
+                           "1 per token (" + std::to_string(loss_mask.size()) + " for " +
+                           std::to_string(tokens.size()) + " tokens)");
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] >= vocab_size) {
@@ -315,7 +384,7 @@ Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
   StoreU32(header + kVersionOffset, documents ? kTokenFileVersionDocuments : kTokenFileVersion);
   StoreU32(header + kTokenBytesOffset, token_bytes);
   StoreU32(header + kVocabSizeOffset, vocab_size);
-  StoreU32(header + kReservedOffset, 0);
+  StoreU32(header + kFlagsOffset, mask ? kFlagLossMask : 0);
   StoreU64(header + kNumTokensOffset, tokens.size());
 
   const std::string tmp = path + ".tmp";
@@ -345,6 +414,7 @@ Status WriteTokenFile(const std::string& path, uint32_t vocab_size,
          std::fwrite(document_starts.data(), 8, document_starts.size(), out) ==
              document_starts.size();
   }
+  if (ok && mask) ok = std::fwrite(loss_mask.data(), 1, loss_mask.size(), out) == loss_mask.size();
   int write_errno = errno;
   if (std::fclose(out) != 0 && ok) {
     ok = false;

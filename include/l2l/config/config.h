@@ -46,8 +46,11 @@ enum class Schedule { kCosine, kLinear, kConstant };  // LR decay after warmup
 enum class WeightDecayOn { kAll, kMatrices };
 enum class ExecMode { kL2L, kResident };  // layer-to-layer relay / all on device
 enum class DeviceKind { kCpu, kCuda };
-enum class Precision { kFp32, kBf16 };         // compute dtype; masters are always fp32
-enum class StashPlacement { kHost, kDevice };  // where layer-boundary activations live
+enum class Precision { kFp32, kBf16 };  // compute dtype; masters are always fp32
+enum class StashPlacement { kHost, kDevice };
+// What a training sample is: a window of the token stream, or one example
+// (document) per row, padded (data::SampleUnit).
+enum class Sampling { kWindows, kExamples };  // where layer-boundary activations live
 
 // Llama-3's rope_scaling (transformers' "llama3" rope type); the fields and
 // their meaning are those of config.json.
@@ -103,6 +106,7 @@ struct DataConfig {
   // A separate held-out token file; "" = none. When set, evaluation (periodic
   // and --eval-only) reads all of it instead of data.path's held-out share.
   std::string eval_path;
+  Sampling sampling = Sampling::kWindows;  // examples: causal models, version-2 files
   // MLM (bert) mask token: -1 = the token file's vocab_size (a token the data
   // never holds; model.vocab must exceed it), else the id of the tokenizer's
   // [MASK] (< model.vocab; set by an import).
@@ -245,5 +249,6 @@ const char* Name(ExecMode v);
 const char* Name(DeviceKind v);
 const char* Name(Precision v);
 const char* Name(StashPlacement v);
+const char* Name(Sampling v);
 
 }  // namespace l2l::config

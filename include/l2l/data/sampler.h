@@ -25,6 +25,12 @@
 namespace l2l::data {
 
 enum class Objective { kMlm, kCausal };
+// What a sample is. kWindows: fixed windows of seq_len + 1 tokens over the
+// stream (pretraining). kDocuments: one document of a version-2 file per row
+// (SFT examples), at most seq_len + 1 tokens, padded: positions past its end
+// are padding (attn_mask 0, no target); with a loss mask, only tokens marked 1
+// are targets. Causal only.
+enum class SampleUnit { kWindows, kDocuments };
 const char* ObjectiveName(Objective o);  // "mlm", "causal"
 StatusOr<Objective> ParseObjective(std::string_view name);
 
@@ -40,6 +46,7 @@ struct BatchSpec {
   // MLM mask token id: -1 = the file's vocab_size (then model_vocab must
   // exceed it), else a token id < model_vocab (the tokenizer's [MASK]).
   int32_t mask_token = -1;
+  SampleUnit unit = SampleUnit::kWindows;
 };
 
 // One micro-batch, row-major [rows, seq_len] host arrays.
@@ -48,7 +55,7 @@ struct MicroBatch {
   std::vector<int32_t> tokens;       // [rows, seq_len] model inputs
   std::vector<int32_t> token_types;  // [rows, seq_len] all 0 (single segment)
   std::vector<int32_t> targets;      // [rows, seq_len]; kNoTarget = no loss here
-  std::vector<uint8_t> attn_mask;    // [rows, seq_len]; 1 = real token (always 1: no padding)
+  std::vector<uint8_t> attn_mask;    // [rows, seq_len]; 1 = real token, 0 = padding (kDocuments)
   // [rows]; the row's global position in the sample stream (step*global_batch
   // + k for training, batch*global_batch + k for eval). Unique per row within a
   // step; keys dropout masks (DESIGN §4).
@@ -75,6 +82,9 @@ struct SamplerState {
   // older than this key recorded none; their mask token was the file's
   // vocab_size, which Parse then fills in.
   int32_t mask_token = -1;
+  // Newer still: written only for kDocuments ("sampling=documents"), so the
+  // state of a windows run reads as it always did.
+  SampleUnit unit = SampleUnit::kWindows;
 
   std::string ToString() const;  // exact: doubles are printed with 17 digits
   // InvalidArgument naming the key when `text` is not what ToString writes.
@@ -94,7 +104,9 @@ enum class EvalCover { kWrap, kOnce };
 class Sampler {
  public:
   // `file` is not owned and must outlive the sampler. InvalidArgument when the
-  // spec is out of range, when model_vocab is smaller than the file's vocab
+  // spec is out of range; for kDocuments when the file has no document index,
+  // the objective is not causal, or a document is longer than seq_len + 1
+  // (the count and the longest are named); when model_vocab is smaller than the file's vocab
   // (+1 for MLM without a mask_token, whose mask token id is then the file's
   // vocab_size), or when the file has no train samples. Messages name the
   // file and the values.
@@ -157,6 +169,8 @@ class Sampler {
 
   // Fills row `row` of `mb` from sample `sample_index`; `epoch` keys MLM masking.
   Status FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const;
+  // kDocuments: row `row` is document `doc`, padded.
+  Status FillDocumentRow(int64_t doc, int row, MicroBatch* mb) const;
   MicroBatch NewMicroBatch() const;
   int64_t FirstRowPosition(int64_t batch, int rank, int world_size, int micro) const;
 
