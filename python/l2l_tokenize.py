@@ -1,4 +1,8 @@
-"""l2l-data tokenize: text corpora to an l2l token file, by the model's own tokenizer.
+"""l2l-data tokenize / sft: text and chat examples to an l2l token file, by the model's tokenizer.
+
+`sft` (run_sft) renders JSONL examples with the tokenizer's chat template
+(transformers' apply_chat_template) and marks the assistant's tokens in the
+file's loss mask; the rest of this text is about `tokenize`.
 
 Run through `l2l-data tokenize` (which execs this in the project venv,
 launch/pyenv.sh). Tokenization is done by the reference libraries, never
@@ -33,6 +37,7 @@ from array import array
 
 MAGIC = b"L2LTOK\0\0"
 VERSION_DOCUMENTS = 2
+FLAG_LOSS_MASK = 1  # a loss mask (one uint8 per token) follows the document index
 MAX_UINT16_VOCAB = 65536
 CHUNK_DOCS = 256  # documents per worker task
 CHUNK_BYTES = 1 << 20  # ... or this much text, whichever comes first
@@ -112,10 +117,12 @@ class Tokenizer:
             return self._sp.eos_id(), "the SentencePiece model's eos id"
         return None
 
-    def encode(self, texts):
+    def encode(self, chunk):
+        """Ids of each (where, text) of `chunk`."""
+        texts = [text for _, text in chunk]
         if self.kind == "sentencepiece":
-            return self._sp.encode(list(texts))
-        return [e.ids for e in self._hf.encode_batch(list(texts))]
+            return self._sp.encode(texts)
+        return [e.ids for e in self._hf.encode_batch(texts)]
 
 
 def _read_json_if_present(path):
@@ -140,15 +147,19 @@ def _one_line(e):
 _worker_tokenizer = None
 
 
+_TOKENIZE, _SFT = "tokenize", "sft"
+
+
 def _worker_init(spec):
     global _worker_tokenizer
     # Parallelism comes from the worker processes; one thread each.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _worker_tokenizer = Tokenizer(spec)
+    kind, path = spec
+    _worker_tokenizer = Tokenizer(path) if kind == _TOKENIZE else ChatTokenizer(path)
 
 
-def _worker_encode(texts):
-    return _worker_tokenizer.encode(texts)
+def _worker_encode(chunk):
+    return _worker_tokenizer.encode(chunk)
 
 
 # --- inputs: (where, text) documents in order
@@ -209,7 +220,7 @@ class Input:
                     record = json.loads(line)
                 except ValueError as e:
                     raise Bad(f"{where}: not JSON ({_one_line(e)})")
-                yield where, self._field(record, where)
+                yield where, record if self.field is None else self._field(record, where)
 
     def _parquet(self):
         import pyarrow.parquet as pq
@@ -250,7 +261,7 @@ def chunks(inputs):
     for inp in inputs:
         for where, text in inp.documents():
             chunk.append((where, text))
-            size += len(text)
+            size += len(text) if isinstance(text, str) else 1024  # an sft record: a guess
             if len(chunk) >= CHUNK_DOCS or size >= CHUNK_BYTES:
                 yield chunk
                 chunk, size = [], 0
@@ -264,8 +275,9 @@ def chunks(inputs):
 class TokenFileWriter:
     """Streams a version-2 token file to a private temporary beside `path`."""
 
-    def __init__(self, path, vocab_size, force):
+    def __init__(self, path, vocab_size, force, loss_mask=False):
         self.path = path
+        self.loss_mask = array("B") if loss_mask else None  # one 0/1 per token (flag 1)
         self.vocab_size = vocab_size
         self.width = 2 if vocab_size <= MAX_UINT16_VOCAB else 4
         if os.path.exists(path) and not force:
@@ -280,8 +292,10 @@ class TokenFileWriter:
         self.num_tokens = 0
         self.starts = array("Q")
 
-    def add(self, ids):
+    def add(self, ids, mask=None):
         self.starts.append(self.num_tokens)
+        if self.loss_mask is not None:
+            self.loss_mask.extend(mask)
         a = array("H" if self.width == 2 else "I", ids)
         if sys.byteorder != "little":
             a.byteswap()
@@ -294,9 +308,12 @@ class TokenFileWriter:
             index.byteswap()
         self.f.write(struct.pack("<Q", len(self.starts)))
         index.tofile(self.f)
+        if self.loss_mask is not None:
+            self.loss_mask.tofile(self.f)
         self.f.seek(0)
+        flags = FLAG_LOSS_MASK if self.loss_mask is not None else 0
         self.f.write(MAGIC + struct.pack("<IIIIQ", VERSION_DOCUMENTS, self.width,
-                                         self.vocab_size, 0, self.num_tokens))
+                                         self.vocab_size, flags, self.num_tokens))
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
@@ -427,58 +444,248 @@ def run(argv):
     progress = Progress(inputs, args.progress == "always" or
                         (args.progress == "auto" and sys.stderr.isatty()))
     writer = TokenFileWriter(args.out, vocab, args.force)
-    pool = None
-    try:
-        if args.workers > 1:
-            pool = multiprocessing.get_context("fork").Pool(
-                args.workers, initializer=_worker_init, initargs=(args.tokenizer,))
-        pending = collections.deque()  # (chunk, AsyncResult or ids), in input order
 
-        def drain(limit):
-            while len(pending) > limit:
-                chunk, result = pending.popleft()
-                try:
-                    encoded = result.get() if pool else result
-                except Exception as e:
-                    raise Bad(f"{chunk[0][0]}: a worker failed to encode ({_one_line(e)})")
-                for (where, _), ids in zip(chunk, encoded):
-                    if sep is not None and (not ids or ids[-1] != sep):
-                        ids = list(ids) + [sep]
-                    if not ids:
-                        continue  # an empty document without a separator adds nothing
-                    top = max(ids)
-                    if top >= vocab:
-                        raise Bad(f"{where}: token id {top} is >= the vocabulary size {vocab} "
-                                  f"({vocab_from})")
-                    writer.add(ids)
-                progress.update(writer.num_tokens)
+    def emit(where, ids):
+        if sep is not None and (not ids or ids[-1] != sep):
+            ids = list(ids) + [sep]
+        if not ids:
+            return  # an empty document without a separator adds nothing
+        check_ids(where, ids, vocab, vocab_from)
+        writer.add(ids)
 
-        for chunk in chunks(inputs):
-            texts = [text for _, text in chunk]
-            pending.append((chunk, pool.apply_async(_worker_encode, (texts,)) if pool
-                            else tok.encode(texts)))
-            drain(2 * args.workers)
-        drain(0)
-        if pool:
-            pool.close()
-            pool.join()
-            pool = None
-        progress.finish(writer.num_tokens)
-        writer.commit()
-    except BaseException:
-        if pool:
-            pool.terminate()
-        writer.abandon()
-        raise
+    pipeline(inputs, args.workers, (_TOKENIZE, args.tokenizer), tok.encode, emit, writer, progress)
     print(f"file={args.out}\nversion={VERSION_DOCUMENTS}\n"
           f"token_dtype={'uint16' if writer.width == 2 else 'uint32'}\nvocab_size={vocab}\n"
           f"num_tokens={writer.num_tokens}\nnum_documents={len(writer.starts)}\n"
           f"separator={'none' if sep is None else sep}\ntokenizer={tok.path}")
 
 
+def check_ids(where, ids, vocab, vocab_from):
+    top = max(ids)
+    if top >= vocab:
+        raise Bad(f"{where}: token id {top} is >= the vocabulary size {vocab} ({vocab_from})")
+
+
+def pipeline(inputs, workers, worker_spec, encode_here, emit, writer, progress, check=None):
+    """Encodes the inputs' documents in order and hands each to emit(where, result).
+
+    `encode_here(items)` encodes a list of items in this process (workers == 1);
+    with more workers, processes made by _worker_init(worker_spec) run
+    _worker_encode. Results come back in input order whatever the worker count.
+    Runs check() (which may raise Bad), then commits the writer; abandons it
+    (no file left) on any error.
+    """
+    pool = None
+    try:
+        if workers > 1:
+            pool = multiprocessing.get_context("fork").Pool(
+                workers, initializer=_worker_init, initargs=(worker_spec,))
+        pending = collections.deque()  # (chunk, AsyncResult or results), in input order
+
+        def drain(limit):
+            while len(pending) > limit:
+                chunk, result = pending.popleft()
+                try:
+                    encoded = result.get() if pool else result
+                except Bad:
+                    raise
+                except Exception as e:
+                    raise Bad(f"{chunk[0][0]}: a worker failed to encode ({_one_line(e)})")
+                for (where, _), item in zip(chunk, encoded):
+                    emit(where, item)
+                progress.update(writer.num_tokens)
+
+        for chunk in chunks(inputs):
+            pending.append((chunk, pool.apply_async(_worker_encode, (chunk,)) if pool
+                            else encode_here(chunk)))
+            drain(2 * workers)
+        drain(0)
+        if pool:
+            pool.close()
+            pool.join()
+            pool = None
+        progress.finish(writer.num_tokens)
+        if check:
+            check()
+        writer.commit()
+    except BaseException:
+        if pool:
+            pool.terminate()
+        writer.abandon()
+        raise
+
+
+# --- sft: chat examples, the loss on the assistant's tokens only
+
+
+class ChatTokenizer:
+    """transformers' tokenizer of a model directory, for apply_chat_template."""
+
+    def __init__(self, spec):
+        if not os.path.isdir(spec):
+            raise Bad(f"--tokenizer {spec}: expected a model directory (tokenizer files with a "
+                      "chat template)")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found"
+        try:
+            from transformers import AutoTokenizer
+
+            self.tok = AutoTokenizer.from_pretrained(spec)
+        except Exception as e:
+            raise Bad(f"{spec}: the tokenizer does not load ({_one_line(e)})")
+        if not getattr(self.tok, "chat_template", None):
+            raise Bad(f"{spec}: the tokenizer has no chat template (tokenizer_config.json "
+                      "chat_template or chat_template.jinja)")
+        self.config = _read_json_if_present(os.path.join(spec, "config.json"))
+
+    def ids(self, messages, where, generation_prompt=False):
+        try:
+            out = self.tok.apply_chat_template(messages, tokenize=True,
+                                               add_generation_prompt=generation_prompt)
+        except Exception as e:
+            raise Bad(f"{where}: the chat template fails on this example ({_one_line(e)})")
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    def render(self, where, record):
+        """(ids, mask): the conversation's tokens, 1 where the assistant speaks."""
+        messages = sft_messages(where, record)
+        full = self.ids(messages, where)
+        mask = [0] * len(full)
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            # The assistant's tokens are what its message adds to the prompt that
+            # asks for it; both must be prefixes of the whole conversation.
+            prompt = self.ids(messages[:i], where, generation_prompt=True) if i else []
+            upto = self.ids(messages[:i + 1], where)
+            if upto[:len(prompt)] != prompt or full[:len(upto)] != upto:
+                raise Bad(f"{where}: the chat template does not render message {i} as a prefix of "
+                          "the conversation, so its tokens cannot be told apart")
+            mask[len(prompt):len(upto)] = [1] * (len(upto) - len(prompt))
+        return full, mask
+
+    def encode(self, chunk):
+        return [self.render(where, record) for where, record in chunk]
+
+
+def sft_messages(where, record):
+    if not isinstance(record, dict):
+        raise Bad(f"{where}: expected a JSON object with prompt/response or messages")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise Bad(f"{where}: field 'messages' is not a non-empty list")
+        for i, m in enumerate(messages):
+            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and
+                    isinstance(m.get("content"), str)):
+                raise Bad(f"{where}: messages[{i}] is not an object with string role and content")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise Bad(f"{where}: no message has role 'assistant' (nothing to learn)")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    for key in ("prompt", "response"):
+        if not isinstance(record.get(key), str):
+            raise Bad(f"{where}: no string field '{key}' (expected prompt/response or messages)")
+    messages = [{"role": "user", "content": record["prompt"]},
+                {"role": "assistant", "content": record["response"]}]
+    if isinstance(record.get("system"), str):
+        messages.insert(0, {"role": "system", "content": record["system"]})
+    return messages
+
+
+def parse_sft_args(argv):
+    p = argparse.ArgumentParser(
+        prog="l2l-data sft",
+        description="Render instruction examples (.jsonl of {prompt, response} or {messages}) "
+        "with the tokenizer's chat template into a version-2 token file whose loss mask marks "
+        "the assistant's tokens (docs/data-format.md).")
+    p.add_argument("--tokenizer", required=True, help="a Hugging Face model or tokenizer directory")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seq-len", type=int, required=True,
+                   help="the model's seq_len: an example may have seq_len + 1 tokens")
+    p.add_argument("--too-long", choices=("error", "skip", "truncate"), default="error",
+                   help="an example over seq_len + 1 tokens: stop (default), skip it, or cut it")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--vocab-size", type=int, default=None)
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("inputs", nargs="*", metavar="IN.jsonl")
+
+    def error(message):
+        raise Bad(f"sft: {message}")
+
+    p.error = error
+    args = p.parse_args(argv)
+    if not args.inputs:
+        raise Bad("sft: no input files given (IN.jsonl...)")
+    if args.workers < 1:
+        raise Bad(f"sft: flag --workers value {args.workers}, expected >= 1")
+    if args.seq_len < 1:
+        raise Bad(f"sft: flag --seq-len value {args.seq_len}, expected >= 1")
+    for path in args.inputs:
+        if not path.endswith(".jsonl"):
+            raise Bad(f"{path}: expected a .jsonl file of examples")
+    return args
+
+
+def run_sft(argv):
+    args = parse_sft_args(argv)
+    chat = ChatTokenizer(args.tokenizer)
+    if args.vocab_size is not None:
+        vocab, vocab_from = args.vocab_size, "--vocab-size"
+    elif isinstance(chat.config.get("vocab_size"), int) and chat.config["vocab_size"] > 0:
+        vocab, vocab_from = chat.config["vocab_size"], "config.json vocab_size"
+    else:
+        vocab, vocab_from = len(chat.tok), "the tokenizer's vocabulary"
+    out_abs = os.path.abspath(args.out)
+    inputs = [Input(path, None) for path in args.inputs]
+    for inp in inputs:
+        if os.path.abspath(inp.path) == out_abs:
+            raise Bad(f"{inp.path}: is both an input and --out")
+    progress = Progress(inputs, args.progress == "always" or
+                        (args.progress == "auto" and sys.stderr.isatty()))
+    writer = TokenFileWriter(args.out, vocab, args.force, loss_mask=True)
+    limit = args.seq_len + 1
+    counts = {"skipped_too_long": 0, "truncated": 0, "skipped_no_response_left": 0}
+
+    def emit(where, item):
+        ids, mask = item
+        if len(ids) > limit:
+            if args.too_long == "error":
+                raise Bad(f"{where}: the example has {len(ids)} tokens, more than --seq-len + 1 = "
+                          f"{limit}; pass --too-long skip or --too-long truncate")
+            if args.too_long == "skip":
+                counts["skipped_too_long"] += 1
+                return
+            ids, mask = ids[:limit], mask[:limit]
+            # Only tokens after the first are predicted: a response must remain there.
+            if not any(mask[1:]):
+                counts["skipped_no_response_left"] += 1
+                return
+            counts["truncated"] += 1
+        check_ids(where, ids, vocab, vocab_from)
+        writer.add(ids, mask)
+
+    def check():
+        if not writer.starts:
+            raise Bad(f"no examples left to write ({', '.join(f'{k}={v}' for k, v in counts.items())})")
+
+    pipeline(inputs, args.workers, (_SFT, args.tokenizer), chat.encode, emit, writer, progress,
+             check)
+    print(f"file={args.out}\nversion={VERSION_DOCUMENTS}\n"
+          f"token_dtype={'uint16' if writer.width == 2 else 'uint32'}\nvocab_size={vocab}\n"
+          f"num_tokens={writer.num_tokens}\nnum_documents={len(writer.starts)}\n"
+          f"loss_tokens={sum(writer.loss_mask)}\n" +
+          "".join(f"{k}={v}\n" for k, v in counts.items()), end="")
+
+
 def main():
     try:
-        run(sys.argv[1:])
+        verb, argv = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+        if verb == "tokenize":
+            run(argv)
+        elif verb == "sft":
+            run_sft(argv)
+        else:
+            raise Bad(f"l2l_tokenize.py: the first argument is tokenize or sft, got '{verb}'")
     except Bad as e:
         sys.stderr.write(f"l2l-data: {e}\n")
         sys.exit(2)

@@ -5,6 +5,7 @@
 //                      [--concentration 0.1]
 //   l2l-data info FILE
 //   l2l-data tokenize --tokenizer T --out FILE IN...   the model's own tokenizer
+//   l2l-data sft --tokenizer DIR --out FILE --seq-len S IN.jsonl...   chat examples
 //                                        (python/l2l_tokenize.py in the project venv)
 //
 // Output is "key=value" lines on stdout. Any failure prints one line on stderr
@@ -51,6 +52,10 @@ constexpr const char* kUsage =
     "      tokenize .txt / .jsonl / .parquet inputs with Hugging Face tokenizers or\n"
     "      SentencePiece (installed into the project venv by launch/pyenv.sh) into a\n"
     "      token file with a document index; l2l-data tokenize --help for details\n"
+    "  l2l-data sft --tokenizer HF_DIR --out FILE --seq-len S\n"
+    "               [--too-long error|skip|truncate] [--workers N] [--force] IN.jsonl...\n"
+    "      instruction examples ({prompt, response} or {messages}) rendered with the\n"
+    "      tokenizer's chat template; the loss mask marks the assistant's tokens\n"
     "Failures print one line on stderr and exit 2.\n";
 
 using Args = tools::VerbArgs;
@@ -174,25 +179,27 @@ Status RunInfo(const std::vector<std::string>& argv) {
 }
 
 // Tokenization is the reference libraries' job (Hugging Face tokenizers,
-// SentencePiece), so this verb execs python/l2l_tokenize.py in the project's
-// venv (launch/pyenv.sh creates it on first use). Returns only on failure.
-Status RunTokenize(const std::vector<std::string>& argv) {
+// SentencePiece, transformers' chat templates), so `tokenize` and `sft` exec
+// python/l2l_tokenize.py in the project's venv (launch/pyenv.sh creates it on
+// first use). Returns only on failure.
+Status RunPython(const std::string& verb, const std::vector<std::string>& argv) {
   const std::string root = L2L_SOURCE_DIR;
   std::vector<std::string> cmd = {"/bin/bash", root + "/launch/pyenv.sh", "exec",
-                                  root + "/python/l2l_tokenize.py"};
+                                  root + "/python/l2l_tokenize.py", verb};
   cmd.insert(cmd.end(), argv.begin(), argv.end());
   std::vector<char*> c;
   for (std::string& s : cmd) c.push_back(s.data());
   c.push_back(nullptr);
   std::fflush(stdout);
   ::execv(c[0], c.data());
-  return IoError("tokenize: cannot run " + cmd[1] + ": " + std::strerror(errno));
+  return IoError(verb + ": cannot run " + cmd[1] + ": " + std::strerror(errno));
 }
 
 // `l2l-data help`, or --help / -h anywhere.
 bool WantsHelp(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "help") return true;
-  if (!args.empty() && args[0] == "tokenize") return false;  // the script's own --help
+  // The Python verbs answer --help themselves.
+  if (!args.empty() && (args[0] == "tokenize" || args[0] == "sft")) return false;
   for (const std::string& a : args) {
     if (a == "--help" || a == "-h") return true;
   }
@@ -202,7 +209,7 @@ bool WantsHelp(const std::vector<std::string>& args) {
 Status Run(const std::vector<std::string>& all) {
   if (all.empty()) {
     return InvalidArgument(
-        "missing verb, expected text, synthetic, info or tokenize; run l2l-data --help");
+        "missing verb, expected text, synthetic, info, tokenize or sft; run l2l-data --help");
   }
   const std::string& verb = all[0];
   const std::vector<std::string> rest(all.begin() + 1, all.end());
@@ -210,12 +217,12 @@ Status Run(const std::vector<std::string>& all) {
     if (verb == "text") return RunText(rest);
     if (verb == "synthetic") return RunSynthetic(rest);
     if (verb == "info") return RunInfo(rest);
-    if (verb == "tokenize") return RunTokenize(rest);
+    if (verb == "tokenize" || verb == "sft") return RunPython(verb, rest);
   } catch (const std::bad_alloc&) {
     return OutOfMemory(verb + ": out of host memory");
   }
   return InvalidArgument("unknown verb '" + verb +
-                         "', expected text, synthetic, info or tokenize; run l2l-data --help");
+                         "', expected text, synthetic, info, tokenize or sft; run l2l-data --help");
 }
 
 }  // namespace
