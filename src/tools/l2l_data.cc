@@ -13,6 +13,7 @@
 // written to FILE.tmp and renamed, so a failure leaves no partial file.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -173,6 +174,18 @@ Status RunInfo(const std::vector<std::string>& argv) {
               file.vocab_size(), static_cast<long long>(file.num_tokens()));
   if (file.has_documents()) {
     std::printf("num_documents=%lld\n", static_cast<long long>(file.num_documents()));
+  }
+  if (file.has_loss_mask()) {
+    // The targets of data.sampling: examples (an example's first token never is one).
+    int64_t loss_tokens = 0;
+    constexpr int64_t kChunk = int64_t{1} << 20;
+    std::vector<uint8_t> mask(static_cast<size_t>(std::min(kChunk, file.num_tokens())));
+    for (int64_t first = 0; first < file.num_tokens(); first += kChunk) {
+      const int64_t n = std::min(kChunk, file.num_tokens() - first);
+      RETURN_IF_ERROR(file.ReadLossMask(first, n, mask.data()));
+      for (int64_t i = 0; i < n; ++i) loss_tokens += mask[static_cast<size_t>(i)];
+    }
+    std::printf("loss_tokens=%lld\n", static_cast<long long>(loss_tokens));
   }
   std::printf("unigram_entropy_nats=%s\n", Fixed(unigram).c_str());
   return OkStatus();

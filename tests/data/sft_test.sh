@@ -51,6 +51,8 @@ ok sft-skip sft --tokenizer chat --out skip.tok --seq-len 160 --too-long skip ex
 [ "$(value num_documents)" = 20 ] && [ "$(value skipped_too_long)" = 1 ] ||
   fail "sft-skip: $(cat out.txt)"
 loss_tokens=$(value loss_tokens)
+ok sft-info info skip.tok
+[ "$(value loss_tokens)" = "$loss_tokens" ] || fail "info: loss_tokens $(value loss_tokens), sft said $loss_tokens"
 for w in 1 3; do
   ok "sft-workers-$w" sft --tokenizer chat --out "w$w.tok" --seq-len 160 --too-long skip \
     --workers "$w" ex.jsonl
