@@ -375,31 +375,40 @@ def parse_args(argv):
                    help="tokenizer.json, a SentencePiece .model, or a Hugging Face model directory")
     p.add_argument("--out", required=True, help="the token file to write")
     p.add_argument("--field", default="text", help="JSONL field / parquet column (default text)")
+    add_common_flags(p, "tokenize", "IN")
+    p.add_argument("--separator", default=None,
+                   help="token appended after each document (default: the tokenizer's EOS, else "
+                   "its separator); 'none' appends nothing")
+    return check_common_flags(p.parse_args(argv), "tokenize", "IN...")
+
+
+def add_common_flags(p, verb, metavar):
+    """The flags tokenize and sft share, and one-line errors."""
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: the number of cores); output does not depend on it")
     p.add_argument("--vocab-size", type=int, default=None,
                    help="the model's vocabulary (default: config.json vocab_size beside the "
                    "tokenizer, else the tokenizer's own size)")
-    p.add_argument("--separator", default=None,
-                   help="token appended after each document (default: the tokenizer's EOS, else "
-                   "its separator); 'none' appends nothing")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr (auto: when stderr is a terminal)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("inputs", nargs="*", metavar="IN")
+    p.add_argument("inputs", nargs="*", metavar=metavar)
 
     # argparse exits 2 with usage text; l2l wants one line.
     def error(message):
-        raise Bad(f"tokenize: {message}")
+        raise Bad(f"{verb}: {message}")
 
     p.error = error
-    args = p.parse_args(argv)
+
+
+def check_common_flags(args, verb, what):
     if not args.inputs:
-        raise Bad("tokenize: no input files given (IN...)")
+        raise Bad(f"{verb}: no input files given ({what})")
     if args.workers < 1:
-        raise Bad(f"tokenize: flag --workers value {args.workers}, expected >= 1")
+        raise Bad(f"{verb}: flag --workers value {args.workers}, expected >= 1")
     if args.vocab_size is not None and not 1 <= args.vocab_size <= 2**32 - 1:
-        raise Bad(f"tokenize: flag --vocab-size value {args.vocab_size}, expected in [1, 2^32)")
+        raise Bad(f"{verb}: flag --vocab-size value {args.vocab_size}, expected in [1, 2^32)")
+    return args
     return args
 
 
@@ -537,6 +546,9 @@ class ChatTokenizer:
                       "chat_template or chat_template.jinja)")
         self.config = _read_json_if_present(os.path.join(spec, "config.json"))
 
+    def vocab_size(self):
+        return len(self.tok)
+
     def ids(self, messages, where, generation_prompt=False):
         try:
             out = self.tok.apply_chat_template(messages, tokenize=True,
@@ -603,21 +615,8 @@ def parse_sft_args(argv):
                    help="the model's seq_len: an example may have seq_len + 1 tokens")
     p.add_argument("--too-long", choices=("error", "skip", "truncate"), default="error",
                    help="an example over seq_len + 1 tokens: stop (default), skip it, or cut it")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--vocab-size", type=int, default=None)
-    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("inputs", nargs="*", metavar="IN.jsonl")
-
-    def error(message):
-        raise Bad(f"sft: {message}")
-
-    p.error = error
-    args = p.parse_args(argv)
-    if not args.inputs:
-        raise Bad("sft: no input files given (IN.jsonl...)")
-    if args.workers < 1:
-        raise Bad(f"sft: flag --workers value {args.workers}, expected >= 1")
+    add_common_flags(p, "sft", "IN.jsonl")
+    args = check_common_flags(p.parse_args(argv), "sft", "IN.jsonl...")
     if args.seq_len < 1:
         raise Bad(f"sft: flag --seq-len value {args.seq_len}, expected >= 1")
     for path in args.inputs:
@@ -629,12 +628,7 @@ def parse_sft_args(argv):
 def run_sft(argv):
     args = parse_sft_args(argv)
     chat = ChatTokenizer(args.tokenizer)
-    if args.vocab_size is not None:
-        vocab, vocab_from = args.vocab_size, "--vocab-size"
-    elif isinstance(chat.config.get("vocab_size"), int) and chat.config["vocab_size"] > 0:
-        vocab, vocab_from = chat.config["vocab_size"], "config.json vocab_size"
-    else:
-        vocab, vocab_from = len(chat.tok), "the tokenizer's vocabulary"
+    vocab, vocab_from = resolve_vocab(chat, args.vocab_size)
     out_abs = os.path.abspath(args.out)
     inputs = [Input(path, None) for path in args.inputs]
     for inp in inputs:
