@@ -45,6 +45,7 @@ constexpr const char* kDeviceNames[] = {"cpu", "cuda"};
 constexpr const char* kPrecisionNames[] = {"fp32", "bf16"};
 constexpr const char* kStashNames[] = {"host", "device"};
 constexpr const char* kSamplingNames[] = {"windows", "examples"};
+constexpr const char* kDocAttentionNames[] = {"cross", "within"};
 
 template <typename E, size_t N>
 const char* EnumName(E v, const char* const (&names)[N]) {
@@ -829,6 +830,8 @@ const std::vector<Field>& Fields() {
       f.push_back(std::move(eval_path));
     }
     f.push_back(EnumField("data.sampling", L2L_ACC(data.sampling), kSamplingNames));
+    f.push_back(
+        EnumField("data.doc_attention", L2L_ACC(data.doc_attention), kDocAttentionNames));
     f.push_back(OnlyFor(IntField<int>("data.mask_token_id", L2L_ACC(data.mask_token_id), -1,
                                       Decoder::kMaxSize),
                         "kind bert (the masked-LM objective)", IsBert));
@@ -1083,6 +1086,7 @@ const char* Name(DeviceKind v) { return EnumName(v, kDeviceNames); }
 const char* Name(Precision v) { return EnumName(v, kPrecisionNames); }
 const char* Name(StashPlacement v) { return EnumName(v, kStashNames); }
 const char* Name(Sampling v) { return EnumName(v, kSamplingNames); }
+const char* Name(DocAttention v) { return EnumName(v, kDocAttentionNames); }
 
 bool operator==(const Config& a, const Config& b) {
   return a.model == b.model && a.data == b.data && a.train == b.train && a.exec == b.exec &&

@@ -212,8 +212,9 @@ TEST(TokenFile, BadDocumentIndexIsDataLossNamingTheDocument) {
   };
   for (const Case& c : {Case{0, 1, "document 0 starts at token 1, expected 0"},
                         Case{2, 1, "document 2 starts at token 1, expected > 1"},
-                        Case{2, 4, "document 2 starts at token 4, expected > 1 (document 1) and "
-                                   "< num_tokens 4"}}) {
+                        Case{2, 4,
+                             "document 2 starts at token 4, expected > 1 (document 1) and "
+                             "< num_tokens 4"}}) {
     std::vector<unsigned char> b = good;
     b[index + 8 * c.doc] = c.value;
     WriteBytes(path, b);
@@ -868,6 +869,44 @@ TEST(Sampler, ExamplesLongerThanARowOrWithoutAnIndexAreRefused) {
   mlm.model_vocab = 11;
   s = Sampler::Create(&*f, mlm);
   EXPECT_NE(s.status().message().find("needs a causal model"), std::string::npos)
+      << s.status().message();
+  std::remove(path.c_str());
+  std::remove(flat.c_str());
+}
+
+TEST(Sampler, DocAttentionWithinMarksEachDocumentStartInTheWindow) {
+  const std::string path = TempPath("within");
+  std::vector<uint32_t> tokens(20, 1);
+  ASSERT_TRUE(WriteTokenFile(path, 10, tokens, {0, 5, 12}).ok());
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  BatchSpec spec;
+  spec.seq_len = 8;
+  spec.micro_batch = 1;
+  spec.global_batch = 1;
+  spec.model_vocab = 10;
+  spec.doc_attention = DocAttention::kWithin;
+  StatusOr<Sampler> s = Sampler::CreateHeldOut(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  const uint8_t R = kMaskReal, D = kMaskReal | kMaskDocStart;
+  // Window 0 holds inputs 0..7 (documents start at 0 and 5), window 1 inputs
+  // 8..15 (one starts at 12); the targets are untouched.
+  const std::vector<uint8_t> want[] = {{D, R, R, R, R, D, R, R}, {R, R, R, R, D, R, R, R}};
+  for (int w = 0; w < 2; ++w) {
+    StatusOr<MicroBatch> mb = s->EvalMicroBatch(w, 0, 1, 0);
+    ASSERT_TRUE(mb.ok());
+    EXPECT_EQ(mb->attn_mask, want[w]) << "window " << w;
+    EXPECT_EQ(mb->num_targets, 8);
+  }
+  // A file without a document index cannot say where documents start.
+  const std::string flat = WriteIotaFile("within_flat", 20);
+  StatusOr<TokenFile> g = TokenFile::Open(flat);
+  ASSERT_TRUE(g.ok());
+  spec.model_vocab = 20;
+  s = Sampler::Create(&*g, spec);
+  EXPECT_NE(s.status().message().find("data.doc_attention: within needs a causal model (gpt or "
+                                      "llama) and a token file with a document index"),
+            std::string::npos)
       << s.status().message();
   std::remove(path.c_str());
   std::remove(flat.c_str());

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <utility>
 
+#include "l2l/core/attn_mask.h"
 #include "l2l/core/rng.h"
 
 namespace l2l::data {
@@ -192,6 +193,13 @@ StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spe
     return InvalidArgument("data mask token " + std::to_string(spec.mask_token) +
                            " is not below model.vocab " + std::to_string(spec.model_vocab));
   }
+  if (spec.doc_attention == DocAttention::kWithin &&
+      (!file->has_documents() || spec.objective != Objective::kCausal)) {
+    return InvalidArgument(
+        "data.doc_attention: within needs a causal model (gpt or llama) and a "
+        "token file with a document index (version 2: l2l-data tokenize); " +
+        path + " is version " + std::to_string(file->version()));
+  }
   if (spec.unit == SampleUnit::kWindows) {
     return file->num_tokens() < 1 ? int64_t{0} : (file->num_tokens() - 1) / spec.seq_len;
   }
@@ -316,7 +324,7 @@ MicroBatch Sampler::NewMicroBatch() const {
   mb.tokens.resize(n);
   mb.token_types.assign(n, 0);
   mb.targets.resize(n);
-  mb.attn_mask.assign(n, 1);
+  mb.attn_mask.assign(n, kMaskReal);
   mb.sample_keys.resize(mb.rows);
   return mb;
 }
@@ -380,7 +388,7 @@ Status Sampler::FillDocumentRow(int64_t doc, int row, MicroBatch* mb) const {
   for (int t = 0; t < s_len; ++t) {
     const bool real = t < len;
     tokens[t] = real ? static_cast<int32_t>(ids[t]) : 0;  // padding: id 0, never attended
-    mask[t] = real ? 1 : 0;
+    mask[t] = real ? kMaskReal : 0;
     // Position t predicts token t + 1, when that is in the document and a target.
     const bool target = t + 1 < len && loss[t + 1] != 0;
     targets[t] = target ? static_cast<int32_t>(ids[t + 1]) : kNoTarget;
@@ -403,6 +411,15 @@ Status Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatc
   if (causal) {
     for (int t = 0; t < s_len; ++t) targets[t] = static_cast<int32_t>(window[t + 1]);
     mb->num_targets += s_len;
+    if (spec_.doc_attention == DocAttention::kWithin) {
+      // The documents starting inside this window's inputs [start, start + S).
+      const std::vector<int64_t>& starts = file_->document_starts();
+      uint8_t* mask = &mb->attn_mask[static_cast<size_t>(row) * s_len];
+      for (auto it = std::lower_bound(starts.begin(), starts.end(), start);
+           it != starts.end() && *it < start + s_len; ++it) {
+        mask[*it - start] |= kMaskDocStart;
+      }
+    }
     return OkStatus();
   }
 

@@ -69,19 +69,21 @@ template <typename T>
 L2L_ALWAYS_INLINE void ForwardBody(const Pair<T>& a) {
   const int S = a.seq_len, hd = a.head_dim;
   Transpose(a, a.k_off, a.kvt);
+  const uint8_t* pad = a.pad;
+  int jbegin = 0;  // causal: keys before the query's document start are masked
   for (int i = 0; i < S; ++i) {
     T* p = a.probs + i * S;
     T* o = a.out + static_cast<int64_t>(i) * a.hidden;
     const int jend = a.end(i);
+    if (a.causal && pad != nullptr && (pad[i] & kMaskDocStart) != 0) jbegin = i;
     // scores[j] = scale * q_i · k_j, accumulated over d as axpys along j.
     std::fill(p, p + S, T(0));
     const T* q = a.q(i);
     for (int d = 0; d < hd; ++d) Axpy(q[d] * a.scale, a.kvt + d * S, jend, p);
-    const uint8_t* pad = a.pad;
     T maxv = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : maxv)
     for (int j = 0; j < jend; ++j) {
-      const bool ok = pad == nullptr || pad[j] != 0;
+      const bool ok = j >= jbegin && (pad == nullptr || (pad[j] & kMaskReal) != 0);
       maxv = std::max(maxv, ok ? p[j] : -std::numeric_limits<T>::infinity());
     }
     std::fill(o, o + hd, T(0));
@@ -92,7 +94,7 @@ L2L_ALWAYS_INLINE void ForwardBody(const Pair<T>& a) {
     T sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < jend; ++j) {
-      const bool ok = pad == nullptr || pad[j] != 0;
+      const bool ok = j >= jbegin && (pad == nullptr || (pad[j] & kMaskReal) != 0);
       const T e = ok ? internal::FastExp(p[j] - maxv) : T(0);
       p[j] = e;
       sum += e;

@@ -337,8 +337,13 @@ void NaiveAttention(const AttentionDims& d, const std::vector<double>& qkv,
         const int kh = h / (d.heads / d.num_kv_heads());  // repeat_kv
         std::vector<double> sc(S, -std::numeric_limits<double>::infinity());
         double mx = -std::numeric_limits<double>::infinity();
-        for (int j = 0; j < S; ++j) {
-          if (!pad[r * S + j] || (d.mask == AttnMask::kCausal && j > i)) continue;
+        // Causal: only keys of the query's document (from its last start).
+        int begin = 0;
+        for (int t = 0; t <= i && d.mask == AttnMask::kCausal; ++t) {
+          if (pad[r * S + t] & kMaskDocStart) begin = t;
+        }
+        for (int j = begin; j < S; ++j) {
+          if (!(pad[r * S + j] & kMaskReal) || (d.mask == AttnMask::kCausal && j > i)) continue;
           double s = 0;
           for (int e = 0; e < hd; ++e)
             s += qkv[(r * S + i) * W + h * hd + e] * qkv[(r * S + j) * W + H + kh * hd + e];
@@ -363,18 +368,25 @@ void NaiveAttention(const AttentionDims& d, const std::vector<double>& qkv,
 struct AttnCase {
   AttnMask mask;
   bool dropout;
-  int kv_heads = 0;  // 0 = heads; 1 or 2 of 4 heads = grouped-query
+  int kv_heads = 0;   // 0 = heads; 1 or 2 of 4 heads = grouped-query
+  bool docs = false;  // documents start inside rows 0 and 1 (doc_attention: within)
 };
 
 class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
 
-std::vector<uint8_t> PadMask(int rows, int S) {
+std::vector<uint8_t> PadMask(int rows, int S, bool docs = false) {
   // Row 0 fully real; row 1 has its last two positions padded; row 2 (if any)
-  // is all padding (zero output, zero gradient).
-  std::vector<uint8_t> pad(rows * S, 1);
+  // is all padding (zero output, zero gradient). With docs, a second document
+  // starts at position 2 of row 0 and 1 of row 1 (and a third at 3 of row 0).
+  std::vector<uint8_t> pad(rows * S, kMaskReal);
   for (int j = S - 2; j < S; ++j) pad[S + j] = 0;
   if (rows > 2)
     for (int j = 0; j < S; ++j) pad[2 * S + j] = 0;
+  if (docs) {
+    pad[2] |= kMaskDocStart;
+    pad[3] |= kMaskDocStart;
+    pad[S + 1] |= kMaskDocStart;
+  }
   return pad;
 }
 
@@ -389,7 +401,7 @@ TEST_P(AttentionTest, ForwardMatchesNaive) {
   const AttentionDims d{3, 6, 4, 4, c.mask, c.kv_heads};
   const int S = d.seq_len, H = d.hidden();
   auto qkv = Random<float>(int64_t{d.rows} * S * d.qkv_width(), 1, -2, 2);
-  auto pad = PadMask(d.rows, S);
+  auto pad = PadMask(d.rows, S, c.docs);
   const auto keys = SampleKeys(d.rows);
   const float p = 0.3f;
   std::vector<uint8_t> keep(int64_t{d.rows} * d.heads * S * S);
@@ -410,7 +422,7 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
   const AttentionDims d{3, 5, 4, 3, c.mask, c.kv_heads};
   const int S = d.seq_len, H = d.hidden();
   auto qkv = Random<double>(int64_t{d.rows} * S * d.qkv_width(), 1, -1.5, 1.5);
-  auto pad = PadMask(d.rows, S);
+  auto pad = PadMask(d.rows, S, c.docs);
   const auto keys = SampleKeys(d.rows);
   const float p = 0.3f;
   std::vector<uint8_t> keep(int64_t{d.rows} * d.heads * S * S);
@@ -433,11 +445,15 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(AttnCase{AttnMask::kPaddingOnly, false}, AttnCase{AttnMask::kCausal, false},
                       AttnCase{AttnMask::kPaddingOnly, true}, AttnCase{AttnMask::kCausal, true},
                       AttnCase{AttnMask::kCausal, false, 2}, AttnCase{AttnMask::kCausal, true, 1},
-                      AttnCase{AttnMask::kPaddingOnly, true, 2}),
+                      AttnCase{AttnMask::kPaddingOnly, true, 2},
+                      AttnCase{AttnMask::kCausal, false, 0, true},
+                      AttnCase{AttnMask::kCausal, true, 2, true},
+                      AttnCase{AttnMask::kPaddingOnly, false, 0, true}),
     [](const ::testing::TestParamInfo<AttnCase>& info) {
       return std::string(info.param.mask == AttnMask::kCausal ? "Causal" : "Padding") +
              (info.param.dropout ? "Dropout" : "NoDropout") +
-             (info.param.kv_heads > 0 ? "Kv" + std::to_string(info.param.kv_heads) : "");
+             (info.param.kv_heads > 0 ? "Kv" + std::to_string(info.param.kv_heads) : "") +
+             (info.param.docs ? "Documents" : "");
     });
 
 // ---- Rotary embeddings -------------------------------------------------------

@@ -421,6 +421,63 @@ INSTANTIATE_TEST_SUITE_P(
                       BlockCase{Arch::kLlama, false, 4, true, true}),
     BlockCaseName);
 
+// data.doc_attention: within. A row packing document A (3 tokens) before B (5)
+// with B's start marked gives B the outputs, input gradients and parameter
+// gradients B has alone at the start of a row, and A no gradient from B's.
+// Exact for gpt's block (no positions inside it); llama's rope scores depend
+// only on the distance between query and key, up to its angles' fp32
+// rounding (computed as transformers does), hence 1e-6 there.
+TEST(Block, DocAttentionWithinEqualsEachDocumentAlone) {
+  for (Arch arch : {Arch::kGpt2, Arch::kLlama}) {
+    SCOPED_TRACE(ArchName(arch));
+    ModelDims d = TinyDims(arch);
+    d.seq_len = 8;
+    d.max_positions = 16;
+    const int S = d.seq_len, H = d.hidden, a = 3, b = S - a;
+    const ParamLayout l = LayoutFor(d, LayerKind::kBlock);
+    const auto params = RandomParams(l, 13);
+    const auto xa = RandomVec(int64_t{a} * H, 14, -1.5, 1.5);
+    const auto xb = RandomVec(int64_t{b} * H, 15, -1.5, 1.5);
+    const auto filler = RandomVec(int64_t{a} * H, 16, -1.5, 1.5);
+    const auto gb = RandomVec(int64_t{b} * H, 17);
+    // packed = [A | B], B's start marked; alone = [B | filler], one document.
+    std::vector<double> packed(xa), alone(xb), dy_packed(int64_t{a} * H, 0.0), dy_alone(gb);
+    packed.insert(packed.end(), xb.begin(), xb.end());
+    alone.insert(alone.end(), filler.begin(), filler.end());
+    dy_packed.insert(dy_packed.end(), gb.begin(), gb.end());
+    dy_alone.resize(int64_t{S} * H, 0.0);
+    std::vector<uint8_t> mask_packed(S, kMaskReal), mask_alone(S, kMaskReal);
+    mask_packed[a] |= kMaskDocStart;
+    const auto keys = SampleKeys(1);
+    const StepContext ctx{21, 6, 1, false, keys.data()};
+    Workspace ws(BlockWorkspaceElems(d, 1));
+    struct Run {
+      std::vector<double> y, dx, dparams;
+    };
+    auto run = [&](const std::vector<double>& x, const std::vector<uint8_t>& mask,
+                   const std::vector<double>& dy) {
+      Run r{std::vector<double>(int64_t{S} * H), std::vector<double>(int64_t{S} * H),
+            std::vector<double>(l.size_elems(), 0.0)};
+      BlockForward(d, ctx, params.data(), x.data(), mask.data(), 1, r.y.data(), ws.data());
+      BlockBackward(d, ctx, params.data(), x.data(), mask.data(), 1, dy.data(), r.dx.data(),
+                    r.dparams.data(), ws.data());
+      return r;
+    };
+    const Run p = run(packed, mask_packed, dy_packed), q = run(alone, mask_alone, dy_alone);
+    const int64_t nb = int64_t{b} * H;
+    const double tol = arch == Arch::kLlama ? 1e-6 : 1e-12;
+    EXPECT_LT(RelErr(p.y.data() + int64_t{a} * H, q.y.data(), nb), tol) << "outputs";
+    EXPECT_LT(RelErr(p.dx.data() + int64_t{a} * H, q.dx.data(), nb), tol) << "dx";
+    EXPECT_LT(RelErr(p.dparams.data(), q.dparams.data(), l.size_elems()), tol) << "dparams";
+    EXPECT_EQ(MaxAbs(p.dx.data(), int64_t{a} * H), 0.0) << "A got gradient from B";
+    // Without the mark, B attends to A: not the same (the test can fail).
+    std::vector<uint8_t> unmarked(S, kMaskReal);
+    const Run c = run(packed, unmarked, dy_packed);
+    EXPECT_GT(RelErr(c.y.data() + int64_t{a} * H, q.y.data(), nb), 1e-3);
+    EXPECT_TRUE(ws.GuardIntact());
+  }
+}
+
 TEST(Block, ForwardIsBitwiseDeterministicAndDropoutIsKeyed) {
   const ModelDims d = TinyDims(Arch::kBert);
   const int rows = 2;

@@ -108,6 +108,9 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     spec.mask_token = cfg_.data.mask_token_id;
     spec.unit = cfg_.data.sampling == config::Sampling::kExamples ? data::SampleUnit::kDocuments
                                                                   : data::SampleUnit::kWindows;
+    spec.doc_attention = cfg_.data.doc_attention == config::DocAttention::kWithin
+                             ? data::DocAttention::kWithin
+                             : data::DocAttention::kCross;
     // One file and the sampler over it; `held_out` = every sample is eval.
     auto open = [&](const std::string& path, bool held_out, std::unique_ptr<data::TokenFile>* file,
                     std::unique_ptr<data::Sampler>* sampler) -> Status {

@@ -350,5 +350,34 @@ TEST(Engine, EvaluateAllEqualsTheFirstTrainingLossOnTheSameSamples) {
   }
 }
 
+// data.doc_attention: within end to end: a corpus of documents (every 7th
+// token starts one) trains the same at every world size, and differently from
+// attention across the documents.
+TEST(Engine, DocAttentionWithinTrainsTheSameAtEveryWorldSizeAndDiffersFromCross) {
+  const std::string path = "trainer_test_np" + std::to_string(g_size) + "_documents.tok";
+  if (g_rank == 0) {
+    data::MarkovSource src({32, 2, 7, 0.2});
+    const std::vector<uint32_t> tokens = src.Generate(4000);
+    std::vector<int64_t> starts;
+    for (int64_t t = 0; t < 4000; t += 7) starts.push_back(t);
+    ASSERT_TRUE(data::WriteTokenFile(path, 32, tokens, starts).ok());
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  config::Config cfg = TinyConfig(config::ModelKind::kGpt);
+  cfg.data.path = path;
+  cfg.data.doc_attention = config::DocAttention::kWithin;
+  RunResult one = RunOn(1, cfg);
+  RunResult all = RunOn(g_size, cfg);
+  cfg.data.doc_attention = config::DocAttention::kCross;
+  RunResult cross = RunOn(1, cfg);
+  if (g_rank != 0) return;
+  ASSERT_EQ(one.history.size(), 3u);
+  ASSERT_EQ(all.history.size(), 3u);
+  for (size_t s = 0; s < 3; ++s) {
+    EXPECT_NEAR(all.history[s].loss, one.history[s].loss, 1e-6 * one.history[s].loss) << s;
+  }
+  EXPECT_NE(cross.history[0].loss, one.history[0].loss);
+}
+
 }  // namespace
 }  // namespace l2l::train

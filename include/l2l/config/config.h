@@ -50,7 +50,9 @@ enum class Precision { kFp32, kBf16 };  // compute dtype; masters are always fp3
 enum class StashPlacement { kHost, kDevice };
 // What a training sample is: a window of the token stream, or one example
 // (document) per row, padded (data::SampleUnit).
-enum class Sampling { kWindows, kExamples };  // where layer-boundary activations live
+enum class Sampling { kWindows, kExamples };
+// Whether a causal model's attention crosses document boundaries in a window.
+enum class DocAttention { kCross, kWithin };  // where layer-boundary activations live
 
 // Llama-3's rope_scaling (transformers' "llama3" rope type); the fields and
 // their meaning are those of config.json.
@@ -106,7 +108,8 @@ struct DataConfig {
   // A separate held-out token file; "" = none. When set, evaluation (periodic
   // and --eval-only) reads all of it instead of data.path's held-out share.
   std::string eval_path;
-  Sampling sampling = Sampling::kWindows;  // examples: causal models, version-2 files
+  Sampling sampling = Sampling::kWindows;             // examples: causal models, version-2 files
+  DocAttention doc_attention = DocAttention::kCross;  // within: causal, version-2 files
   // MLM (bert) mask token: -1 = the token file's vocab_size (a token the data
   // never holds; model.vocab must exceed it), else the id of the tokenizer's
   // [MASK] (< model.vocab; set by an import).
@@ -250,5 +253,6 @@ const char* Name(DeviceKind v);
 const char* Name(Precision v);
 const char* Name(StashPlacement v);
 const char* Name(Sampling v);
+const char* Name(DocAttention v);
 
 }  // namespace l2l::config

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "l2l/core/attn_mask.h"
 #include "l2l/core/status.h"
 #include "l2l/data/token_file.h"
 
@@ -31,6 +32,10 @@ enum class Objective { kMlm, kCausal };
 // are padding (attn_mask 0, no target); with a loss mask, only tokens marked 1
 // are targets. Causal only.
 enum class SampleUnit { kWindows, kDocuments };
+// Whether attention crosses document boundaries inside a window. kWithin
+// marks each document start in attn_mask (kMaskDocStart, core/attn_mask.h),
+// so a causal model attends only within the document; needs a version-2 file.
+enum class DocAttention { kCross, kWithin };
 const char* ObjectiveName(Objective o);  // "mlm", "causal"
 StatusOr<Objective> ParseObjective(std::string_view name);
 
@@ -47,6 +52,7 @@ struct BatchSpec {
   // exceed it), else a token id < model_vocab (the tokenizer's [MASK]).
   int32_t mask_token = -1;
   SampleUnit unit = SampleUnit::kWindows;
+  DocAttention doc_attention = DocAttention::kCross;
 };
 
 // One micro-batch, row-major [rows, seq_len] host arrays.
@@ -55,7 +61,9 @@ struct MicroBatch {
   std::vector<int32_t> tokens;       // [rows, seq_len] model inputs
   std::vector<int32_t> token_types;  // [rows, seq_len] all 0 (single segment)
   std::vector<int32_t> targets;      // [rows, seq_len]; kNoTarget = no loss here
-  std::vector<uint8_t> attn_mask;    // [rows, seq_len]; 1 = real token, 0 = padding (kDocuments)
+  // [rows, seq_len]; kMaskReal for real tokens (0 = padding, kDocuments), plus
+  // kMaskDocStart where a document starts (DocAttention::kWithin).
+  std::vector<uint8_t> attn_mask;
   // [rows]; the row's global position in the sample stream (step*global_batch
   // + k for training, batch*global_batch + k for eval). Unique per row within a
   // step; keys dropout masks (DESIGN §4).

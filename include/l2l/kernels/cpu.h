@@ -102,7 +102,9 @@ void SoftmaxBackward(const T* y, const T* dy, int64_t n, int64_t c, T* dx);
 //   (kCausal) key > query; probs = softmax(scores) (masked entries exactly 0;
 //   a query whose every key is masked gets all-zero probs and a zero output);
 //   out = dropout(probs) · v.
-// pad_mask (rows, seq_len), 1 = real token, may be nullptr (all real).
+// pad_mask (rows, seq_len): kMaskReal per real token, plus kMaskDocStart where
+// a document starts (causal only: queries then attend within their document);
+// may be nullptr (all real, one document).
 // prob_keep (rows, heads * seq_len * seq_len) is the dropout mask of the
 // probabilities from DropoutMask (element index (h * S + i) * S + j within a
 // row), or nullptr for no dropout; dropout_p is its drop probability.

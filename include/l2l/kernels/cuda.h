@@ -210,7 +210,8 @@ Status SoftmaxBackward(cudaStream_t stream, const T* y, const T* dy, int64_t n, 
 // strided-batched GEMM. The GEMMs read the shared k / v heads in place (no
 // repeat_kv copy). A query whose every key is masked gets zero probs and a
 // zero output.
-// pad_mask (rows, S) may be nullptr (all real). prob_keep (rows, heads*S*S)
+// pad_mask (rows, S): kMaskReal / kMaskDocStart bits as on the CPU
+// (kernels/cpu.h); may be nullptr (all real). prob_keep (rows, heads*S*S)
 // is the DropoutMask of the probabilities (device), or nullptr for none.
 // probs (rows, heads, S, S) receives the pre-dropout probabilities.
 // scratch: AttentionScratchElems(d) elements of T (forward: used only with

@@ -96,7 +96,19 @@ __global__ void __launch_bounds__(kRowWarps* kWarp)
   T* pd = dropped != nullptr ? dropped + l.scratch_offset(r) + i * S : nullptr;
   const uint8_t* pad_r = pad != nullptr ? pad + r * S : nullptr;
   const int64_t jend = l.causal ? i + 1 : S;  // keys j < jend may be attended
-  auto attended = [&](int64_t j) { return j < jend && (pad_r == nullptr || pad_r[j] != 0); };
+  // Causal: keys before the query's document start (the last kMaskDocStart at
+  // or before i) are masked. Positions are < 2^24, exact in float.
+  float start = 0.0f;
+  if (l.causal && pad_r != nullptr) {
+    for (int64_t j = lane; j <= i; j += kWarp) {
+      if ((pad_r[j] & kMaskDocStart) != 0) start = fmaxf(start, static_cast<float>(j));
+    }
+    start = WarpMax(start);
+  }
+  const int64_t jbegin = static_cast<int64_t>(start);
+  auto attended = [&](int64_t j) {
+    return j >= jbegin && j < jend && (pad_r == nullptr || (pad_r[j] & kMaskReal) != 0);
+  };
 
   float mx = -INFINITY;
   for (int64_t j = lane; j < jend; j += kWarp) {

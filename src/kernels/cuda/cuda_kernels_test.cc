@@ -821,12 +821,18 @@ TYPED_TEST(CudaTypedTest, SoftmaxForwardAndBackwardMatchCpu) {
 
 // ---- Attention ---------------------------------------------------------------------------
 
-std::vector<uint8_t> PadMask(int rows, int S) {
+std::vector<uint8_t> PadMask(int rows, int S, bool docs = false) {
   // Row 0 fully real; row 1 has its last five positions padded; row 2 is all
-  // padding (zero probs, zero output, zero gradient).
-  std::vector<uint8_t> pad(rows * S, 1);
+  // padding (zero probs, zero output, zero gradient). With docs, documents
+  // start at 5 and 33 of row 0 (past one warp) and at 2 of row 1.
+  std::vector<uint8_t> pad(rows * S, kMaskReal);
   for (int j = S - 5; j < S; ++j) pad[S + j] = 0;
   if (rows > 2) std::fill(pad.begin() + 2 * S, pad.begin() + 3 * S, uint8_t{0});
+  if (docs) {
+    pad[5] |= kMaskDocStart;
+    pad[33] |= kMaskDocStart;
+    pad[S + 2] |= kMaskDocStart;
+  }
   return pad;
 }
 
@@ -842,16 +848,17 @@ std::vector<uint64_t> SampleKeys(int rows) {
 // backward bitwise reproducible.
 template <typename T>
 void ExpectAttentionMatchesCpu(const CublasHandles& handles, cudaStream_t stream,
-                               const AttentionDims& d, bool dropout) {
-  SCOPED_TRACE(::testing::Message() << (d.mask == AttnMask::kCausal ? "causal" : "padding")
-                                    << (dropout ? " dropout" : " no dropout") << ", heads "
-                                    << d.heads << ", kv_heads " << d.num_kv_heads());
+                               const AttentionDims& d, bool dropout, bool docs = false) {
+  SCOPED_TRACE(::testing::Message()
+               << (d.mask == AttnMask::kCausal ? "causal" : "padding") << (docs ? " documents" : "")
+               << (dropout ? " dropout" : " no dropout") << ", heads " << d.heads << ", kv_heads "
+               << d.num_kv_heads());
   const int rows = d.rows, S = d.seq_len;
   const float p = 0.2f;
   const auto keys = SampleKeys(rows);
   std::vector<uint8_t> keep(int64_t{rows} * d.heads * S * S);
   ref::DropoutMask({p, 11, 2, 3, 0, keys.data()}, rows, int64_t{d.heads} * S * S, keep.data());
-  const auto pad = PadMask(rows, S);
+  const auto pad = PadMask(rows, S, docs);
   const auto qkv = RandomT<T>(int64_t{rows} * S * d.qkv_width(), 1);
   const auto dout = RandomT<T>(int64_t{rows} * S * d.hidden(), 2);
   const uint8_t* kp = dropout ? keep.data() : nullptr;
@@ -890,11 +897,14 @@ void ExpectAttentionMatchesCpu(const CublasHandles& handles, cudaStream_t stream
 }
 
 TYPED_TEST(CudaTypedTest, AttentionMatchesCpuForEveryMaskAndDropout) {
-  // S = 37 > one warp's width; head_dim 8; a padded and a fully padded row.
+  // S = 37 > one warp's width; head_dim 8; a padded and a fully padded row;
+  // packed documents (doc_attention: within) under both masks.
   for (AttnMask mask : {AttnMask::kPaddingOnly, AttnMask::kCausal}) {
     for (bool dropout : {false, true}) {
-      ExpectAttentionMatchesCpu<TypeParam>(this->handles(), this->stream_,
-                                           AttentionDims{3, 37, 3, 8, mask}, dropout);
+      for (bool docs : {false, true}) {
+        ExpectAttentionMatchesCpu<TypeParam>(this->handles(), this->stream_,
+                                             AttentionDims{3, 37, 3, 8, mask}, dropout, docs);
+      }
     }
   }
 }
