@@ -846,6 +846,22 @@ TEST(Sampler, ExamplesAreOneDocumentPerRowPaddedWithLossOnTheMaskedTokens) {
   std::remove(path.c_str());
 }
 
+TEST(Sampler, WindowsOverAFileWithALossMaskPutNoLossOnTheMaskedOutTokens) {
+  const std::string path = WriteExamples("examples_windows");
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  BatchSpec spec = ExampleSpec(5);
+  spec.unit = SampleUnit::kWindows;
+  StatusOr<Sampler> s = Sampler::CreateHeldOut(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  // Window 0 predicts tokens 1..5, whose mask is 0 1 1 0 1.
+  StatusOr<MicroBatch> mb = s->EvalMicroBatch(0, 0, 1, 0);
+  ASSERT_TRUE(mb.ok());
+  EXPECT_EQ(mb->targets, (std::vector<int32_t>{-1, 3, 4, -1, 6}));
+  EXPECT_EQ(mb->num_targets, 3);
+  std::remove(path.c_str());
+}
+
 TEST(Sampler, ExamplesLongerThanARowOrWithoutAnIndexAreRefused) {
   const std::string path = WriteExamples("examples_long");
   StatusOr<TokenFile> f = TokenFile::Open(path);

@@ -200,6 +200,10 @@ StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spe
         "token file with a document index (version 2: l2l-data tokenize); " +
         path + " is version " + std::to_string(file->version()));
   }
+  if (file->has_loss_mask() && spec.objective != Objective::kCausal) {
+    return InvalidArgument("data file " + path +
+                           " has a loss mask (l2l-data sft), which needs a causal model");
+  }
   if (spec.unit == SampleUnit::kWindows) {
     return file->num_tokens() < 1 ? int64_t{0} : (file->num_tokens() - 1) / spec.seq_len;
   }
@@ -411,6 +415,17 @@ Status Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatc
   if (causal) {
     for (int t = 0; t < s_len; ++t) targets[t] = static_cast<int32_t>(window[t + 1]);
     mb->num_targets += s_len;
+    if (file_->has_loss_mask()) {
+      // An SFT file read as windows: still no loss on the prompts.
+      std::vector<uint8_t> loss(static_cast<size_t>(s_len));
+      RETURN_IF_ERROR(file_->ReadLossMask(start + 1, s_len, loss.data()));
+      for (int t = 0; t < s_len; ++t) {
+        if (loss[t] == 0) {
+          targets[t] = kNoTarget;
+          --mb->num_targets;
+        }
+      }
+    }
     if (spec_.doc_attention == DocAttention::kWithin) {
       // The documents starting inside this window's inputs [start, start + S).
       const std::vector<int64_t>& starts = file_->document_starts();
