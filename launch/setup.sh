@@ -12,7 +12,8 @@ build=${L2L_BUILD_DIR:-$root/build}
 jobs=${L2L_JOBS:-$(nproc)}
 
 packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-          libyaml-cpp-dev libopenblas-dev libgtest-dev libgmock-dev libomp-dev python3)
+          libyaml-cpp-dev libopenblas-dev libgtest-dev libgmock-dev libomp-dev python3
+          python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

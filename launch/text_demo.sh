@@ -5,7 +5,7 @@
 #      the licence texts in /usr/share/common-licenses, GPL-2 held out,
 #   3. tokenizes them with it (l2l-data tokenize): data/licenses/{train,heldout}.tok,
 #   4. trains configs/tiny-llama-text.yaml on 2 ranks, evaluating on the held-out
-#      text every 50 steps (about 2 minutes on 2 cores),
+#      text every 50 steps (about 1.5 minutes on 2 cores),
 #   5. reports the final weights' held-out perplexity (l2l-train --eval-only)
 #      and draws the run (l2l-plot): runs/tiny-llama-text/run.png.
 # Extra arguments go to l2l-train, e.g. --set train.steps=50. A second run
@@ -27,6 +27,8 @@ if [ ! -f "$out/tokenizer/tokenizer.json" ]; then
 fi
 if [ ! -f "$out/train.tok" ]; then
   "$bin/l2l-data" tokenize --tokenizer "$out/tokenizer" --out "$out/train.tok" "${train[@]}"
+fi
+if [ ! -f "$out/heldout.tok" ]; then
   "$bin/l2l-data" tokenize --tokenizer "$out/tokenizer" --out "$out/heldout.tok" "$lic/GPL-2"
 fi
 echo "text_demo: training configs/tiny-llama-text.yaml on 2 ranks"

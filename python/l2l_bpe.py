@@ -33,8 +33,10 @@ def main():
         if not os.path.isfile(path):
             bad(f"input file {path} does not exist or is not a regular file")
     target = os.path.join(args.out, "tokenizer.json")
-    if os.path.exists(target):
-        bad(f"{target} exists; remove it to train a new tokenizer")
+    config = os.path.join(args.out, "tokenizer_config.json")
+    for path in (target, config):
+        if os.path.exists(path):
+            bad(f"{path} exists; remove it to train a new tokenizer")
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -44,11 +46,17 @@ def main():
     trainer = trainers.BpeTrainer(vocab_size=args.vocab_size, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train(args.inputs, trainer)
-    os.makedirs(args.out, exist_ok=True)
-    tok.save(target)
-    with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:
-        json.dump({"eos_token": EOS, "tokenizer_class": "PreTrainedTokenizerFast"}, f, indent=2)
+    try:
+        tok.train(args.inputs, trainer)
+        os.makedirs(args.out, exist_ok=True)
+        tok.save(target)
+        with open(config, "w") as f:
+            json.dump({"eos_token": EOS, "tokenizer_class": "PreTrainedTokenizerFast"}, f, indent=2)
+    except Exception as e:  # tokenizers' own errors (input not UTF-8, ...) or a write
+        for path in (target, config):
+            if os.path.exists(path):
+                os.remove(path)
+        bad(f"training the tokenizer failed: {' '.join(str(e).split())}")
     print(f"tokenizer={target}\nvocab_size={tok.get_vocab_size()}")
 
 

@@ -30,6 +30,7 @@ import collections
 import json
 import multiprocessing
 import os
+import signal
 import struct
 import sys
 import time
@@ -155,6 +156,10 @@ def _worker_init(spec):
     # Parallelism comes from the worker processes; one thread each.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     kind, path = spec
+    # The parent handles a stop: it removes its file and terminates the pool
+    # (SIGTERM, which must end a worker quietly, without the parent's handler).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker_tokenizer = Tokenizer(path) if kind == _TOKENIZE else ChatTokenizer(path)
 
 
@@ -218,8 +223,8 @@ class Input:
                     continue  # blank lines (a trailing newline) hold no document
                 try:
                     record = json.loads(line)
-                except ValueError as e:
-                    raise Bad(f"{where}: not JSON ({_one_line(e)})")
+                except (ValueError, RecursionError) as e:
+                    raise Bad(f"{where}: not JSON ({_one_line(e) if isinstance(e, ValueError) else 'nested too deeply'})")
                 yield where, record if self.field is None else self._field(record, where)
 
     def _parquet(self):
@@ -280,6 +285,8 @@ class TokenFileWriter:
         self.loss_mask = array("B") if loss_mask else None  # one 0/1 per token (flag 1)
         self.vocab_size = vocab_size
         self.width = 2 if vocab_size <= MAX_UINT16_VOCAB else 4
+        if os.path.isdir(path):
+            raise Bad(f"--out {path} is a directory")
         if os.path.exists(path) and not force:
             raise Bad(f"{path} exists; pass --force to replace it")
         self.tmp = f"{path}.tmp.{os.getpid()}"
@@ -320,11 +327,15 @@ class TokenFileWriter:
         os.rename(self.tmp, self.path)
 
     def abandon(self):
-        self.f.close()
         try:
-            os.remove(self.tmp)
+            self.f.close()  # may fail flushing (disk full): remove the file anyway
         except OSError:
             pass
+        finally:
+            try:
+                os.remove(self.tmp)
+            except OSError:
+                pass
 
 
 # --- progress
@@ -409,7 +420,6 @@ def check_common_flags(args, verb, what):
     if args.vocab_size is not None and not 1 <= args.vocab_size <= 2**32 - 1:
         raise Bad(f"{verb}: flag --vocab-size value {args.vocab_size}, expected in [1, 2^32)")
     return args
-    return args
 
 
 def resolve_vocab(tok, flag):
@@ -462,7 +472,13 @@ def run(argv):
         check_ids(where, ids, vocab, vocab_from)
         writer.add(ids)
 
-    pipeline(inputs, args.workers, (_TOKENIZE, args.tokenizer), tok.encode, emit, writer, progress)
+    def check():
+        if not writer.starts:
+            raise Bad("no documents: every input is empty (an empty file without a separator "
+                      "adds nothing)")
+
+    pipeline(inputs, args.workers, (_TOKENIZE, args.tokenizer), tok.encode, emit, writer, progress,
+             check)
     print(f"file={args.out}\nversion={VERSION_DOCUMENTS}\n"
           f"token_dtype={'uint16' if writer.width == 2 else 'uint32'}\nvocab_size={vocab}\n"
           f"num_tokens={writer.num_tokens}\nnum_documents={len(writer.starts)}\n"
@@ -671,7 +687,12 @@ def run_sft(argv):
           "".join(f"{k}={v}\n" for k, v in counts.items()), end="")
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # unwinds through pipeline(), which removes its file
+
+
 def main():
+    signal.signal(signal.SIGTERM, _stop)
     try:
         verb, argv = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
         if verb == "tokenize":
@@ -683,7 +704,12 @@ def main():
     except Bad as e:
         sys.stderr.write(f"l2l-data: {e}\n")
         sys.exit(2)
+    except OSError as e:  # writing the output (disk full, a read-only directory)
+        where = f" {e.filename}" if e.filename else ""
+        sys.stderr.write(f"l2l-data: cannot write{where}: {e.strerror or e}\n")
+        sys.exit(2)
     except KeyboardInterrupt:
+        sys.stderr.write("l2l-data: stopped by a signal; no output written\n")
         sys.exit(130)
 
 

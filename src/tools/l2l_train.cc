@@ -124,8 +124,11 @@ l2l::Status EvalOnly(const Args& args, const l2l::config::Config& cfg, l2l::MpiR
     const std::string set = cfg.data.eval_path.empty()
                                 ? cfg.data.path + " (its held-out share, data.eval_fraction)"
                                 : cfg.data.eval_path;
-    std::printf("l2l: eval-only: %s at step %lld over %s\n", trainer->last_checkpoint().c_str(),
-                static_cast<long long>(trainer->step()), set.c_str());
+    // A fine-tune's source (--init-from) has no step of this run's.
+    const std::string at =
+        args.has_resume ? " at step " + std::to_string(trainer->step()) : std::string();
+    std::printf("l2l: eval-only: %s%s over %s\n", trainer->last_checkpoint().c_str(), at.c_str(),
+                set.c_str());
     std::printf(
         "eval_samples=%lld\neval_batches=%lld\neval_targets=%lld\neval_loss=%.9g\n"
         "perplexity=%.9g\n",

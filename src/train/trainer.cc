@@ -116,6 +116,19 @@ Status Trainer::Init(int local_ranks, int local_rank) {
                     std::unique_ptr<data::Sampler>* sampler) -> Status {
       ASSIGN_OR_RETURN(data::TokenFile f, data::TokenFile::Open(path));
       *file = std::make_unique<data::TokenFile>(std::move(f));
+      if (held_out) {
+        // Held-out text must be the training text's tokenizer's: the same ids,
+        // and for MLM the same [MASK] and random-replacement range.
+        if ((*file)->vocab_size() != token_file_->vocab_size()) {
+          return InvalidArgument(path + " has vocab_size " + std::to_string((*file)->vocab_size()) +
+                                 ", but data.path " + cfg_.data.path + " has " +
+                                 std::to_string(token_file_->vocab_size()) +
+                                 "; expected files made by the same tokenizer");
+        }
+        spec.mask_token = sampler_->spec().objective == data::Objective::kMlm
+                              ? sampler_->mask_token()
+                              : spec.mask_token;
+      }
       ASSIGN_OR_RETURN(data::Sampler smp, held_out ? data::Sampler::CreateHeldOut(file->get(), spec)
                                                    : data::Sampler::Create(file->get(), spec));
       *sampler = std::make_unique<data::Sampler>(std::move(smp));
@@ -599,7 +612,7 @@ Status Trainer::Resume(const std::string& spec) {
       // file) is rank 0's to report, agreed by all.
       const bool error = comm_->rank() == 0 && found.code() != StatusCode::kNotFound;
       RETURN_IF_ERROR(comm_->Agree(error ? found : OkStatus()));
-      if (comm_->rank() == 0) {
+      if (comm_->rank() == 0 && purpose_ == Purpose::kTrain) {
         std::printf("l2l: no checkpoint in %s, starting fresh\n", cfg_.checkpoint.dir.c_str());
       }
       return OkStatus();
@@ -608,7 +621,9 @@ Status Trainer::Resume(const std::string& spec) {
     ASSIGN_OR_RETURN(path, ResolveOnRankZero(spec));  // a directory means its latest
   }
   ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));
-  if (meta.sampler_state.empty()) {
+  // An evaluation needs the weights only: any data, batch or step count.
+  const bool train = purpose_ == Purpose::kTrain;
+  if (train && meta.sampler_state.empty()) {
     return comm_->Agree(FailedPrecondition(
         path +
         ": an imported checkpoint holds weights only (no training state to resume); "
@@ -616,7 +631,7 @@ Status Trainer::Resume(const std::string& spec) {
         path));
   }
   RETURN_IF_ERROR(CheckSameNetwork("--resume", path, meta));
-  {
+  if (train) {
     Status s;
     auto saved = data::SamplerState::Parse(meta.sampler_state);
     if (!saved.ok()) {
@@ -751,6 +766,7 @@ Status Trainer::InitFrom(const std::string& spec) {
   }
   ASSIGN_OR_RETURN(ckpt::Meta meta, ckpt::ReadMeta(comm_->handle(), path));
   RETURN_IF_ERROR(CheckSameNetwork("train.init_from", path, meta));
+  last_checkpoint_ = path;
   ASSIGN_OR_RETURN(const std::vector<ckpt::LayerSlice> slices, LoadSlices());
   ckpt::IoStats stats;
   RETURN_IF_ERROR(ckpt::LoadWeights(comm_->handle(), path, CheckpointLayers(), slices, &stats));

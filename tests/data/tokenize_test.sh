@@ -118,6 +118,11 @@ bad json-not-jsonl "a.json: a .json file; expected .jsonl" o.tok tokenize --toke
 bad compressed "a.txt.gz: a compressed file" o.tok tokenize --tokenizer hf --out o.tok a.txt.gz
 bad no-inputs "no input files given" o.tok tokenize --tokenizer hf --out o.tok
 bad bad-workers "--workers value 0" o.tok tokenize --tokenizer hf --workers 0 --out o.tok a.txt
+: >empty.txt
+bad no-documents "no documents: every input is empty" o.tok \
+  tokenize --tokenizer hf --separator none --out o.tok empty.txt
+mkdir outdir
+bad out-is-dir "--out outdir is a directory" "" tokenize --tokenizer hf --out outdir --force a.txt
 cp hf.tok keep.tok
 bad exists "keep.tok exists; pass --force" "" tokenize --tokenizer hf --out keep.tok a.txt
 cmp -s hf.tok keep.tok || fail "exists: keep.tok was changed"

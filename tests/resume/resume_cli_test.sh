@@ -79,6 +79,17 @@ refused "eval-only, no checkpoint" "--eval-only --resume auto: no checkpoint in 
   --eval-only --resume auto --set checkpoint.dir="$work/empty"
 refused "eval-only, no eval set" "nothing to evaluate: data.eval_fraction is 0" \
   --eval-only --init-from "$good" --set data.eval_fraction=0
+"$data" synthetic --out held64.tok --tokens 1000 --vocab 30 --order 2 --seed 9 >/dev/null
+refused "eval-only, another tokenizer's eval file" \
+  "data.eval_path: $work/held64.tok has vocab_size 30, but data.path $work/c.tok has 32" \
+  --eval-only --init-from "$good" --set data.eval_path="$work/held64.tok"
+# Evaluation needs the weights only: another global batch is fine.
+"$mpiexec" 2 "$train" --config run.yaml --eval-only --resume auto --set train.global_batch=4 \
+  >evalb.txt 2>err.txt || bad "eval-only, other batch: $(cat err.txt)"
+awk -v a="$(value perplexity evalb.txt)" -v b="$p2" 'BEGIN { d = a - b; exit !(d * d <= 1e-14 * a * a) }' &&
+  ok || bad "eval-only: global_batch 4 gives $(value perplexity evalb.txt), 8 gives $p2"
+grep -q "^l2l: eval-only: [^ ]*ck/step-00000004.h5 over " evali.txt && ok ||
+  bad "eval-only --init-from does not name its checkpoint: $(head -3 evali.txt)"
 refused "eval-only, missing eval file" "data.eval_path: token file nope.tok does not exist" \
   --eval-only --init-from "$good" --set data.eval_path=nope.tok
 
