@@ -326,6 +326,13 @@ class TokenFileWriter:
         self.f.close()
         os.rename(self.tmp, self.path)
 
+    def summary(self):
+        """The written file's key=value lines, as l2l-data info names them."""
+        return (f"file={self.path}\nversion={VERSION_DOCUMENTS}\n"
+                f"token_dtype={'uint16' if self.width == 2 else 'uint32'}\n"
+                f"vocab_size={self.vocab_size}\nnum_tokens={self.num_tokens}\n"
+                f"num_documents={len(self.starts)}\n")
+
     def abandon(self):
         try:
             self.f.close()  # may fail flushing (disk full): remove the file anyway
@@ -454,14 +461,7 @@ def run(argv):
     sep, sep_from = resolve_separator(tok, args.separator)
     if sep is not None and sep >= vocab:
         raise Bad(f"separator id {sep} ({sep_from}) is >= the vocabulary size {vocab} ({vocab_from})")
-    out_abs = os.path.abspath(args.out)
-    inputs = [Input(path, args.field) for path in args.inputs]
-    for inp in inputs:
-        if os.path.abspath(inp.path) == out_abs:
-            raise Bad(f"{inp.path}: is both an input and --out")
-
-    progress = Progress(inputs, args.progress == "always" or
-                        (args.progress == "auto" and sys.stderr.isatty()))
+    inputs, progress = open_inputs(args, args.field)
     writer = TokenFileWriter(args.out, vocab, args.force)
 
     def emit(where, ids):
@@ -479,10 +479,19 @@ def run(argv):
 
     pipeline(inputs, args.workers, (_TOKENIZE, args.tokenizer), tok.encode, emit, writer, progress,
              check)
-    print(f"file={args.out}\nversion={VERSION_DOCUMENTS}\n"
-          f"token_dtype={'uint16' if writer.width == 2 else 'uint32'}\nvocab_size={vocab}\n"
-          f"num_tokens={writer.num_tokens}\nnum_documents={len(writer.starts)}\n"
-          f"separator={'none' if sep is None else sep}\ntokenizer={tok.path}")
+    print(writer.summary() + f"separator={'none' if sep is None else sep}\ntokenizer={tok.path}")
+
+
+def open_inputs(args, field):
+    """The inputs (none of them --out) and the progress bar over them."""
+    out_abs = os.path.abspath(args.out)
+    inputs = [Input(path, field) for path in args.inputs]
+    for inp in inputs:
+        if os.path.abspath(inp.path) == out_abs:
+            raise Bad(f"{inp.path}: is both an input and --out")
+    progress = Progress(inputs, args.progress == "always" or
+                        (args.progress == "auto" and sys.stderr.isatty()))
+    return inputs, progress
 
 
 def check_ids(where, ids, vocab, vocab_from):
@@ -645,13 +654,7 @@ def run_sft(argv):
     args = parse_sft_args(argv)
     chat = ChatTokenizer(args.tokenizer)
     vocab, vocab_from = resolve_vocab(chat, args.vocab_size)
-    out_abs = os.path.abspath(args.out)
-    inputs = [Input(path, None) for path in args.inputs]
-    for inp in inputs:
-        if os.path.abspath(inp.path) == out_abs:
-            raise Bad(f"{inp.path}: is both an input and --out")
-    progress = Progress(inputs, args.progress == "always" or
-                        (args.progress == "auto" and sys.stderr.isatty()))
+    inputs, progress = open_inputs(args, None)
     writer = TokenFileWriter(args.out, vocab, args.force, loss_mask=True)
     limit = args.seq_len + 1
     counts = {"skipped_too_long": 0, "truncated": 0, "skipped_no_response_left": 0}
@@ -680,10 +683,7 @@ def run_sft(argv):
 
     pipeline(inputs, args.workers, (_SFT, args.tokenizer), chat.encode, emit, writer, progress,
              check)
-    print(f"file={args.out}\nversion={VERSION_DOCUMENTS}\n"
-          f"token_dtype={'uint16' if writer.width == 2 else 'uint32'}\nvocab_size={vocab}\n"
-          f"num_tokens={writer.num_tokens}\nnum_documents={len(writer.starts)}\n"
-          f"loss_tokens={sum(writer.loss_mask)}\n" +
+    print(writer.summary() + f"loss_tokens={sum(writer.loss_mask)}\n" +
           "".join(f"{k}={v}\n" for k, v in counts.items()), end="")
 
 

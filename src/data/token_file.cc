@@ -74,6 +74,21 @@ ssize_t ReadFully(int fd, void* buf, size_t n, off_t offset) {
   return static_cast<ssize_t>(done);
 }
 
+// Exactly `n` bytes at `offset` into `buf`: "" when they were read, else what
+// went wrong (a failed read, or a file shorter than when it was opened).
+std::string ReadExactly(int fd, void* buf, size_t n, uint64_t offset) {
+  const ssize_t got = ReadFully(fd, buf, n, static_cast<off_t>(offset));
+  if (got < 0) {
+    const std::string why = ErrnoText();
+    return "cannot read bytes at offset " + std::to_string(offset) + ": " + why;
+  }
+  if (static_cast<size_t>(got) != n) {
+    return "a read of " + std::to_string(n) + " bytes at offset " + std::to_string(offset) +
+           " returned " + std::to_string(got) + " (the file is shorter than when it was opened)";
+  }
+  return "";
+}
+
 constexpr uint32_t kDenseCountLimit = uint32_t{1} << 24;
 
 // "" when `starts` is a valid document index for `num_tokens` tokens (none for
@@ -263,15 +278,7 @@ std::string TokenFile::ReadChecked(int64_t first, int64_t count, uint32_t* out) 
   const uint64_t offset = kTokenFileHeaderBytes + static_cast<uint64_t>(first) * token_bytes_;
   // uint32 tokens land in place; uint16 ones are read into the front half of
   // `out` and widened from the back, so no element is overwritten unread.
-  const ssize_t got = ReadFully(fd_, out, bytes, static_cast<off_t>(offset));
-  if (got < 0) {
-    const std::string why = ErrnoText();
-    return "cannot read bytes at offset " + std::to_string(offset) + ": " + why;
-  }
-  if (static_cast<size_t>(got) != bytes) {
-    return "a read of " + std::to_string(bytes) + " bytes at offset " + std::to_string(offset) +
-           " returned " + std::to_string(got) + " (the file is shorter than when it was opened)";
-  }
+  if (std::string problem = ReadExactly(fd_, out, bytes, offset); !problem.empty()) return problem;
   if (token_bytes_ == 2) {
     const unsigned char* raw = reinterpret_cast<const unsigned char*>(out);
     for (int64_t i = count - 1; i >= 0; --i) {
@@ -324,14 +331,9 @@ uint64_t TokenFile::mask_offset() const {
 
 std::string TokenFile::ReadMaskChecked(int64_t first, int64_t count, uint8_t* out) const {
   const uint64_t offset = mask_offset() + static_cast<uint64_t>(first);
-  const ssize_t got = ReadFully(fd_, out, static_cast<size_t>(count), static_cast<off_t>(offset));
-  if (got < 0) {
-    const std::string why = ErrnoText();
-    return "cannot read bytes at offset " + std::to_string(offset) + ": " + why;
-  }
-  if (got != count) {
-    return "a read of " + std::to_string(count) + " bytes at offset " + std::to_string(offset) +
-           " returned " + std::to_string(got) + " (the file is shorter than when it was opened)";
+  if (std::string problem = ReadExactly(fd_, out, static_cast<size_t>(count), offset);
+      !problem.empty()) {
+    return problem;
   }
   for (int64_t i = 0; i < count; ++i) {
     if (out[i] > 1) {
