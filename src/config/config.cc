@@ -44,8 +44,9 @@ constexpr const char* kExecModeNames[] = {"l2l", "resident"};
 constexpr const char* kDeviceNames[] = {"cpu", "cuda"};
 constexpr const char* kPrecisionNames[] = {"fp32", "bf16"};
 constexpr const char* kStashNames[] = {"host", "device"};
-constexpr const char* kSamplingNames[] = {"windows", "examples"};
+constexpr const char* kSamplingNames[] = {"windows", "examples", "packed"};
 constexpr const char* kDocAttentionNames[] = {"cross", "within"};
+constexpr const char* kDocPositionsNames[] = {"continue", "restart"};
 
 template <typename E, size_t N>
 const char* EnumName(E v, const char* const (&names)[N]) {
@@ -832,6 +833,8 @@ const std::vector<Field>& Fields() {
     f.push_back(EnumField("data.sampling", L2L_ACC(data.sampling), kSamplingNames));
     f.push_back(
         EnumField("data.doc_attention", L2L_ACC(data.doc_attention), kDocAttentionNames));
+    f.push_back(
+        EnumField("data.doc_positions", L2L_ACC(data.doc_positions), kDocPositionsNames));
     f.push_back(OnlyFor(IntField<int>("data.mask_token_id", L2L_ACC(data.mask_token_id), -1,
                                       Decoder::kMaxSize),
                         "kind bert (the masked-LM objective)", IsBert));
@@ -981,6 +984,11 @@ Status CheckConsistency(const Decoder& d, const Config& c) {
                 "train.eval_every_steps=" + num(t.eval_every_steps) +
                     " needs data.eval_fraction > 0 or data.eval_path (no samples are held out)");
   }
+  if (c.data.sampling == Sampling::kPacked && c.data.doc_attention != DocAttention::kWithin) {
+    return fail({"data.sampling", "data.doc_attention"},
+                "data.sampling: packed needs data.doc_attention: within (so the examples packed "
+                "into a row never attend to each other)");
+  }
   if (c.exec.precision == Precision::kBf16 && c.exec.device == DeviceKind::kCpu) {
     return fail({"exec.precision", "exec.device"},
                 "exec.precision: bf16 needs exec.device: cuda (the CPU backend computes in fp32)");
@@ -1087,6 +1095,7 @@ const char* Name(Precision v) { return EnumName(v, kPrecisionNames); }
 const char* Name(StashPlacement v) { return EnumName(v, kStashNames); }
 const char* Name(Sampling v) { return EnumName(v, kSamplingNames); }
 const char* Name(DocAttention v) { return EnumName(v, kDocAttentionNames); }
+const char* Name(DocPositions v) { return EnumName(v, kDocPositionsNames); }
 
 bool operator==(const Config& a, const Config& b) {
   return a.model == b.model && a.data == b.data && a.train == b.train && a.exec == b.exec &&

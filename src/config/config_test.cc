@@ -163,6 +163,10 @@ TEST(ParseConfigErrors, KeysOfAnotherKindAreRefused) {
                         "model.max_positions=16 is less than model.seq_len=32"));
   EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=llama", "model.hidden=12", "model.heads=4"}),
                         "the head dimension model.hidden / model.heads = 3 must be even"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"model.kind=gpt", "data.sampling=packed"}),
+                        "data.sampling: packed needs data.doc_attention: within"));
+  EXPECT_TRUE(FailsWith(ParseMinimalWith({"data.doc_positions=reset"}),
+                        "data.doc_positions: expected one of continue, restart, got 'reset'"));
 }
 
 // Every field away from its default, every enum away from its first value.
@@ -194,7 +198,10 @@ Config FullConfig() {
   c.data = {.path = "data/my corpus: \"v2\".tok",
             .mask_prob = 0.2,
             .eval_fraction = 0.0,
-            .eval_path = "held-out/eval.tok"};
+            .eval_path = "held-out/eval.tok",
+            .sampling = Sampling::kPacked,
+            .doc_attention = DocAttention::kWithin,
+            .doc_positions = DocPositions::kRestart};
   c.train.steps = 100000;
   c.train.seed = 18446744073709551615u;  // uint64 max survives
   c.train.lr = 3e-4;

@@ -890,17 +890,156 @@ TEST(Sampler, ExamplesLongerThanARowOrWithoutAnIndexAreRefused) {
   std::remove(flat.c_str());
 }
 
-TEST(Sampler, DocAttentionWithinMarksEachDocumentStartInTheWindow) {
-  const std::string path = TempPath("within");
-  std::vector<uint32_t> tokens(20, 1);
-  ASSERT_TRUE(WriteTokenFile(path, 10, tokens, {0, 5, 12}).ok());
+// Packing: consecutive examples share a row while their lengths sum to at
+// most seq_len + 1, each starts a document (attention, positions), and each
+// one's targets stay inside it, with its loss mask.
+TEST(Sampler, PackedRowsHoldWholeConsecutiveExamplesThatNeverSeeEachOther) {
+  const std::string path = WriteExamples("packed");
   StatusOr<TokenFile> f = TokenFile::Open(path);
-  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  BatchSpec spec = ExampleSpec(5);
+  spec.unit = SampleUnit::kPacked;
+  spec.doc_attention = DocAttention::kWithin;
+  spec.doc_positions = DocPositions::kRestart;
+  StatusOr<Sampler> s = Sampler::CreateHeldOut(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  // Examples of 4, 2 and 6 tokens; rows hold 6: [0 1] and [2].
+  ASSERT_EQ(s->num_eval_samples(), 2);
+  EXPECT_EQ(s->num_documents(), 3);
+  const uint8_t R = kMaskReal, D = kMaskReal | kMaskDocStart;
+  struct Want {
+    std::vector<int32_t> tokens, targets, positions;
+    std::vector<uint8_t> mask;
+    int64_t num_targets;
+  };
+  // Row 0: example 0 (1 2 3 4), then example 1 (5 6), whose last token is
+  // only a target; example 0's last input predicts nothing (5 is not its).
+  const Want want[] = {{{1, 2, 3, 4, 5}, {-1, 3, 4, -1, 6}, {0, 1, 2, 3, 0}, {D, R, R, R, D}, 3},
+                       {{7, 8, 9, 1, 2}, {8, 9, 1, 2, 3}, {0, 1, 2, 3, 4}, {D, R, R, R, R}, 5}};
+  for (int r = 0; r < 2; ++r) {
+    StatusOr<MicroBatch> mb = s->EvalMicroBatch(r, 0, 1, 0);
+    ASSERT_TRUE(mb.ok()) << mb.status().message();
+    EXPECT_EQ(mb->tokens, want[r].tokens) << "row " << r;
+    EXPECT_EQ(mb->targets, want[r].targets) << "row " << r;
+    EXPECT_EQ(mb->positions, want[r].positions) << "row " << r;
+    EXPECT_EQ(mb->attn_mask, want[r].mask) << "row " << r;
+    EXPECT_EQ(mb->num_targets, want[r].num_targets) << "row " << r;
+  }
+  // A row of 7 holds examples 0 and 1 (6 tokens, all inputs); 2 no longer fits.
+  spec.seq_len = 6;
+  s = Sampler::CreateHeldOut(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  ASSERT_EQ(s->num_eval_samples(), 2);
+  StatusOr<MicroBatch> mb = s->EvalMicroBatch(0, 0, 1, 0);
+  ASSERT_TRUE(mb.ok());
+  EXPECT_EQ(mb->tokens, (std::vector<int32_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(mb->targets, (std::vector<int32_t>{-1, 3, 4, -1, 6, -1}));
+  SamplerState st = s->state();
+  EXPECT_NE(st.ToString().find(" sampling=packed"), std::string::npos) << st.ToString();
+  StatusOr<SamplerState> back = SamplerState::Parse(st.ToString());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, st);
+  // Packed rows without doc_attention within would let examples see each other.
+  spec.doc_attention = DocAttention::kCross;
+  s = Sampler::CreateHeldOut(&*f, spec);
+  EXPECT_NE(s.status().message().find("packed sampling needs doc_attention within"),
+            std::string::npos)
+      << s.status().message();
+  std::remove(path.c_str());
+}
+
+// Without a loss mask every next token is a target, except across an
+// example's end: the token after it belongs to the next example. Padding is
+// token 0, attention mask 0, position 0, no target.
+TEST(Sampler, PackedExamplesPredictNothingAcrossTheirEndAndPadTheRow) {
+  const std::string path = TempPath("packed_nomask");
+  ASSERT_TRUE(WriteTokenFile(path, 10, {1, 2, 3, 4, 5, 6, 7, 8, 9}, {0, 3, 5}).ok());
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  BatchSpec spec = ExampleSpec(6);
+  spec.unit = SampleUnit::kPacked;
+  spec.doc_attention = DocAttention::kWithin;
+  spec.doc_positions = DocPositions::kRestart;
+  StatusOr<Sampler> s = Sampler::CreateHeldOut(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  ASSERT_EQ(s->num_eval_samples(), 2);  // [0 1] (5 tokens), [2] (4: 5 + 4 > 7)
+  const uint8_t R = kMaskReal, D = kMaskReal | kMaskDocStart;
+  StatusOr<MicroBatch> mb = s->EvalMicroBatch(0, 0, 1, 0);
+  ASSERT_TRUE(mb.ok());
+  EXPECT_EQ(mb->tokens, (std::vector<int32_t>{1, 2, 3, 4, 5, 0}));
+  EXPECT_EQ(mb->targets, (std::vector<int32_t>{2, 3, -1, 5, -1, -1}));
+  EXPECT_EQ(mb->attn_mask, (std::vector<uint8_t>{D, R, R, D, R, 0}));
+  EXPECT_EQ(mb->positions, (std::vector<int32_t>{0, 1, 2, 0, 1, 0}));
+  EXPECT_EQ(mb->num_targets, 3);
+  mb = s->EvalMicroBatch(1, 0, 1, 0);
+  ASSERT_TRUE(mb.ok());
+  EXPECT_EQ(mb->tokens, (std::vector<int32_t>{6, 7, 8, 9, 0, 0}));
+  EXPECT_EQ(mb->targets, (std::vector<int32_t>{7, 8, 9, -1, -1, -1}));
+  EXPECT_EQ(mb->attn_mask, (std::vector<uint8_t>{D, R, R, R, 0, 0}));
+  EXPECT_EQ(mb->positions, (std::vector<int32_t>{0, 1, 2, 3, 0, 0}));
+  std::remove(path.c_str());
+}
+
+// Causal windows of 8 over a file of 20 ones whose documents start at 0, 5
+// and 12, held out (every window is eval).
+BatchSpec DocumentWindowSpec() {
   BatchSpec spec;
   spec.seq_len = 8;
   spec.micro_batch = 1;
   spec.global_batch = 1;
   spec.model_vocab = 10;
+  return spec;
+}
+std::string WriteDocumentWindows(const std::string& name) {
+  const std::string path = TempPath(name);
+  EXPECT_TRUE(WriteTokenFile(path, 10, std::vector<uint32_t>(20, 1), {0, 5, 12}).ok());
+  return path;
+}
+
+// `spec` over a version-1 file (no document index) is refused with `want`.
+void ExpectRefusedWithoutDocumentIndex(BatchSpec spec, const std::string& want) {
+  const std::string flat = WriteIotaFile("no_index", 20);
+  StatusOr<TokenFile> g = TokenFile::Open(flat);
+  ASSERT_TRUE(g.ok());
+  spec.model_vocab = 20;
+  StatusOr<Sampler> s = Sampler::Create(&*g, spec);
+  EXPECT_NE(s.status().message().find(want), std::string::npos) << s.status().message();
+  std::remove(flat.c_str());
+}
+
+TEST(Sampler, RestartedPositionsCountFromEachDocumentStartInTheWindow) {
+  const std::string path = WriteDocumentWindows("positions");
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  BatchSpec spec = DocumentWindowSpec();
+  StatusOr<Sampler> s = Sampler::CreateHeldOut(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  StatusOr<MicroBatch> mb = s->EvalMicroBatch(0, 0, 1, 0);
+  ASSERT_TRUE(mb.ok());
+  EXPECT_TRUE(mb->positions.empty()) << "continue: no position ids are carried";
+  spec.doc_positions = DocPositions::kRestart;
+  s = Sampler::CreateHeldOut(&*f, spec);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  // Documents start at 0, 5 and 12. Window 1 (inputs 8..15) begins inside
+  // document 1 and counts from its own first token, as Megatron's
+  // reset_position_ids does, so no id reaches past the row.
+  const std::vector<int32_t> want[] = {{0, 1, 2, 3, 4, 0, 1, 2}, {0, 1, 2, 3, 0, 1, 2, 3}};
+  for (int w = 0; w < 2; ++w) {
+    mb = s->EvalMicroBatch(w, 0, 1, 0);
+    ASSERT_TRUE(mb.ok());
+    EXPECT_EQ(mb->positions, want[w]) << "window " << w;
+    EXPECT_EQ(mb->attn_mask, std::vector<uint8_t>(8, kMaskReal)) << "attention still crosses";
+  }
+  ExpectRefusedWithoutDocumentIndex(
+      spec, "data.doc_positions: restart needs a token file with a document index");
+  std::remove(path.c_str());
+}
+
+TEST(Sampler, DocAttentionWithinMarksEachDocumentStartInTheWindow) {
+  const std::string path = WriteDocumentWindows("within");
+  StatusOr<TokenFile> f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  BatchSpec spec = DocumentWindowSpec();
   spec.doc_attention = DocAttention::kWithin;
   StatusOr<Sampler> s = Sampler::CreateHeldOut(&*f, spec);
   ASSERT_TRUE(s.ok()) << s.status().message();
@@ -915,17 +1054,10 @@ TEST(Sampler, DocAttentionWithinMarksEachDocumentStartInTheWindow) {
     EXPECT_EQ(mb->num_targets, 8);
   }
   // A file without a document index cannot say where documents start.
-  const std::string flat = WriteIotaFile("within_flat", 20);
-  StatusOr<TokenFile> g = TokenFile::Open(flat);
-  ASSERT_TRUE(g.ok());
-  spec.model_vocab = 20;
-  s = Sampler::Create(&*g, spec);
-  EXPECT_NE(s.status().message().find("data.doc_attention: within needs a causal model (gpt or "
-                                      "llama) and a token file with a document index"),
-            std::string::npos)
-      << s.status().message();
+  ExpectRefusedWithoutDocumentIndex(spec,
+                                    "data.doc_attention: within needs a causal model (gpt or "
+                                    "llama) and a token file with a document index");
   std::remove(path.c_str());
-  std::remove(flat.c_str());
 }
 
 }  // namespace

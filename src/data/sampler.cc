@@ -68,7 +68,9 @@ std::string SamplerState::ToString() const {
          " num_train_samples=" + std::to_string(num_train_samples) +
          " num_eval_samples=" + std::to_string(num_eval_samples) +
          " mask_token=" + std::to_string(mask_token) +
-         (unit == SampleUnit::kDocuments ? " sampling=documents" : "");
+         (unit == SampleUnit::kDocuments ? " sampling=documents"
+          : unit == SampleUnit::kPacked  ? " sampling=packed"
+                                         : "");
 }
 
 namespace {
@@ -134,11 +136,14 @@ StatusOr<SamplerState> SamplerState::Parse(std::string_view text) {
 #undef L2L_STATE_FIELD
   size_t keys = has_mask ? 11 : 10;
   if (auto it = kv.find("sampling"); it != kv.end()) {
-    if (it->second != "documents") {
+    if (it->second == "documents") {
+      s.unit = SampleUnit::kDocuments;
+    } else if (it->second == "packed") {
+      s.unit = SampleUnit::kPacked;
+    } else {
       return InvalidArgument("sampler state key sampling has value '" + it->second +
-                             "', expected documents");
+                             "', expected documents or packed");
     }
-    s.unit = SampleUnit::kDocuments;
     ++keys;
   }
   if (kv.size() != keys) {
@@ -157,7 +162,7 @@ struct Sampler::PermutationCache {
   std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<int64_t>>>> epochs;
 };
 
-StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spec) {
+StatusOr<Sampler::Samples> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spec) {
   L2L_CHECK(file != nullptr);
   const std::string& path = file->path();
   if (spec.seq_len < 1) {
@@ -200,12 +205,18 @@ StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spe
         "token file with a document index (version 2: l2l-data tokenize); " +
         path + " is version " + std::to_string(file->version()));
   }
+  if (spec.doc_positions == DocPositions::kRestart && !file->has_documents()) {
+    return InvalidArgument(
+        "data.doc_positions: restart needs a token file with a document index (version 2: "
+        "l2l-data tokenize); " +
+        path + " is version " + std::to_string(file->version()));
+  }
   if (file->has_loss_mask() && spec.objective != Objective::kCausal) {
     return InvalidArgument("data file " + path +
                            " has a loss mask (l2l-data sft), which needs a causal model");
   }
   if (spec.unit == SampleUnit::kWindows) {
-    return file->num_tokens() < 1 ? int64_t{0} : (file->num_tokens() - 1) / spec.seq_len;
+    return Samples{file->num_tokens() < 1 ? 0 : (file->num_tokens() - 1) / spec.seq_len, {}};
   }
   if (!file->has_documents()) {
     return InvalidArgument("data file " + path + " has no document index (version " +
@@ -215,6 +226,10 @@ StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spe
   }
   if (spec.objective != Objective::kCausal) {
     return InvalidArgument("sampling by examples needs a causal model (gpt or llama)");
+  }
+  if (spec.unit == SampleUnit::kPacked && spec.doc_attention != DocAttention::kWithin) {
+    return InvalidArgument(
+        "packed sampling needs doc_attention within, so packed examples never see each other");
   }
   const std::vector<int64_t>& starts = file->document_starts();
   int64_t too_long = 0, longest = 0;
@@ -231,22 +246,43 @@ StatusOr<int64_t> Sampler::CheckSpec(const TokenFile* file, const BatchSpec& spe
         "); make the file with l2l-data sft --seq-len " + std::to_string(spec.seq_len) +
         " --too-long skip|truncate");
   }
-  return static_cast<int64_t>(starts.size());
+  const int64_t n_docs = static_cast<int64_t>(starts.size());
+  // No documents, no rows (a hand-made file: our writers refuse to write one).
+  if (spec.unit == SampleUnit::kDocuments || n_docs == 0) return Samples{n_docs, {}};
+  // kPacked: greedy in file order; a row takes documents while their lengths
+  // sum to at most seq_len + 1 (the last token of a row is only a target).
+  Samples packed;
+  packed.packed_first.push_back(0);
+  int64_t used = 0;
+  for (int64_t d = 0; d < n_docs; ++d) {
+    const int64_t end = d + 1 < n_docs ? starts[d + 1] : file->num_tokens();
+    const int64_t len = end - starts[d];
+    if (d > 0 && used + len > int64_t{spec.seq_len} + 1) {
+      packed.packed_first.push_back(d);
+      used = 0;
+    }
+    used += len;
+  }
+  packed.packed_first.push_back(n_docs);
+  packed.count = static_cast<int64_t>(packed.packed_first.size()) - 1;
+  return packed;
 }
 
 StatusOr<Sampler> Sampler::CreateHeldOut(const TokenFile* file, const BatchSpec& spec) {
-  ASSIGN_OR_RETURN(const int64_t num_samples, CheckSpec(file, spec));
+  ASSIGN_OR_RETURN(Samples samples, CheckSpec(file, spec));
+  const int64_t num_samples = samples.count;
   if (num_samples < 1) {
     return InvalidArgument("data file " + file->path() + " has " +
                            std::to_string(file->num_tokens()) + " tokens, fewer than one sample " +
                            "of seq_len " + std::to_string(spec.seq_len) +
                            " (+1 for the shifted target)");
   }
-  return Sampler(file, spec, 0, num_samples);
+  return Sampler(file, spec, std::move(samples), 0, num_samples);
 }
 
 StatusOr<Sampler> Sampler::Create(const TokenFile* file, const BatchSpec& spec) {
-  ASSIGN_OR_RETURN(const int64_t num_samples, CheckSpec(file, spec));
+  ASSIGN_OR_RETURN(Samples samples, CheckSpec(file, spec));
+  const int64_t num_samples = samples.count;
   const std::string& path = file->path();
   int64_t n_eval = 0;
   if (spec.eval_fraction > 0.0) {
@@ -261,19 +297,25 @@ StatusOr<Sampler> Sampler::Create(const TokenFile* file, const BatchSpec& spec) 
                            std::to_string(spec.seq_len) + " (+1 for the shifted target), " +
                            std::to_string(n_eval) + " of them for eval, leaving no train samples");
   }
-  return Sampler(file, spec, n_train, n_eval);
+  return Sampler(file, spec, std::move(samples), n_train, n_eval);
 }
 
-Sampler::Sampler(const TokenFile* file, const BatchSpec& spec, int64_t n_train, int64_t n_eval)
+Sampler::Sampler(const TokenFile* file, const BatchSpec& spec, Samples samples, int64_t n_train,
+                 int64_t n_eval)
     : file_(file),
       spec_(spec),
       n_train_(n_train),
       n_eval_(n_eval),
+      packed_first_(std::move(samples.packed_first)),
       cache_(std::make_unique<PermutationCache>()) {}
 
 Sampler::Sampler(Sampler&&) noexcept = default;
 Sampler& Sampler::operator=(Sampler&&) noexcept = default;
 Sampler::~Sampler() = default;
+
+int64_t Sampler::num_documents() const {
+  return spec_.unit == SampleUnit::kWindows ? 0 : file_->num_documents();
+}
 
 int64_t Sampler::num_eval_batches() const {
   return (n_eval_ + spec_.global_batch - 1) / spec_.global_batch;
@@ -329,6 +371,7 @@ MicroBatch Sampler::NewMicroBatch() const {
   mb.token_types.assign(n, 0);
   mb.targets.resize(n);
   mb.attn_mask.assign(n, kMaskReal);
+  if (spec_.doc_positions == DocPositions::kRestart) mb.positions.resize(n);
   mb.sample_keys.resize(mb.rows);
   return mb;
 }
@@ -373,14 +416,13 @@ StatusOr<MicroBatch> Sampler::EvalMicroBatch(int64_t batch, int rank, int world_
   return mb;
 }
 
-Status Sampler::FillDocumentRow(int64_t doc, int row, MicroBatch* mb) const {
+Status Sampler::FillDocumentsRow(int64_t first, int64_t end, int row, MicroBatch* mb) const {
   const int s_len = spec_.seq_len;
   const std::vector<int64_t>& starts = file_->document_starts();
-  const int64_t begin = starts[static_cast<size_t>(doc)];
-  const int64_t end = doc + 1 < static_cast<int64_t>(starts.size())
-                          ? starts[static_cast<size_t>(doc) + 1]
-                          : file_->num_tokens();
-  const int len = static_cast<int>(end - begin);  // <= s_len + 1 (Create)
+  const int64_t begin = starts[static_cast<size_t>(first)];
+  const int64_t stop = end < static_cast<int64_t>(starts.size()) ? starts[static_cast<size_t>(end)]
+                                                                 : file_->num_tokens();
+  const int len = static_cast<int>(stop - begin);  // <= s_len + 1 (CheckSpec)
   std::vector<uint32_t> ids(static_cast<size_t>(len));
   RETURN_IF_ERROR(file_->Read(begin, len, ids.data()));
   std::vector<uint8_t> loss(static_cast<size_t>(len), 1);
@@ -389,12 +431,26 @@ Status Sampler::FillDocumentRow(int64_t doc, int row, MicroBatch* mb) const {
   int32_t* tokens = &mb->tokens[at];
   int32_t* targets = &mb->targets[at];
   uint8_t* mask = &mb->attn_mask[at];
+  int32_t* positions = mb->positions.empty() ? nullptr : &mb->positions[at];
+  const bool within = spec_.doc_attention == DocAttention::kWithin;
+  int64_t doc = first;
+  int doc_begin = 0, doc_end = 0;  // the current document's tokens in the row: [doc_begin, doc_end)
   for (int t = 0; t < s_len; ++t) {
     const bool real = t < len;
+    if (real && t == doc_end) {  // document `doc` starts at t
+      doc_begin = t;
+      const int64_t next = doc + 1 < static_cast<int64_t>(starts.size())
+                               ? starts[static_cast<size_t>(doc) + 1]
+                               : file_->num_tokens();
+      doc_end = static_cast<int>(next - begin);
+      ++doc;
+    }
     tokens[t] = real ? static_cast<int32_t>(ids[t]) : 0;  // padding: id 0, never attended
     mask[t] = real ? kMaskReal : 0;
-    // Position t predicts token t + 1, when that is in the document and a target.
-    const bool target = t + 1 < len && loss[t + 1] != 0;
+    if (real && within && t == doc_begin) mask[t] |= kMaskDocStart;
+    if (positions != nullptr) positions[t] = real ? t - doc_begin : 0;
+    // Position t predicts token t + 1, when that is in t's document and a target.
+    const bool target = real && t + 1 < doc_end && loss[t + 1] != 0;
     targets[t] = target ? static_cast<int32_t>(ids[t + 1]) : kNoTarget;
     mb->num_targets += target ? 1 : 0;
   }
@@ -402,7 +458,13 @@ Status Sampler::FillDocumentRow(int64_t doc, int row, MicroBatch* mb) const {
 }
 
 Status Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const {
-  if (spec_.unit == SampleUnit::kDocuments) return FillDocumentRow(sample_index, row, mb);
+  if (spec_.unit == SampleUnit::kDocuments) {
+    return FillDocumentsRow(sample_index, sample_index + 1, row, mb);
+  }
+  if (spec_.unit == SampleUnit::kPacked) {
+    const size_t r = static_cast<size_t>(sample_index);
+    return FillDocumentsRow(packed_first_[r], packed_first_[r + 1], row, mb);
+  }
   const int s_len = spec_.seq_len;
   const int64_t start = sample_index * s_len;  // window [start, start + s_len + 1)
   int32_t* tokens = &mb->tokens[static_cast<size_t>(row) * s_len];
@@ -411,6 +473,21 @@ Status Sampler::FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatc
   std::vector<uint32_t> window(static_cast<size_t>(s_len) + (causal ? 1 : 0));
   RETURN_IF_ERROR(file_->Read(start, static_cast<int64_t>(window.size()), window.data()));
   for (int t = 0; t < s_len; ++t) tokens[t] = static_cast<int32_t>(window[t]);
+  if (!mb->positions.empty()) {
+    // Position ids restart at each document start inside the window; before
+    // the first one they count from the window's start.
+    const std::vector<int64_t>& starts = file_->document_starts();
+    int32_t* positions = &mb->positions[static_cast<size_t>(row) * s_len];
+    auto it = std::lower_bound(starts.begin(), starts.end(), start);
+    int64_t origin = start;
+    for (int t = 0; t < s_len; ++t) {
+      if (it != starts.end() && *it == start + t) {
+        origin = *it;
+        ++it;
+      }
+      positions[t] = static_cast<int32_t>(start + t - origin);
+    }
+  }
 
   if (causal) {
     for (int t = 0; t < s_len; ++t) targets[t] = static_cast<int32_t>(window[t + 1]);

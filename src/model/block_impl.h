@@ -176,7 +176,7 @@ void BlockForwardPass(Ops& k, const ModelDims& d, const StepContext& ctx,
     attn_in = b.ln1_out;
   }
   k.LinearForward(lay, attn_in, p.qkv_w, p.qkv_b, N, H, W, b.qkv);
-  if (d.arch == Arch::kLlama) k.RopeForward(ad, d.rope, nullptr, b.qkv);
+  if (d.arch == Arch::kLlama) k.RopeForward(ad, d.rope, ctx.positions, b.qkv);
   k.AttentionForward(ad, b.qkv, attn_mask, drop ? b.keep_probs : nullptr, pdrop, b.probs, b.a,
                      b.ascratch);
   k.LinearForward(lay, b.a, p.proj_w, p.proj_b, N, H, H, b.o);
@@ -303,7 +303,7 @@ void BlockBackwardImpl(Ops& k, const ModelDims& d, const StepContext& ctx,
   k.LinearBackward(lay, b.a, p.proj_w, dout, N, H, H, b.d0, g.proj_w, g.proj_b, gs);  // d0 := da
   k.AttentionBackward(ad, b.qkv, drop ? b.keep_probs : nullptr, pdrop, b.probs, b.d0, b.dqkv,
                       b.ascratch);
-  if (d.arch == Arch::kLlama) k.RopeBackward(ad, d.rope, nullptr, b.dqkv);
+  if (d.arch == Arch::kLlama) k.RopeBackward(ad, d.rope, ctx.positions, b.dqkv);
   if (post) {
     k.LinearBackward(lay, x, p.qkv_w, b.dqkv, N, H, W, dx, g.qkv_w, g.qkv_b, gs, Accum::kAdd);
   } else {

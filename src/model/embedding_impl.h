@@ -72,7 +72,13 @@ void EmbeddingForwardPass(Ops& k, const ModelDims& d, const StepContext& ctx,
   const bool norm = d.arch == Arch::kBert;
   typename Ops::T* sum = norm ? b.sum : out;
   k.EmbeddingForward(p.tok, d.vocab, H, tokens, N, sum);
-  if (HasPositionTable(d)) k.PositionEmbeddingForward(p.pos, rows, S, H, sum, Accum::kAdd);
+  if (HasPositionTable(d)) {
+    if (ctx.positions != nullptr) {
+      k.EmbeddingForward(p.pos, MaxPositions(d), H, ctx.positions, N, sum, Accum::kAdd);
+    } else {
+      k.PositionEmbeddingForward(p.pos, rows, S, H, sum, Accum::kAdd);
+    }
+  }
   if (HasTokenTypes(d)) {
     if (token_types != nullptr) {
       k.EmbeddingForward(p.type, d.type_vocab, H, token_types, N, sum, Accum::kAdd);
@@ -127,7 +133,13 @@ void EmbeddingBackwardImpl(Ops& k, const ModelDims& d, const StepContext& ctx,
                         b.gscratch);
   }
   k.EmbeddingBackward(tokens, N, b.out, d.vocab, H, g.tok, d.pad_token_id);
-  if (HasPositionTable(d)) k.PositionEmbeddingBackward(b.out, rows, S, H, g.pos);
+  if (HasPositionTable(d)) {
+    if (ctx.positions != nullptr) {
+      k.EmbeddingBackward(ctx.positions, N, b.out, MaxPositions(d), H, g.pos);
+    } else {
+      k.PositionEmbeddingBackward(b.out, rows, S, H, g.pos);
+    }
+  }
   if (HasTokenTypes(d)) {
     if (token_types != nullptr) {
       k.EmbeddingBackward(token_types, N, b.out, d.type_vocab, H, g.type);

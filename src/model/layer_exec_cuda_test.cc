@@ -32,6 +32,7 @@ struct Inputs {
   std::vector<int32_t> tokens, types, targets;
   std::vector<uint8_t> mask;
   std::vector<uint64_t> keys;
+  std::vector<int32_t> positions;  // (rows, S) when packed, else empty
 };
 
 struct Outputs {
@@ -69,6 +70,9 @@ ModelDims Dims(Arch arch, bool tied) {
 struct Case {
   Arch arch;
   bool tied;
+  // Causal only: each row holds two documents (attention within, positions
+  // restarting at the second), as data.sampling: packed makes them.
+  bool packed = false;
 };
 
 std::vector<float> Params(const ModelDims& d, int layer, std::mt19937& rng) {
@@ -108,6 +112,14 @@ Inputs MakeInputs(const Case& c) {
     in.mask.push_back(!causal && i >= cells - 5 ? 0 : 1);
   }
   in.keys = {101, 202};
+  if (c.packed) {
+    for (int r = 0; r < in.rows; ++r) {
+      const int second = 7 + 9 * r;  // the second document's first token in row r
+      in.mask[static_cast<size_t>(r) * d.seq_len] |= kMaskDocStart;
+      in.mask[static_cast<size_t>(r) * d.seq_len + second] |= kMaskDocStart;
+      for (int t = 0; t < d.seq_len; ++t) in.positions.push_back(t < second ? t : t - second);
+    }
+  }
   return in;
 }
 
@@ -135,6 +147,7 @@ Outputs RunLayers(Device& dev, const Inputs& in, DType dtype) {
                dx = Upload(dev, std::vector<float>(n), dtype);
   DeviceBuffer tokens = UploadRaw(dev, in.tokens), types = UploadRaw(dev, in.types),
                mask = UploadRaw(dev, in.mask), keys = UploadRaw(dev, in.keys);
+  DeviceBuffer positions = in.positions.empty() ? DeviceBuffer() : UploadRaw(dev, in.positions);
   std::vector<int32_t> rows(in.targets.size()), row_targets(in.targets.size());
   StatusOr<int64_t> m = CompactTargets(in.targets.data(), in.targets.size(), d.vocab, rows.data(),
                                        row_targets.data());
@@ -145,6 +158,7 @@ Outputs RunLayers(Device& dev, const Inputs& in, DType dtype) {
 
   Outputs o;
   StepContext ctx{3, 5, 0, true, keys.as<uint64_t>()};
+  ctx.positions = in.positions.empty() ? nullptr : positions.as<int32_t>();
   e.EmbeddingForward(ctx, ep.data(), tokens.as<int32_t>(), types.as<int32_t>(), in.rows, out.data(),
                      ws->data());
   o.emb_out = Download(dev, out, n, dtype);
@@ -194,7 +208,8 @@ void Compare(const Case& c, DType dtype, double tol) {
   ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status().ToString();
   const Outputs want = RunLayers(**cpu, in, DType::kF32);
   const Outputs got = RunLayers(**gpu, in, dtype);
-  const std::string what = std::string(ArchName(c.arch)) + (c.tied ? " tied" : "");
+  const std::string what =
+      std::string(ArchName(c.arch)) + (c.tied ? " tied" : "") + (c.packed ? " packed" : "");
   EXPECT_EQ(got.count, want.count) << what;
   EXPECT_LE(std::abs(got.loss_sum - want.loss_sum), tol * std::abs(want.loss_sum)) << what;
   const std::pair<const char*, std::pair<const std::vector<float>*, const std::vector<float>*>>
@@ -217,6 +232,12 @@ TEST(CudaLayerExec, BertFp32MatchesCpu) { Compare({Arch::kBert, true}, DType::kF
 TEST(CudaLayerExec, Gpt2Fp32MatchesCpu) { Compare({Arch::kGpt2, true}, DType::kF32, 1e-4); }
 TEST(CudaLayerExec, LlamaFp32MatchesCpu) { Compare({Arch::kLlama, false}, DType::kF32, 1e-4); }
 TEST(CudaLayerExec, LlamaTiedFp32MatchesCpu) { Compare({Arch::kLlama, true}, DType::kF32, 1e-4); }
+TEST(CudaLayerExec, Gpt2PackedFp32MatchesCpu) {
+  Compare({Arch::kGpt2, false, true}, DType::kF32, 1e-4);
+}
+TEST(CudaLayerExec, LlamaPackedFp32MatchesCpu) {
+  Compare({Arch::kLlama, false, true}, DType::kF32, 1e-4);
+}
 TEST(CudaLayerExec, BertBf16NearCpu) { Compare({Arch::kBert, true}, DType::kBF16, 4e-2); }
 TEST(CudaLayerExec, Gpt2Bf16NearCpu) { Compare({Arch::kGpt2, true}, DType::kBF16, 4e-2); }
 TEST(CudaLayerExec, LlamaBf16NearCpu) { Compare({Arch::kLlama, false}, DType::kBF16, 4e-2); }
@@ -224,15 +245,16 @@ TEST(CudaLayerExec, LlamaBf16NearCpu) { Compare({Arch::kLlama, false}, DType::kB
 // The runner above on the CPU executor against the model.h functions: pins
 // the harness itself (and the CPU executor), with or without a GPU.
 TEST(CudaLayerExec, CpuExecutorMatchesModelFunctions) {
-  for (const Case& c :
-       {Case{Arch::kBert, true}, Case{Arch::kGpt2, false}, Case{Arch::kLlama, true}}) {
+  for (const Case& c : {Case{Arch::kBert, true}, Case{Arch::kGpt2, false}, Case{Arch::kLlama, true},
+                        Case{Arch::kLlama, false, true}}) {
     const Inputs in = MakeInputs(c);
     DeviceOptions cpu_opt;
     auto cpu = CreateDevice(cpu_opt);
     ASSERT_TRUE(cpu.ok());
     const Outputs got = RunLayers(**cpu, in, DType::kF32);
     const ModelDims& d = in.d;
-    const StepContext ctx{3, 5, 1, true, in.keys.data()};
+    StepContext ctx{3, 5, 1, true, in.keys.data()};
+    ctx.positions = in.positions.empty() ? nullptr : in.positions.data();
     std::vector<float> ws(BlockWorkspaceElems(d, in.rows)), y(in.x.size());
     BlockForward<float>(d, ctx, in.block_params.data(), in.x.data(), in.mask.data(), in.rows,
                         y.data(), ws.data());

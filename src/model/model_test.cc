@@ -449,7 +449,7 @@ TEST(Block, DocAttentionWithinEqualsEachDocumentAlone) {
     std::vector<uint8_t> mask_packed(S, kMaskReal), mask_alone(S, kMaskReal);
     mask_packed[a] |= kMaskDocStart;
     const auto keys = SampleKeys(1);
-    const StepContext ctx{21, 6, 1, false, keys.data()};
+    StepContext ctx{21, 6, 1, false, keys.data()};
     Workspace ws(BlockWorkspaceElems(d, 1));
     struct Run {
       std::vector<double> y, dx, dparams;
@@ -475,7 +475,68 @@ TEST(Block, DocAttentionWithinEqualsEachDocumentAlone) {
     const Run c = run(packed, unmarked, dy_packed);
     EXPECT_GT(RelErr(c.y.data() + int64_t{a} * H, q.y.data(), nb), 1e-3);
     EXPECT_TRUE(ws.GuardIntact());
+    if (arch == Arch::kLlama) {
+      // Positions restarting at B's start give B exactly its angles alone, so
+      // the 1e-6 above (rope's fp32 rounding at shifted positions) becomes exact.
+      std::vector<int32_t> positions(S);
+      for (int t = 0; t < S; ++t) positions[t] = t < a ? t : t - a;
+      ctx.positions = positions.data();
+      const Run r = run(packed, mask_packed, dy_packed);
+      ctx.positions = nullptr;
+      EXPECT_LT(RelErr(r.y.data() + int64_t{a} * H, q.y.data(), nb), 1e-12) << "outputs";
+      EXPECT_LT(RelErr(r.dx.data() + int64_t{a} * H, q.dx.data(), nb), 1e-12) << "dx";
+      EXPECT_LT(RelErr(r.dparams.data(), q.dparams.data(), l.size_elems()), 1e-12) << "dparams";
+      EXPECT_GT(RelErr(p.y.data() + int64_t{a} * H, q.y.data(), nb), 1e-12)
+          << "the shifted positions were already exact: the check above proves nothing";
+    }
   }
+}
+
+// gpt2's position table read at explicit position ids (data.doc_positions:
+// restart): out[t] = tok[tokens[t]] + pos[positions[t]], and the table's
+// gradient gathers each position's tokens: dpos[j] = sum of dout[t] with
+// positions[t] = j. Checked element by element against the formula.
+TEST(Embedding, PositionIdsIndexThePositionTable) {
+  ModelDims d = TinyDims(Arch::kGpt2);
+  d.seq_len = 8;
+  d.max_positions = 16;
+  const int S = d.seq_len, H = d.hidden, rows = 2;
+  const int64_t N = int64_t{rows} * S;
+  const ParamLayout l = LayoutFor(d, LayerKind::kEmbedding);
+  const auto params = RandomParams(l, 31);
+  const double* tok = params.data() + l.OffsetOf("tok_emb");
+  const double* pos = params.data() + l.OffsetOf("pos_emb");
+  std::vector<int32_t> tokens(N), positions(N);
+  for (int64_t i = 0; i < N; ++i) {
+    tokens[i] = static_cast<int32_t>((i * 5 + 2) % d.vocab);
+    const int t = static_cast<int>(i % S);
+    positions[i] = i < S ? (t < 3 ? t : t - 3) : (t < 5 ? t : t - 5);  // rows restart at 3, 5
+  }
+  const auto keys = SampleKeys(rows);
+  StepContext ctx{1, 0, 0, false, keys.data()};
+  ctx.positions = positions.data();
+  Workspace ws(EmbeddingWorkspaceElems(d, rows));
+  std::vector<double> out(N * H);
+  EmbeddingForward(d, ctx, params.data(), tokens.data(), nullptr, rows, out.data(), ws.data());
+  for (int64_t i = 0; i < N; ++i) {
+    for (int c = 0; c < H; ++c) {
+      ASSERT_EQ(out[i * H + c], tok[tokens[i] * H + c] + pos[positions[i] * H + c])
+          << "token " << i << " column " << c;
+    }
+  }
+  const auto dout = RandomVec(N * H, 32);
+  std::vector<double> g(l.size_elems(), 0.0);
+  EmbeddingBackward(d, ctx, params.data(), tokens.data(), nullptr, rows, dout.data(), g.data(),
+                    ws.data());
+  const double* dpos = g.data() + l.OffsetOf("pos_emb");
+  for (int j = 0; j < d.max_positions; ++j) {
+    for (int c = 0; c < H; ++c) {
+      double want = 0;
+      for (int64_t i = 0; i < N; ++i) want += positions[i] == j ? dout[i * H + c] : 0.0;
+      ASSERT_NEAR(dpos[j * H + c], want, 1e-12) << "position " << j << " column " << c;
+    }
+  }
+  EXPECT_TRUE(ws.GuardIntact());
 }
 
 TEST(Block, ForwardIsBitwiseDeterministicAndDropoutIsKeyed) {

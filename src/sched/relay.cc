@@ -19,11 +19,15 @@ int64_t BoundaryElems(const model::ModelDims& d, int micro_batch) {
   return static_cast<int64_t>(micro_batch) * d.seq_len * d.hidden;
 }
 
-// Bytes of one micro-batch's staged inputs: keys, tokens, types, target rows,
-// row targets (int32 each per token) and the attention mask.
-int64_t InputBytes(const model::ModelDims& d, int micro_batch) {
-  const int64_t cells = static_cast<int64_t>(micro_batch) * d.seq_len;
-  return AlignUp(micro_batch * 8 + cells * (4 * 4 + 1), kInputAlignBytes);
+// Int32 arrays per token of one micro-batch's staged inputs: tokens, types,
+// target rows, row targets, and the position ids when carried.
+int Int32sPerToken(const RelayOptions& o) { return o.position_ids ? 5 : 4; }
+
+// Bytes of one micro-batch's staged inputs: keys, the int32 arrays above,
+// then the attention mask.
+int64_t InputBytes(const model::ModelDims& d, const RelayOptions& o) {
+  const int64_t cells = static_cast<int64_t>(o.micro_batch) * d.seq_len;
+  return AlignUp(o.micro_batch * 8 + cells * (4 * Int32sPerToken(o) + 1), kInputAlignBytes);
 }
 
 int64_t StashElems(const model::ModelDims& d, const RelayOptions& o) {
@@ -60,7 +64,7 @@ DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptio
   p.workspace_bytes = exec.WorkspaceBytes(options.micro_batch);
   p.boundary_bytes = 3 * BuffersPerRole(options, asynchronous_device) *
                          BoundaryElems(dims, options.micro_batch) * elem +
-                     options.n_micro * InputBytes(dims, options.micro_batch) + exec.device_bytes();
+                     options.n_micro * InputBytes(dims, options) + exec.device_bytes();
   p.stash_bytes = options.stash == Stash::kDevice ? StashElems(dims, options) * elem : 0;
   return p;
 }
@@ -72,7 +76,7 @@ Relay::Relay(Device* device, const model::ModelDims& dims, const RelayOptions& o
   for (int l = 0; l <= last; ++l) schedule_.push_back(l);
   for (int l = last - 1; l >= 0; --l) schedule_.push_back(l);
   boundary_bytes_ = BoundaryElems(dims, options.micro_batch) * exec_->elem_bytes();
-  input_bytes_ = InputBytes(dims, options.micro_batch);
+  input_bytes_ = InputBytes(dims, options);
 }
 
 StatusOr<std::unique_ptr<Relay>> Relay::Create(Device* device, const model::ModelDims& dims,
@@ -179,7 +183,8 @@ Relay::InputView Relay::ViewAt(void* base, int micro) const {
   v.types = v.tokens + cells;
   v.rows = v.types + cells;
   v.row_targets = v.rows + cells;
-  v.mask = reinterpret_cast<uint8_t*>(v.row_targets + cells);
+  v.positions = options_.position_ids ? v.row_targets + cells : nullptr;
+  v.mask = reinterpret_cast<uint8_t*>(v.tokens + Int32sPerToken(options_) * cells);
   return v;
 }
 
@@ -202,6 +207,20 @@ Status Relay::UploadInputs(const std::vector<MicroBatchInput>& batches) {
     std::memcpy(v.tokens, b.tokens, cells * sizeof(int32_t));
     std::memcpy(v.types, b.token_types, cells * sizeof(int32_t));
     std::memcpy(v.mask, b.attn_mask, cells);
+    L2L_CHECK_EQ(b.positions != nullptr, options_.position_ids);
+    if (b.positions != nullptr) {
+      // Checked here, on the host: a bad id would index past the position
+      // table (the GPU kernels do not check).
+      for (int64_t i = 0; i < cells; ++i) {
+        if (b.positions[i] < 0 || b.positions[i] >= model::MaxPositions(dims_)) {
+          return InvalidArgument("position id " + std::to_string(b.positions[i]) + " at token " +
+                                 std::to_string(i) + " of micro-batch " + std::to_string(m) +
+                                 " is outside [0, " + std::to_string(model::MaxPositions(dims_)) +
+                                 ")");
+        }
+      }
+      std::memcpy(v.positions, b.positions, cells * sizeof(int32_t));
+    }
     ASSIGN_OR_RETURN(target_counts_[m],
                      model::CompactTargets(b.targets, cells, dims_.vocab, v.rows, v.row_targets));
   }
@@ -226,7 +245,7 @@ Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches)
     if (l > 0) Load(At(in_, 0), StashSlot(l, 0), 0);
     for (int m = 0; m < n_batches; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
-      const model::StepContext ctx{seed, step, l, training, in.keys};
+      const model::StepContext ctx{seed, step, l, training, in.keys, in.positions};
       Boundary& y = At(out_, m);
       if (l == 0) {
         exec_->EmbeddingForward(ctx, params, in.tokens, in.types, options_.micro_batch, Out(y), ws);
@@ -277,7 +296,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
     Load(At(in_, 0), StashSlot(head, 0), 0);
     for (int m = 0; m < n; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
-      const model::StepContext ctx{seed, step, head, true, in.keys};
+      const model::StepContext ctx{seed, step, head, true, in.keys, in.positions};
       Boundary& x = At(in_, m);
       Boundary& dx = At(out_, m);
       exec_->HeadForwardBackward(ctx, params, emb, In(x), TargetsOf(m), options_.micro_batch,
@@ -309,7 +328,7 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
     load(0);
     for (int m = 0; m < n; ++m) {
       const InputView in = ViewAt(inputs_.data(), m);
-      const model::StepContext ctx{seed, step, l, true, in.keys};
+      const model::StepContext ctx{seed, step, l, true, in.keys, in.positions};
       Boundary& dy = At(dy_, m);
       if (l == 0) {
         exec_->EmbeddingBackward(ctx, params, in.tokens, in.types, options_.micro_batch, In(dy),
@@ -360,7 +379,7 @@ StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches
   Load(At(in_, 0), StashSlot(head, 0), 0);
   for (int m = 0; m < n; ++m) {
     const InputView in = ViewAt(inputs_.data(), m);
-    const model::StepContext ctx{0, 0, head, false, in.keys};
+    const model::StepContext ctx{0, 0, head, false, in.keys, in.positions};
     Boundary& x = At(in_, m);
     exec_->HeadForwardBackward(ctx, params, emb, In(x), TargetsOf(m), options_.micro_batch, 0.0,
                                nullptr, nullptr, nullptr, workspace_.data());

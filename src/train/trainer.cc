@@ -34,6 +34,7 @@ sched::MicroBatchInput AsInput(const data::MicroBatch& b) {
   in.targets = b.targets.data();
   in.attn_mask = b.attn_mask.data();
   in.sample_keys = b.sample_keys.data();
+  in.positions = b.positions.empty() ? nullptr : b.positions.data();
   return in;
 }
 
@@ -106,11 +107,23 @@ Status Trainer::Init(int local_ranks, int local_rank) {
     spec.seed = cfg_.train.seed;
     spec.model_vocab = dims_.vocab;
     spec.mask_token = cfg_.data.mask_token_id;
-    spec.unit = cfg_.data.sampling == config::Sampling::kExamples ? data::SampleUnit::kDocuments
-                                                                  : data::SampleUnit::kWindows;
+    switch (cfg_.data.sampling) {
+      case config::Sampling::kWindows:
+        spec.unit = data::SampleUnit::kWindows;
+        break;
+      case config::Sampling::kExamples:
+        spec.unit = data::SampleUnit::kDocuments;
+        break;
+      case config::Sampling::kPacked:
+        spec.unit = data::SampleUnit::kPacked;
+        break;
+    }
     spec.doc_attention = cfg_.data.doc_attention == config::DocAttention::kWithin
                              ? data::DocAttention::kWithin
                              : data::DocAttention::kCross;
+    spec.doc_positions = cfg_.data.doc_positions == config::DocPositions::kRestart
+                             ? data::DocPositions::kRestart
+                             : data::DocPositions::kContinue;
     // One file and the sampler over it; `held_out` = every sample is eval.
     auto open = [&](const std::string& path, bool held_out, std::unique_ptr<data::TokenFile>* file,
                     std::unique_ptr<data::Sampler>* sampler) -> Status {
@@ -155,6 +168,7 @@ Status Trainer::Init(int local_ranks, int local_rank) {
                                                               : sched::Stash::kDevice;
   ro.prefetch_depth = cfg_.exec.prefetch_depth;
   ro.dtype = cfg_.exec.precision == config::Precision::kBf16 ? DType::kBF16 : DType::kF32;
+  ro.position_ids = cfg_.data.doc_positions == config::DocPositions::kRestart;
   const bool l2l = cfg_.exec.mode == config::ExecMode::kL2L;
   const int64_t limit = cfg_.exec.device_memory_limit_bytes;
 
@@ -274,6 +288,21 @@ Status Trainer::Init(int local_ranks, int local_rank) {
                 l2l ? "1/world_size of fp32 weights, AdamW moments and gradients"
                     : "resident: state is on the device",
                 config::FormatBytes(relay_->host_stash_bytes()).c_str());
+    if (cfg_.data.sampling == config::Sampling::kPacked) {
+      // How full the packed rows are: the share of row positions that hold
+      // tokens (a row's last token is only a target, so that share is of seq_len + 1).
+      const auto packed = [](const data::Sampler& smp, const data::TokenFile& f) {
+        const int64_t rows = smp.num_train_samples() + smp.num_eval_samples();
+        std::printf("l2l: %s: %lld examples packed into %lld rows, %.1f%% full\n", f.path().c_str(),
+                    static_cast<long long>(smp.num_documents()), static_cast<long long>(rows),
+                    100.0 * static_cast<double>(f.num_tokens()) /
+                        static_cast<double>(rows * (smp.spec().seq_len + 1)));
+      };
+      packed(*sampler_, *token_file_);
+      if (eval_sampler_ != nullptr && cfg_.data.eval_path != cfg_.data.path) {
+        packed(*eval_sampler_, *eval_file_);
+      }
+    }
     if (cfg_.train.warmup_steps > cfg_.train.steps) {
       std::printf(
           "l2l: train.warmup_steps=%lld exceeds train.steps=%lld: the learning rate warms up "

@@ -104,6 +104,20 @@ YAML
   fail "sft eval-only: $(cat err.txt)"
 targets=$(sed -n 's/^eval_targets=//p' eval.txt)
 [ "$targets" = "$loss_tokens" ] || fail "eval counts $targets targets, the loss mask has $loss_tokens"
+# Packed several to a row (attention and positions per example): the same
+# targets and, to rounding, the same loss as one example per row.
+"$mpiexec" 2 "$train" --config sft.yaml --eval-only --resume auto --set data.sampling=packed \
+  --set data.doc_attention=within --set data.doc_positions=restart >packed.txt 2>err.txt ||
+  fail "sft eval-only, packed: $(cat err.txt)"
+grep -q "examples packed into" packed.txt || fail "packed: no fill line: $(cat packed.txt)"
+[ "$(sed -n 's/^eval_targets=//p' packed.txt)" = "$loss_tokens" ] ||
+  fail "packed eval counts other targets: $(cat packed.txt)"
+python3 - "$(sed -n 's/^eval_loss=//p' eval.txt)" "$(sed -n 's/^eval_loss=//p' packed.txt)" <<'PY' ||
+import sys
+a, b = map(float, sys.argv[1:])
+assert abs(a - b) <= 1e-5 * a, f"examples {a} vs packed {b}"
+PY
+  fail "packed eval loss differs from one example per row"
 "$mpiexec" 2 "$train" --config sft.yaml --set data.path=cut.tok --set checkpoint.dir=ck2 \
   --set train.steps=1 --set model.seq_len=100 >bad.txt 2>err.txt
 grep -q "examples are longer than seq_len + 1 = 101 tokens" err.txt ||

@@ -3,7 +3,8 @@
 // as the trainer opens data.path.
 //
 // Properties: no crash, no sanitizer report, no CHECK; a file Open accepts
-// reads back whole, every token < vocab_size, and yields micro-batches.
+// reads back whole, every token < vocab_size, and yields micro-batches (of
+// windows, examples and packed examples, with position ids in [0, seq_len)).
 #include <unistd.h>
 
 #include <algorithm>
@@ -75,6 +76,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     if (s->num_eval_samples() > 0 && !s->EvalMicroBatch(0, 0, 1, 0).ok()) std::abort();
+  }
+  // Documents as samples (examples, packed) and position ids, all held out:
+  // every eval batch of a file they accept reads.
+  if (!file->has_documents()) return 0;
+  for (SampleUnit unit : {SampleUnit::kWindows, SampleUnit::kDocuments, SampleUnit::kPacked}) {
+    BatchSpec spec;
+    spec.seq_len = 4;
+    spec.micro_batch = 2;
+    spec.global_batch = 4;
+    spec.unit = unit;
+    spec.doc_attention = DocAttention::kWithin;
+    spec.doc_positions = DocPositions::kRestart;
+    spec.model_vocab = static_cast<int>(std::min<uint32_t>(file->vocab_size(), 1 << 20));
+    l2l::StatusOr<Sampler> s = Sampler::CreateHeldOut(&*file, spec);
+    if (!s.ok()) continue;
+    for (int64_t b = 0; b < std::min<int64_t>(s->num_eval_batches(), 64); ++b) {
+      l2l::StatusOr<MicroBatch> mb = s->EvalMicroBatch(b, 0, 1, 0, EvalCover::kOnce);
+      if (!mb.ok()) std::abort();
+      for (int32_t p : mb->positions) {
+        if (p < 0 || p >= spec.seq_len) std::abort();
+      }
+    }
   }
   return 0;
 }

@@ -48,11 +48,14 @@ enum class ExecMode { kL2L, kResident };  // layer-to-layer relay / all on devic
 enum class DeviceKind { kCpu, kCuda };
 enum class Precision { kFp32, kBf16 };  // compute dtype; masters are always fp32
 enum class StashPlacement { kHost, kDevice };
-// What a training sample is: a window of the token stream, or one example
-// (document) per row, padded (data::SampleUnit).
-enum class Sampling { kWindows, kExamples };
-// Whether a causal model's attention crosses document boundaries in a window.
-enum class DocAttention { kCross, kWithin };  // where layer-boundary activations live
+// What a training sample is: a window of the token stream, one example
+// (document) per row, padded, or consecutive examples packed into a row
+// (data::SampleUnit).
+enum class Sampling { kWindows, kExamples, kPacked };
+// Whether a causal model's attention crosses document boundaries in a row.
+enum class DocAttention { kCross, kWithin };
+// Whether position ids run on across document starts in a row or restart at 0.
+enum class DocPositions { kContinue, kRestart };
 
 // Llama-3's rope_scaling (transformers' "llama3" rope type); the fields and
 // their meaning are those of config.json.
@@ -108,8 +111,10 @@ struct DataConfig {
   // A separate held-out token file; "" = none. When set, evaluation (periodic
   // and --eval-only) reads all of it instead of data.path's held-out share.
   std::string eval_path;
-  Sampling sampling = Sampling::kWindows;             // examples: causal models, version-2 files
-  DocAttention doc_attention = DocAttention::kCross;  // within: causal, version-2 files
+  // examples, packed: causal models, version-2 files; packed: doc_attention within
+  Sampling sampling = Sampling::kWindows;
+  DocAttention doc_attention = DocAttention::kCross;     // within: causal, version-2 files
+  DocPositions doc_positions = DocPositions::kContinue;  // restart: version-2 files
   // MLM (bert) mask token: -1 = the token file's vocab_size (a token the data
   // never holds; model.vocab must exceed it), else the id of the tokenizer's
   // [MASK] (< model.vocab; set by an import).
@@ -254,5 +259,6 @@ const char* Name(Precision v);
 const char* Name(StashPlacement v);
 const char* Name(Sampling v);
 const char* Name(DocAttention v);
+const char* Name(DocPositions v);
 
 }  // namespace l2l::config

@@ -30,12 +30,20 @@ enum class Objective { kMlm, kCausal };
 // stream (pretraining). kDocuments: one document of a version-2 file per row
 // (SFT examples), at most seq_len + 1 tokens, padded: positions past its end
 // are padding (attn_mask 0, no target); with a loss mask, only tokens marked 1
-// are targets. Causal only.
-enum class SampleUnit { kWindows, kDocuments };
+// are targets. kPacked: consecutive documents per row, as many as fit (their
+// lengths sum to at most seq_len + 1; a document is never split), padded
+// after the last; each document's targets stay inside it. Needs kWithin, so
+// packed documents never see each other. Causal only. Rows (the samples) are
+// formed greedily in file order: row r starts where row r - 1's documents end.
+enum class SampleUnit { kWindows, kDocuments, kPacked };
 // Whether attention crosses document boundaries inside a window. kWithin
 // marks each document start in attn_mask (kMaskDocStart, core/attn_mask.h),
 // so a causal model attends only within the document; needs a version-2 file.
 enum class DocAttention { kCross, kWithin };
+// Position ids of a row's tokens. kContinue: token s is at position s.
+// kRestart: a document start inside the row is position 0 and the count runs
+// on from there (MicroBatch::positions); needs a version-2 file.
+enum class DocPositions { kContinue, kRestart };
 const char* ObjectiveName(Objective o);  // "mlm", "causal"
 StatusOr<Objective> ParseObjective(std::string_view name);
 
@@ -53,6 +61,7 @@ struct BatchSpec {
   int32_t mask_token = -1;
   SampleUnit unit = SampleUnit::kWindows;
   DocAttention doc_attention = DocAttention::kCross;
+  DocPositions doc_positions = DocPositions::kContinue;
 };
 
 // One micro-batch, row-major [rows, seq_len] host arrays.
@@ -64,6 +73,9 @@ struct MicroBatch {
   // [rows, seq_len]; kMaskReal for real tokens (0 = padding, kDocuments), plus
   // kMaskDocStart where a document starts (DocAttention::kWithin).
   std::vector<uint8_t> attn_mask;
+  // [rows, seq_len] position ids (DocPositions::kRestart), else empty.
+  // Padding is at position 0.
+  std::vector<int32_t> positions;
   // [rows]; the row's global position in the sample stream (step*global_batch
   // + k for training, batch*global_batch + k for eval). Unique per row within a
   // step; keys dropout masks (DESIGN §4).
@@ -90,8 +102,8 @@ struct SamplerState {
   // older than this key recorded none; their mask token was the file's
   // vocab_size, which Parse then fills in.
   int32_t mask_token = -1;
-  // Newer still: written only for kDocuments ("sampling=documents"), so the
-  // state of a windows run reads as it always did.
+  // Newer still: written only for kDocuments and kPacked ("sampling=documents"
+  // or "sampling=packed"), so the state of a windows run reads as it always did.
   SampleUnit unit = SampleUnit::kWindows;
 
   std::string ToString() const;  // exact: doubles are printed with 17 digits
@@ -112,9 +124,11 @@ enum class EvalCover { kWrap, kOnce };
 class Sampler {
  public:
   // `file` is not owned and must outlive the sampler. InvalidArgument when the
-  // spec is out of range; for kDocuments when the file has no document index,
-  // the objective is not causal, or a document is longer than seq_len + 1
-  // (the count and the longest are named); when model_vocab is smaller than the file's vocab
+  // spec is out of range; for kDocuments and kPacked when the file has no
+  // document index, the objective is not causal, or a document is longer than
+  // seq_len + 1 (the count and the longest are named); for kPacked without
+  // kWithin; for kWithin or kRestart without a document index or (kWithin) a
+  // causal objective; when model_vocab is smaller than the file's vocab
   // (+1 for MLM without a mask_token, whose mask token id is then the file's
   // vocab_size), or when the file has no train samples. Messages name the
   // file and the values.
@@ -130,6 +144,8 @@ class Sampler {
   ~Sampler();
 
   int64_t num_train_samples() const { return n_train_; }
+  // Documents behind the samples (kDocuments, kPacked; else 0).
+  int64_t num_documents() const;
   int64_t num_eval_samples() const { return n_eval_; }
   // Eval batches that cover the eval split once: ceil(n_eval / global_batch).
   int64_t num_eval_batches() const;
@@ -171,14 +187,21 @@ class Sampler {
 
  private:
   struct PermutationCache;
-  // Create's checks of `spec` against `file`, and the file's sample count.
-  static StatusOr<int64_t> CheckSpec(const TokenFile* file, const BatchSpec& spec);
-  Sampler(const TokenFile* file, const BatchSpec& spec, int64_t n_train, int64_t n_eval);
+  // The samples of a file: their count, and for kPacked the first document
+  // of each row (count + 1 entries, the last = the number of documents).
+  struct Samples {
+    int64_t count = 0;
+    std::vector<int64_t> packed_first;
+  };
+  // Create's checks of `spec` against `file`, and the file's samples.
+  static StatusOr<Samples> CheckSpec(const TokenFile* file, const BatchSpec& spec);
+  Sampler(const TokenFile* file, const BatchSpec& spec, Samples samples, int64_t n_train,
+          int64_t n_eval);
 
   // Fills row `row` of `mb` from sample `sample_index`; `epoch` keys MLM masking.
   Status FillRow(int64_t sample_index, uint64_t epoch, int row, MicroBatch* mb) const;
-  // kDocuments: row `row` is document `doc`, padded.
-  Status FillDocumentRow(int64_t doc, int row, MicroBatch* mb) const;
+  // kDocuments, kPacked: row `row` is documents [first, end), padded.
+  Status FillDocumentsRow(int64_t first, int64_t end, int row, MicroBatch* mb) const;
   MicroBatch NewMicroBatch() const;
   int64_t FirstRowPosition(int64_t batch, int rank, int world_size, int micro) const;
 
@@ -186,6 +209,7 @@ class Sampler {
   BatchSpec spec_;
   int64_t n_train_ = 0;
   int64_t n_eval_ = 0;
+  std::vector<int64_t> packed_first_;  // Samples::packed_first
   std::unique_ptr<PermutationCache> cache_;
 };
 

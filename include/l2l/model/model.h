@@ -160,6 +160,11 @@ struct StepContext {
   int layer = 0;  // the layer being run: part of the dropout keys
   bool training = true;
   const uint64_t* sample_keys = nullptr;  // [rows]: keys dropout per row (e.g. global sample index)
+  // [rows, S] position ids in [0, seq_len), in the layer's memory (device
+  // memory on the GPU), or nullptr: token s of a row is at position s. Set
+  // when positions restart per document (data.doc_positions: restart); read
+  // by the position table (bert, gpt2) and rotary embeddings (llama).
+  const int32_t* positions = nullptr;
 };
 
 // Dropout is on iff ctx.training && d.dropout > 0 (then sample_keys must be
@@ -196,8 +201,9 @@ int64_t HeadWorkspaceElems(const ModelDims& d, int rows);
 // inputs. workspace holds the *WorkspaceElems(d, rows) elements; its contents
 // on entry and exit are unspecified.
 
-// bert:  out = Dropout(LN(tok_emb[tokens] + pos_emb[s] + type_emb[token_types]))
-// gpt2:  out = Dropout(tok_emb[tokens] + pos_emb[s])
+// bert:  out = Dropout(LN(tok_emb[tokens] + pos_emb[pos] + type_emb[token_types]))
+// gpt2:  out = Dropout(tok_emb[tokens] + pos_emb[pos])
+// (pos = ctx.positions, or s when that is nullptr)
 // llama: out = tok_emb[tokens]
 // tokens [rows, S] in [0, vocab). token_types [rows, S] in [0, type_vocab)
 // (bert; nullptr means all 0; ignored otherwise).

@@ -47,6 +47,9 @@ struct RelayOptions {
   Stash stash = Stash::kHost;
   int prefetch_depth = 1;
   DType dtype = DType::kF32;  // compute dtype: activations, stash, gathered parameters
+  // Micro-batches carry position ids (MicroBatchInput::positions), staged and
+  // uploaded with the other inputs (data.doc_positions: restart).
+  bool position_ids = false;
 };
 
 // One micro-batch's inputs in host memory (the data module's MicroBatch).
@@ -57,6 +60,8 @@ struct MicroBatchInput {
   const int32_t* targets = nullptr;       // (rows, S), -1 = no loss
   const uint8_t* attn_mask = nullptr;     // (rows, S), 1 = real token
   const uint64_t* sample_keys = nullptr;  // (rows)
+  // (rows, S) in [0, S): set iff RelayOptions::position_ids, else nullptr.
+  const int32_t* positions = nullptr;
 };
 
 struct StepOutput {
@@ -117,6 +122,7 @@ class Relay {
     int32_t* rows;  // token rows with a target (compacted)
     int32_t* row_targets;
     uint8_t* mask;
+    int32_t* positions;  // nullptr unless options.position_ids
   };
 
   Relay(Device* device, const model::ModelDims& dims, const RelayOptions& options,
