@@ -71,7 +71,7 @@ def num(x):
 
 
 def parse_bytes(text):
-    """'1.04 GiB' / '493.42 MiB' / '12 B' (config::FormatBytes) -> bytes."""
+    """'1.04 GiB' / '493.42 MiB' / '12 B' (l2l::FormatBytes) -> bytes."""
     m = re.match(r'\s*([0-9.]+)\s*([KMGTPE]i?B|B)\b', text)
     if not m:
         return None

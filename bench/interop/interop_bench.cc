@@ -49,6 +49,7 @@
 #include "l2l/ckpt/reader.h"
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
+#include "l2l/core/byte_size.h"
 #include "l2l/core/dtype.h"
 #include "l2l/interop/hf_export.h"
 #include "l2l/interop/hf_import.h"
@@ -194,7 +195,7 @@ int main(int argc, char** argv) {
     } else if (a == "--set") {
       overrides.push_back(argv[i + 1]);
     } else if (a == "--shard-size") {
-      auto b = l2l::config::ParseByteSize(argv[i + 1]);
+      auto b = l2l::ParseByteSize(argv[i + 1]);
       if (!b.ok() || *b < 1) Die("--shard-size: expected a byte size");
       shard_bytes = *b;
     } else {

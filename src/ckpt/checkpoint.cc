@@ -144,10 +144,8 @@ struct ChecksumSink {
 }  // namespace
 
 Status AllReduceSum(MpiComm& comm, uint64_t* v, int n) {
-  if (MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_UINT64_T, MPI_SUM, comm.handle()) != MPI_SUCCESS) {
-    return Internal("MPI_Allreduce of checkpoint checksums failed");
-  }
-  return OkStatus();
+  return comm.AllReduce(v, v, static_cast<size_t>(n), CommDType::kU64, ReduceOp::kSum)
+      .WithContext("summing the checkpoint checksums");
 }
 
 Status ReadLayerAndCheck(MpiComm& comm, hid_t file, hid_t dxpl, const std::string& path, int layer,
@@ -357,10 +355,10 @@ uint64_t HashMeta(const Meta& m) {
 // InvalidArgument unless every rank passed the same `hash`.
 Status CheckSameOnAllRanks(MpiComm& comm, uint64_t hash, const std::string& what) {
   uint64_t lo = 0, hi = 0;
-  if (MPI_Allreduce(&hash, &lo, 1, MPI_UINT64_T, MPI_MIN, comm.handle()) != MPI_SUCCESS ||
-      MPI_Allreduce(&hash, &hi, 1, MPI_UINT64_T, MPI_MAX, comm.handle()) != MPI_SUCCESS) {
-    return Internal("MPI_Allreduce failed while comparing " + what + " across ranks");
-  }
+  RETURN_IF_ERROR(comm.AllReduce(&hash, &lo, 1, CommDType::kU64, ReduceOp::kMin)
+                      .WithContext("comparing " + what + " across ranks"));
+  RETURN_IF_ERROR(comm.AllReduce(&hash, &hi, 1, CommDType::kU64, ReduceOp::kMax)
+                      .WithContext("comparing " + what + " across ranks"));
   if (lo != hi) return InvalidArgument("the ranks passed different " + what);
   return OkStatus();
 }
@@ -414,10 +412,8 @@ Status CheckTiling(MpiComm& comm, const std::vector<LayerInfo>& layers,
     mine[2 * l] = slices[l].offset_elems;
     mine[2 * l + 1] = counts ? slices[l].size_elems : 0;
   }
-  if (MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_INT64_T, all.data(),
-                    static_cast<int>(mine.size()), MPI_INT64_T, comm.handle()) != MPI_SUCCESS) {
-    return Internal("MPI_Allgather of the checkpoint slices failed");
-  }
+  RETURN_IF_ERROR(comm.AllGather(mine.data(), all.data(), mine.size(), CommDType::kI64)
+                      .WithContext("gathering the checkpoint slices"));
   const char* which = use == SliceUse::kSave ? "slices" : "checksummed slices";
   for (size_t l = 0; l < n; ++l) {
     std::vector<std::pair<int64_t, int64_t>> ranges;  // (offset, size)
@@ -509,9 +505,8 @@ Status ReadAllAndCheck(MpiComm& comm, hid_t file, const std::string& path,
     RETURN_IF_ERROR(internal::ReadLayerAndCheck(comm, file, dxpl.get(), path, l, slices[l], target,
                                                 parts, &bytes));
   }
-  if (MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_INT64_T, MPI_SUM, comm.handle()) != MPI_SUCCESS) {
-    return Internal("MPI_Allreduce of checkpoint byte counts failed");
-  }
+  RETURN_IF_ERROR(comm.AllReduce(&bytes, &bytes, 1, CommDType::kI64, ReduceOp::kSum)
+                      .WithContext("summing the checkpoint byte counts"));
   if (bytes_read != nullptr) *bytes_read = bytes;
   return OkStatus();
 }

@@ -14,6 +14,7 @@ size_t CommDTypeSizeBytes(CommDType t) {
     case CommDType::kI32:
       return 4;
     case CommDType::kI64:
+    case CommDType::kU64:
       return 8;
     case CommDType::kU8:
       return 1;

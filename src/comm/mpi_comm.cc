@@ -19,6 +19,8 @@ MPI_Datatype ToMpi(CommDType t) {
       return MPI_INT32_T;
     case CommDType::kI64:
       return MPI_INT64_T;
+    case CommDType::kU64:
+      return MPI_UINT64_T;
     case CommDType::kU8:
       return MPI_UINT8_T;
     case CommDType::kBF16:

@@ -29,6 +29,8 @@ ncclDataType_t ToNccl(CommDType t) {
       return ncclInt32;
     case CommDType::kI64:
       return ncclInt64;
+    case CommDType::kU64:
+      return ncclUint64;
     case CommDType::kU8:
       return ncclUint8;
     case CommDType::kBF16:

@@ -26,6 +26,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "l2l/core/byte_size.h"
 #include "l2l/core/fs.h"
 
 namespace l2l::config {

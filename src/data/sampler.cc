@@ -9,7 +9,7 @@
 #include <mutex>
 #include <utility>
 
-#include "l2l/core/attn_mask.h"
+#include "l2l/core/batch_format.h"
 #include "l2l/core/rng.h"
 
 namespace l2l::data {

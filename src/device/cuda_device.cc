@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "l2l/core/byte_size.h"
 #include "l2l/core/check.h"
 #include "l2l/core/log.h"
 #include "l2l/device/cuda_check.h"
@@ -87,20 +88,6 @@ const char* StreamName(StreamKind kind) {
       return "d2h stream";
   }
   return "unknown stream";
-}
-
-// Same units as the arena's messages (device.cc), so CPU and CUDA OOM lines
-// read alike.
-std::string FormatBytes(int64_t b) {
-  char buf[64];
-  if (b >= (int64_t{1} << 30)) {
-    std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(int64_t{1} << 30));
-  } else if (b >= (int64_t{1} << 20)) {
-    std::snprintf(buf, sizeof buf, "%.2f MiB", b / double(int64_t{1} << 20));
-  } else {
-    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
-  }
-  return buf;
 }
 
 // Release paths run from destructors, possibly during process exit after the

@@ -1,25 +1,12 @@
 #include "l2l/device/device.h"
 
 #include <algorithm>
-#include <cstdio>
+
+#include "l2l/core/byte_size.h"
 
 namespace l2l {
 
 const char* DeviceTypeName(DeviceType t) { return t == DeviceType::kCpu ? "cpu" : "cuda"; }
-
-namespace {
-std::string Bytes(int64_t b) {
-  char buf[64];
-  if (b >= (1ll << 30)) {
-    std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ll << 30));
-  } else if (b >= (1ll << 20)) {
-    std::snprintf(buf, sizeof buf, "%.2f MiB", b / double(1ll << 20));
-  } else {
-    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
-  }
-  return buf;
-}
-}  // namespace
 
 Status ArenaAccounting::Reserve(int64_t bytes, std::string_view what,
                                 std::string_view device_name) {
@@ -28,8 +15,9 @@ Status ArenaAccounting::Reserve(int64_t bytes, std::string_view what,
     const int64_t next = cur + bytes;
     if (limit_ > 0 && next > limit_) {
       return OutOfMemory(std::string(device_name) + " out of memory: cannot allocate " +
-                         Bytes(bytes) + " for " + std::string(what) + " (" + Bytes(cur) +
-                         " in use, exec.device_memory_limit is " + Bytes(limit_) + ")");
+                         FormatBytes(bytes) + " for " + std::string(what) + " (" +
+                         FormatBytes(cur) + " in use, exec.device_memory_limit is " +
+                         FormatBytes(limit_) + ")");
     }
     if (in_use_.compare_exchange_weak(cur, next)) {
       int64_t peak = peak_.load();

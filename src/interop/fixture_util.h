@@ -120,7 +120,7 @@ inline Expected LoadExpected(const std::string& name) {
   x.mask.assign(mask.begin(), mask.end());
   x.logits = F32(*e, "logits");
   x.loss = F32(*e, "loss")[0];
-  for (int32_t t : x.targets) x.target_count += t != model::kNoTarget;
+  for (int32_t t : x.targets) x.target_count += t != kNoTarget;
   x.file.emplace(std::move(e).value());
   return x;
 }

@@ -17,7 +17,7 @@ template <typename T>
 CrossEntropyResult CrossEntropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
                                 double grad_scale, T* dlogits) {
   for (int64_t r = 0; r < n; ++r) {
-    L2L_CHECK(targets[r] == kIgnoreTarget || (targets[r] >= 0 && targets[r] < vocab))
+    L2L_CHECK(targets[r] == kNoTarget || (targets[r] >= 0 && targets[r] < vocab))
         << "target " << targets[r] << " at row " << r << " outside [0, " << vocab << ")";
   }
   const int64_t blocks = (n + kLossBlockRows - 1) / kLossBlockRows;
@@ -30,7 +30,7 @@ CrossEntropyResult CrossEntropy(const T* logits, const int32_t* targets, int64_t
     for (int64_t r = b * kLossBlockRows; r < r1; ++r) {
       const T* lr = logits + r * vocab;
       const int32_t t = targets[r];
-      if (t == kIgnoreTarget) {
+      if (t == kNoTarget) {
         if (dlogits != nullptr) std::fill(dlogits + r * vocab, dlogits + (r + 1) * vocab, T(0));
         continue;
       }

@@ -763,7 +763,7 @@ TEST(Rows, GatherThenScatterRoundTrips) {
 TEST(CrossEntropy, LossMatchesNaiveAndIgnoresTargets) {
   const int64_t n = 5, vocab = 13;
   auto logits = Random<float>(n * vocab, 1, -3, 3);
-  const std::vector<int32_t> t = {2, kIgnoreTarget, 12, 0, kIgnoreTarget};
+  const std::vector<int32_t> t = {2, kNoTarget, 12, 0, kNoTarget};
   std::vector<float> dl(n * vocab, 7.f);
   const auto res = CrossEntropy(logits.data(), t.data(), n, vocab, 1.0, dl.data());
   double want = 0;
@@ -788,7 +788,7 @@ TEST(CrossEntropy, GradientMatchesFiniteDifferencesInPlace) {
   const int64_t n = 4, vocab = 7;
   const double scale = 0.37;
   auto logits = Random<double>(n * vocab, 1, -2, 2);
-  const std::vector<int32_t> t = {6, 0, kIgnoreTarget, 3};
+  const std::vector<int32_t> t = {6, 0, kNoTarget, 3};
   auto loss = [&] {
     return scale * CrossEntropy<double>(logits.data(), t.data(), n, vocab, scale, nullptr).loss_sum;
   };

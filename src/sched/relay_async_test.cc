@@ -61,8 +61,8 @@ Batches MakeBatches(const model::ModelDims& d, int step, int n_micro, int rows) 
     for (int i = 0; i < cells; ++i) {
       b.tokens[m][i] = tok(rng);
       b.types[m][i] = typ(rng);
-      b.targets[m][i] = coin(rng) == 0 ? tok(rng) : model::kNoTarget;
-      b.target_count += b.targets[m][i] != model::kNoTarget;
+      b.targets[m][i] = coin(rng) == 0 ? tok(rng) : kNoTarget;
+      b.target_count += b.targets[m][i] != kNoTarget;
     }
     b.mask[m][cells - 1] = 0;
     for (int r = 0; r < rows; ++r) b.keys[m][r] = static_cast<uint64_t>(step * 100 + m * rows + r);

@@ -32,6 +32,7 @@
 #include "l2l/ckpt/reader.h"
 #include "l2l/comm/mpi_comm.h"
 #include "l2l/config/config.h"
+#include "l2l/core/byte_size.h"
 #include "l2l/core/dtype.h"
 #include "l2l/core/fs.h"
 #include "l2l/core/status.h"
@@ -160,10 +161,9 @@ Status RunInspect(const std::vector<std::string>& argv) {
   const int64_t master_bytes = s.flat_elems * static_cast<int64_t>(sizeof(float));
   std::printf("total parameters: %lld\n", static_cast<long long>(s.num_parameters));
   std::printf("total bytes: master %lld (%s), master + AdamW moments %lld (%s), file %lld (%s)\n",
-              static_cast<long long>(master_bytes), config::FormatBytes(master_bytes).c_str(),
-              static_cast<long long>(3 * master_bytes),
-              config::FormatBytes(3 * master_bytes).c_str(), static_cast<long long>(s.file_bytes),
-              config::FormatBytes(s.file_bytes).c_str());
+              static_cast<long long>(master_bytes), FormatBytes(master_bytes).c_str(),
+              static_cast<long long>(3 * master_bytes), FormatBytes(3 * master_bytes).c_str(),
+              static_cast<long long>(s.file_bytes), FormatBytes(s.file_bytes).c_str());
   return OkStatus();
 }
 
@@ -264,7 +264,7 @@ Status RunExportHf(const Args& args, const std::string& out, SafetensorsDType dt
   o.dtype = dtype;
   if (args.flags.count("--model-type")) o.model_type = args.flags.at("--model-type");
   if (args.flags.count("--max-shard-size")) {
-    ASSIGN_OR_RETURN(o.max_shard_bytes, config::ParseByteSize(args.flags.at("--max-shard-size")));
+    ASSIGN_OR_RETURN(o.max_shard_bytes, ParseByteSize(args.flags.at("--max-shard-size")));
     if (o.max_shard_bytes < 1) return InvalidArgument("export: --max-shard-size must be > 0");
   }
   ASSIGN_OR_RETURN(interop::HfExportReport r, interop::ExportHf(args.positional[0], out, o));
@@ -374,9 +374,8 @@ Status RunImport(const std::vector<std::string>& argv, const MpiRuntime& mpi) {
     std::printf(
         "imported %s: %lld parameters, %s read, %s written in %.2f s (%.2f GB/s), %d rank(s)\n",
         args.positional[0].c_str(), static_cast<long long>(r.parameters),
-        config::FormatBytes(r.bytes_read).c_str(), config::FormatBytes(r.bytes_written).c_str(),
-        r.seconds, r.seconds > 0 ? (r.bytes_read + r.bytes_written) / r.seconds / 1e9 : 0.0,
-        mpi.world_size());
+        FormatBytes(r.bytes_read).c_str(), FormatBytes(r.bytes_written).c_str(), r.seconds,
+        r.seconds > 0 ? (r.bytes_read + r.bytes_written) / r.seconds / 1e9 : 0.0, mpi.world_size());
     for (const std::string& n : r.ignored)
       std::printf("ignored non-parameter tensor %s\n", n.c_str());
     std::printf("checkpoint: %s\nconfig: %s (edit data and train, then l2l-train --config it)\n",

@@ -12,6 +12,7 @@
 #include "l2l/ckpt/model_layers.h"
 #include "l2l/ckpt/reader.h"
 #include "l2l/comm/device_comm.h"
+#include "l2l/core/byte_size.h"
 #include "l2l/core/fs.h"
 #include "l2l/core/log.h"
 #include "l2l/model/config_dims.h"
@@ -209,25 +210,23 @@ Status Trainer::Init(int local_ranks, int local_rank) {
         "l2l: mode %s on %s (%s), %d ranks x %d micro-batches of %d, device memory plan %s "
         "(parameters %s, workspace %s, boundaries %s, stash %s), limit %s\n",
         config::Name(cfg_.exec.mode), device_->name().c_str(), DTypeName(ro.dtype), world, n_micro_,
-        cfg_.train.micro_batch, config::FormatBytes(plan_.total()).c_str(),
-        config::FormatBytes(plan_.params_bytes).c_str(),
-        config::FormatBytes(plan_.workspace_bytes).c_str(),
-        config::FormatBytes(plan_.boundary_bytes).c_str(),
-        config::FormatBytes(plan_.stash_bytes).c_str(),
-        limit > 0 ? config::FormatBytes(limit).c_str() : "none");
+        cfg_.train.micro_batch, FormatBytes(plan_.total()).c_str(),
+        FormatBytes(plan_.params_bytes).c_str(), FormatBytes(plan_.workspace_bytes).c_str(),
+        FormatBytes(plan_.boundary_bytes).c_str(), FormatBytes(plan_.stash_bytes).c_str(),
+        limit > 0 ? FormatBytes(limit).c_str() : "none");
     std::fflush(stdout);
   }
   if (limit > 0 && plan_.total() > limit) {
     return comm_->Agree(OutOfMemory(
-        "exec.device_memory_limit=" + config::FormatBytes(limit) + " is too small: this " +
+        "exec.device_memory_limit=" + FormatBytes(limit) + " is too small: this " +
         std::string(config::Name(cfg_.exec.mode)) + " configuration needs " +
-        config::FormatBytes(plan_.total()) + " of device memory (" +
+        FormatBytes(plan_.total()) + " of device memory (" +
         (l2l ? "the largest layer gathered " + std::to_string(ro.prefetch_depth + 1) +
                    "x plus its gradient buffers" +
                    (held_layer >= 0 ? " and the tied embedding layer with its gradient" : "") + ": "
              : "all parameters, gradients and AdamW moments: ") +
-        config::FormatBytes(plan_.params_bytes) + ", one micro-batch's layer workspace " +
-        config::FormatBytes(plan_.workspace_bytes) + ")"));
+        FormatBytes(plan_.params_bytes) + ", one micro-batch's layer workspace " +
+        FormatBytes(plan_.workspace_bytes) + ")"));
   }
 
   const int threads = cfg_.exec.optimizer_threads > 0 ? cfg_.exec.optimizer_threads
@@ -284,10 +283,10 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   }
   if (rank == 0) {
     std::printf("l2l: host memory per rank: training state %s (%s), stash %s\n",
-                config::FormatBytes(source_->host_state_bytes()).c_str(),
+                FormatBytes(source_->host_state_bytes()).c_str(),
                 l2l ? "1/world_size of fp32 weights, AdamW moments and gradients"
                     : "resident: state is on the device",
-                config::FormatBytes(relay_->host_stash_bytes()).c_str());
+                FormatBytes(relay_->host_stash_bytes()).c_str());
     if (cfg_.data.sampling == config::Sampling::kPacked) {
       // How full the packed rows are: the share of row positions that hold
       // tokens (a row's last token is only a target, so that share is of seq_len + 1).
@@ -558,7 +557,7 @@ Status Trainer::Run() {
         if (r.eval_loss) std::snprintf(eval, sizeof eval, " | eval %.4f", *r.eval_loss);
         std::printf("step %lld/%lld | loss %.4f%s | %.0f tok/s | device peak %s | ETA %s\n",
                     static_cast<long long>(step_), static_cast<long long>(t.steps), r.loss, eval,
-                    r.tokens_per_s, config::FormatBytes(r.device_peak_bytes).c_str(),
+                    r.tokens_per_s, FormatBytes(r.device_peak_bytes).c_str(),
                     Duration(eta).c_str());
         std::fflush(stdout);
       }
@@ -603,7 +602,7 @@ Status Trainer::SaveCheckpoint() {
   if (!history_.empty()) history_.back().ckpt_save = stats;
   if (comm_->rank() == 0) {
     std::printf("l2l: saved %s (%s in %.2f s, %.2f GB/s)\n", last_checkpoint_.c_str(),
-                config::FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
+                FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
     std::fflush(stdout);
   }
   return OkStatus();
@@ -689,7 +688,7 @@ Status Trainer::Resume(const std::string& spec) {
   if (comm_->rank() == 0) {
     std::printf("l2l: resumed from %s at step %lld (saved on %d ranks; %s in %.2f s, %.2f GB/s)\n",
                 path.c_str(), static_cast<long long>(step_), meta.world_size,
-                config::FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
+                FormatBytes(stats.bytes).c_str(), stats.seconds, stats.gb_per_s());
     std::fflush(stdout);
   }
   return OkStatus();
@@ -812,7 +811,7 @@ Status Trainer::InitFrom(const std::string& spec) {
     std::printf(
         "l2l: initialised from %s (weights after its step %lld; fresh AdamW state, step 0; %s in "
         "%.2f s)\n",
-        path.c_str(), static_cast<long long>(meta.step), config::FormatBytes(stats.bytes).c_str(),
+        path.c_str(), static_cast<long long>(meta.step), FormatBytes(stats.bytes).c_str(),
         stats.seconds);
     std::fflush(stdout);
   }

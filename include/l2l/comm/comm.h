@@ -20,7 +20,7 @@ namespace l2l {
 // Every Comm moves them (AllGather, Broadcast) bit for bit; whether a Comm can
 // also REDUCE them is its own: NcclComm reduces bf16 (ncclBfloat16), MpiComm
 // does not (InvalidArgument; reduce in fp32).
-enum class CommDType { kF32, kF64, kI32, kI64, kU8, kBF16 };
+enum class CommDType { kF32, kF64, kI32, kI64, kU64, kU8, kBF16 };
 enum class ReduceOp { kSum, kMax, kMin };
 size_t CommDTypeSizeBytes(CommDType t);
 

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "l2l/core/attn_mask.h"
+#include "l2l/core/batch_format.h"
 #include "l2l/core/status.h"
 #include "l2l/data/token_file.h"
 
@@ -37,7 +37,7 @@ enum class Objective { kMlm, kCausal };
 // formed greedily in file order: row r starts where row r - 1's documents end.
 enum class SampleUnit { kWindows, kDocuments, kPacked };
 // Whether attention crosses document boundaries inside a window. kWithin
-// marks each document start in attn_mask (kMaskDocStart, core/attn_mask.h),
+// marks each document start in attn_mask (kMaskDocStart, core/batch_format.h),
 // so a causal model attends only within the document; needs a version-2 file.
 enum class DocAttention { kCross, kWithin };
 // Position ids of a row's tokens. kContinue: token s is at position s.
@@ -82,7 +82,6 @@ struct MicroBatch {
   std::vector<uint64_t> sample_keys;
   int64_t num_targets = 0;  // count of targets != kNoTarget
 };
-inline constexpr int32_t kNoTarget = -1;
 
 // What a checkpoint records about the data so a resume can refuse a different
 // corpus or sampling setup. Text form: "key=value" pairs separated by spaces.

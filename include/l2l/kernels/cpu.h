@@ -201,10 +201,8 @@ struct CrossEntropyResult {
   int64_t count = 0;    // number of such rows
 };
 
-inline constexpr int32_t kIgnoreTarget = -1;
-
 // Softmax cross-entropy of logits (n, vocab) against targets (n); rows whose
-// target is kIgnoreTarget contribute nothing. CHECKs other targets are in
+// target is kNoTarget contribute nothing. CHECKs other targets are in
 // [0, vocab). If dlogits (n, vocab) is non-null it receives
 // grad_scale * (softmax - onehot) for counted rows and 0 for ignored rows; it
 // may alias logits. The loss is summed in double in a fixed order.

@@ -136,7 +136,7 @@ class CpuOps {
   }
 
   // Cross-entropy of logits (n, vocab); see cpu::CrossEntropy. Targets must be
-  // in [0, vocab) or kIgnoreTarget (CHECKed). row_loss is unused here.
+  // in [0, vocab) or kNoTarget (CHECKed). row_loss is unused here.
   void CrossEntropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
                     double grad_scale, T* dlogits, double* /*row_loss*/) {
     const cpu::CrossEntropyResult r =

@@ -347,18 +347,15 @@ Status ScatterRows(cudaStream_t stream, const T* src, const int32_t* idx, int64_
 
 // ---- Loss --------------------------------------------------------------------
 
-// The target of a row that has none (cpu::kIgnoreTarget; a static_assert ties them).
-inline constexpr int32_t kIgnoreTarget = -1;
-
 // Written by CrossEntropy into device memory; copy it to the host when needed.
 struct CrossEntropyStats {
   double loss_sum = 0;      // Σ over counted rows of -log softmax(logits)[target], nats
   int64_t count = 0;        // rows with target in [0, vocab)
-  int64_t bad_targets = 0;  // rows whose target is neither kIgnoreTarget nor in [0, vocab)
+  int64_t bad_targets = 0;  // rows whose target is neither kNoTarget nor in [0, vocab)
 };
 
 // Softmax cross-entropy of logits (n, vocab) against targets (n) with the
-// semantics of cpu::CrossEntropy: rows with kIgnoreTarget contribute nothing;
+// semantics of cpu::CrossEntropy: rows with kNoTarget contribute nothing;
 // dlogits (nullable, may alias logits) receives grad_scale * (softmax - onehot)
 // for counted rows and 0 for the others. Where the CPU CHECK-fails on a bad
 // target, this counts it in stats->bad_targets and treats the row as ignored.

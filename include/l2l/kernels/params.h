@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "l2l/core/attn_mask.h"
+#include "l2l/core/batch_format.h"
 #include "l2l/core/rng.h"
 
 // Functions here are also compiled into CUDA kernels.
@@ -42,7 +42,7 @@ enum class Accum { kOverwrite, kAdd };
 // Whether attention may look at later positions.
 enum class AttnMask { kPaddingOnly, kCausal };
 
-// The pad_mask bytes of AttentionForward: kMaskReal, kMaskDocStart (core/attn_mask.h).
+// The pad_mask bytes of AttentionForward: kMaskReal, kMaskDocStart (core/batch_format.h).
 
 // Multi-head self-attention over a fused qkv activation, with grouped-query
 // attention when kv_heads < heads (query head h reads key/value head

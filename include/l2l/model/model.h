@@ -230,9 +230,6 @@ void BlockBackward(const ModelDims& d, const StepContext& ctx, const T* params, 
                    const uint8_t* attn_mask, int rows, const T* dy, T* dx, T* dparams,
                    T* workspace);
 
-// The target of a token without a loss (MLM: unmasked; padding).
-inline constexpr int32_t kNoTarget = -1;
-
 // The token rows of a micro-batch that carry a target, in ascending order,
 // and their targets: what the head decodes. Pointers are in the memory the
 // layer runs in (device memory on the GPU); count is known on the host.

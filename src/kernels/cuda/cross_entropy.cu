@@ -13,8 +13,6 @@ namespace {
 using internal::Load;
 using internal::Store;
 
-static_assert(kIgnoreTarget == cpu::kIgnoreTarget);
-
 constexpr int kRowThreads = 256;     // per logits row
 constexpr int kStatsThreads = 1024;  // the single summing block
 
@@ -98,7 +96,7 @@ __global__ void __launch_bounds__(kStatsThreads)
     const int32_t target = targets[i];
     if (target >= 0 && target < vocab) {
       ++c;
-    } else if (target != kIgnoreTarget) {
+    } else if (target != kNoTarget) {
       ++b;
     }
   }

@@ -1253,14 +1253,14 @@ TYPED_TEST(CudaTypedTest, CrossEntropyMatchesCpuIgnoresAndCountsBadTargets) {
   const auto logits = RandomT<T>(n * vocab, 1, -4, 4);
   std::vector<int32_t> targets(n), cpu_targets(n);
   for (int64_t r = 0; r < n; ++r) targets[r] = static_cast<int32_t>((r * 131) % vocab);
-  targets[3] = kIgnoreTarget;
-  targets[10] = kIgnoreTarget;
+  targets[3] = kNoTarget;
+  targets[10] = kNoTarget;
   targets[11] = static_cast<int32_t>(vocab + 5);  // bad: counted, treated as ignored
   targets[12] = -7;                               // bad
   targets[20] = static_cast<int32_t>(vocab - 1);
   for (int64_t r = 0; r < n; ++r) {
     const bool ok = targets[r] >= 0 && targets[r] < vocab;
-    cpu_targets[r] = ok ? targets[r] : kIgnoreTarget;
+    cpu_targets[r] = ok ? targets[r] : kNoTarget;
   }
   std::vector<float> want_dl(n * vocab);
   const auto want = ref::CrossEntropy<float>(logits.data(), cpu_targets.data(), n, vocab,

@@ -1,13 +1,14 @@
 // Byte sizes as people write them in configs ("2GiB", "1.5GB") and as logs print them.
+#include "l2l/core/byte_size.h"
+
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <string>
 
-#include "l2l/config/config.h"
-
-namespace l2l::config {
+namespace l2l {
 namespace {
 
 struct Unit {
@@ -118,4 +119,4 @@ std::string FormatBytes(int64_t bytes) {
   return buf;
 }
 
-}  // namespace l2l::config
+}  // namespace l2l
