@@ -15,6 +15,7 @@
 
 #include "l2l/core/check.h"
 #include "l2l/device/cuda_check.h"
+#include "l2l/device/poll.h"
 
 namespace l2l {
 namespace {
@@ -53,10 +54,9 @@ ncclRedOp_t ToNccl(ReduceOp op) {
   return ncclSum;
 }
 
-// Polling: spin (yielding) for the first polls so short collectives return
-// promptly, then sleep between polls so a long wait does not burn a core.
-constexpr int kSpinPolls = 2000;
-constexpr std::chrono::microseconds kPollSleep{100};
+// Polling (device/poll.h): many short spins first, so short collectives
+// return promptly.
+constexpr PollPolicy kWaitPolicy{2000, std::chrono::microseconds(100)};
 
 // Transient device memory for staging host buffers, stream-ordered on the
 // communication stream: allocated before the copies in, released after the
@@ -251,9 +251,9 @@ Status NcclComm::Wait(cudaStream_t stream, const std::string& what) {
   RETURN_IF_ERROR(Usable(what));
   CudaDeviceGuard guard(device_.ordinal());
   const auto start = std::chrono::steady_clock::now();
-  for (int polls = 0;; ++polls) {
+  return PollUntilDone(kWaitPolicy, [&]() -> StatusOr<bool> {
     const cudaError_t q = cudaStreamQuery(stream);
-    if (q == cudaSuccess) return OkStatus();
+    if (q == cudaSuccess) return true;
     if (q != cudaErrorNotReady) return FailCuda(what, q);
     RETURN_IF_ERROR(CheckAsyncError(what));
     if (options_.timeout_ms > 0) {
@@ -266,12 +266,8 @@ Status NcclComm::Wait(cudaStream_t stream, const std::string& what) {
                         "not called the same collective");
       }
     }
-    if (polls < kSpinPolls) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(kPollSleep);
-    }
-  }
+    return false;
+  });
 }
 
 // ---------------------------------------------------------------------------

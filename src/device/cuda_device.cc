@@ -15,6 +15,7 @@
 #include "l2l/core/check.h"
 #include "l2l/core/log.h"
 #include "l2l/device/cuda_check.h"
+#include "l2l/device/poll.h"
 
 namespace l2l {
 
@@ -158,31 +159,31 @@ template <typename Query>
 void WatchedWait(const CudaWaitWatchdog& w, Query query, const std::string& what) {
   const auto start = std::chrono::steady_clock::now();
   auto next_check = start + CudaDevice::kWatchdogPeriod;
-  for (int polls = 0;; ++polls) {
-    const cudaError_t q = query();
-    if (q == cudaSuccess) return;
-    L2L_CUDA_CHECK(q == cudaErrorNotReady ? cudaSuccess : q) << "waiting for " << what;
-    // "Not ready" is not an error; keep it out of the thread's last-error
-    // slot, where a later launch check would find it.
-    cudaGetLastError();
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= next_check) {
-      next_check = now + CudaDevice::kWatchdogPeriod;
-      if (w.check) {
-        const Status s = w.check();
-        L2L_CHECK(s.ok()) << "while waiting for " << what << ": " << s.message();
-      }
-      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - start);
-      L2L_CHECK(w.timeout_ms <= 0 || waited.count() <= w.timeout_ms)
-          << what << " not complete after " << waited.count()
-          << " ms (the communicator's timeout); a peer rank may have failed or stopped";
-    }
-    if (polls < 64) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  }
+  const Status s =
+      PollUntilDone(PollPolicy{64, std::chrono::microseconds(200)}, [&]() -> StatusOr<bool> {
+        const cudaError_t q = query();
+        if (q == cudaSuccess) return true;
+        L2L_CUDA_CHECK(q == cudaErrorNotReady ? cudaSuccess : q) << "waiting for " << what;
+        // "Not ready" is not an error; keep it out of the thread's last-error
+        // slot, where a later launch check would find it.
+        cudaGetLastError();
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= next_check) {
+          next_check = now + CudaDevice::kWatchdogPeriod;
+          if (w.check) {
+            const Status c = w.check();
+            if (!c.ok()) return Internal("while waiting for " + what + ": " + c.message());
+          }
+          const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - start);
+          if (w.timeout_ms > 0 && waited.count() > w.timeout_ms) {
+            return Internal(
+                what + " not complete after " + std::to_string(waited.count()) +
+                " ms (the communicator's timeout); a peer rank may have failed or stopped");
+          }
+        }
+        return false;
+      });
+  L2L_CHECK(s.ok()) << s.message();
 }
 
 }  // namespace
