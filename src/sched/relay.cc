@@ -11,6 +11,15 @@ double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The step's timing fields, from the source's counters since the last take
+// and the wall time since t_step.
+void TakeTimings(ParamSource& source, Clock::time_point t_step, StepOutput* out) {
+  out->gather_wait_s = source.TakeGatherWaitSeconds();
+  out->optimizer_wait_s = source.TakeOptimizerWaitSeconds();
+  out->gathers = source.TakeGatherCount();
+  out->compute_s = std::max(0.0, SecondsSince(t_step) - out->gather_wait_s - out->optimizer_wait_s);
+}
+
 constexpr int64_t kInputAlignBytes = 256;
 
 int64_t AlignUp(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
@@ -237,30 +246,64 @@ Status Relay::Prefetch(size_t visit, bool may_block) {
   return OkStatus();
 }
 
+model::StepContext Relay::ContextAt(const Visit& visit, const InputView& in) {
+  return model::StepContext{visit.seed,     visit.step, visit.layer,
+                            visit.training, in.keys,    in.positions};
+}
+
+Status Relay::RunVisit(const Visit& visit, int n_batches, const LoadInputsFn& load_inputs,
+                       const MicroBatchFn& run, const OutputSlotFn& output_slot) {
+  VisitParams p;
+  ASSIGN_OR_RETURN(p.params, source_->Acquire(visit.layer));
+  if (visit.hold_embedding) {
+    ASSIGN_OR_RETURN(p.embedding, source_->Acquire(0));
+  }
+  if (visit.prefetch)
+    RETURN_IF_ERROR(Prefetch(static_cast<size_t>(visit.index), /*may_block=*/false));
+  if (visit.gradient) {
+    ASSIGN_OR_RETURN(p.grad, source_->GradBuffer(visit.layer));
+    if (visit.hold_embedding) {
+      ASSIGN_OR_RETURN(p.embedding_grad, source_->GradBuffer(0));
+    }
+  }
+  if (load_inputs) load_inputs(0);
+  for (int m = 0; m < n_batches; ++m) {
+    const InputView in = ViewAt(inputs_.data(), m);
+    run(m, ContextAt(visit, in), in, p);
+    // The next micro-batch's inputs load while this one computes.
+    if (load_inputs && m + 1 < n_batches) load_inputs(m + 1);
+    if (output_slot) Store(At(out_, m), output_slot(m), m);
+  }
+  if (visit.prefetch)
+    RETURN_IF_ERROR(Prefetch(static_cast<size_t>(visit.index), /*may_block=*/true));
+  source_->Release(visit.layer);
+  if (visit.hold_embedding) source_->Release(0);
+  visit_base_ += n_batches;
+  if (visit.gradient) RETURN_IF_ERROR(source_->SubmitGrad(visit.layer));
+  return OkStatus();
+}
+
 Status Relay::Forward(int64_t step, uint64_t seed, bool training, int n_batches) {
   void* ws = workspace_.data();
   for (int l = 0; l <= dims_.num_blocks; ++l) {
-    ASSIGN_OR_RETURN(const void* params, source_->Acquire(l));
-    RETURN_IF_ERROR(Prefetch(l, /*may_block=*/false));
-    if (l > 0) Load(At(in_, 0), StashSlot(l, 0), 0);
-    for (int m = 0; m < n_batches; ++m) {
-      const InputView in = ViewAt(inputs_.data(), m);
-      const model::StepContext ctx{seed, step, l, training, in.keys, in.positions};
+    const Visit visit{.index = l, .layer = l, .seed = seed, .step = step, .training = training};
+    // The embedding reads only the step's inputs; a block its stashed input.
+    LoadInputsFn load;
+    if (l > 0) load = [&, l](int m) { Load(At(in_, m), StashSlot(l, m), m); };
+    auto run = [&, l](int m, const model::StepContext& ctx, const InputView& in,
+                      const VisitParams& p) {
       Boundary& y = At(out_, m);
       if (l == 0) {
-        exec_->EmbeddingForward(ctx, params, in.tokens, in.types, options_.micro_batch, Out(y), ws);
+        exec_->EmbeddingForward(ctx, p.params, in.tokens, in.types, options_.micro_batch, Out(y),
+                                ws);
       } else {
         Boundary& x = At(in_, m);
-        exec_->BlockForward(ctx, params, In(x), in.mask, options_.micro_batch, Out(y), ws);
+        exec_->BlockForward(ctx, p.params, In(x), in.mask, options_.micro_batch, Out(y), ws);
         Done(x);
-        // The next micro-batch's input loads while this one computes.
-        if (m + 1 < n_batches) Load(At(in_, m + 1), StashSlot(l, m + 1), m + 1);
       }
-      Store(y, StashSlot(l + 1, m), m);
-    }
-    RETURN_IF_ERROR(Prefetch(l, /*may_block=*/true));
-    source_->Release(l);
-    visit_base_ += n_batches;
+    };
+    RETURN_IF_ERROR(
+        RunVisit(visit, n_batches, load, run, [&, l](int m) { return StashSlot(l + 1, m); }));
   }
   return OkStatus();
 }
@@ -280,86 +323,69 @@ StatusOr<StepOutput> Relay::TrainStep(int64_t step, uint64_t seed, float lr,
   // Head: forward, loss and backward back to back, one gather. A tied
   // decoder reads layer 0 (held by the source for the step) and adds its
   // gradient to layer 0's buffer, which the embedding's backward completes.
-  const bool tied = dims_.tie_embeddings;
   {
-    ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
-    const void* emb = nullptr;
-    float* emb_grad = nullptr;
-    if (tied) {
-      ASSIGN_OR_RETURN(emb, source_->Acquire(0));
-    }
-    RETURN_IF_ERROR(Prefetch(head, /*may_block=*/false));
-    ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(head));
-    if (tied) {
-      ASSIGN_OR_RETURN(emb_grad, source_->GradBuffer(0));
-    }
-    Load(At(in_, 0), StashSlot(head, 0), 0);
-    for (int m = 0; m < n; ++m) {
-      const InputView in = ViewAt(inputs_.data(), m);
-      const model::StepContext ctx{seed, step, head, true, in.keys, in.positions};
+    const Visit visit{.index = head,
+                      .layer = head,
+                      .seed = seed,
+                      .step = step,
+                      .training = true,
+                      .gradient = true,
+                      .hold_embedding = dims_.tie_embeddings};
+    auto load = [&](int m) { Load(At(in_, m), StashSlot(head, m), m); };
+    auto run = [&](int m, const model::StepContext& ctx, const InputView&, const VisitParams& p) {
       Boundary& x = At(in_, m);
       Boundary& dx = At(out_, m);
-      exec_->HeadForwardBackward(ctx, params, emb, In(x), TargetsOf(m), options_.micro_batch,
-                                 grad_scale, Out(dx), grad, emb_grad, ws);
+      exec_->HeadForwardBackward(ctx, p.params, p.embedding, In(x), TargetsOf(m),
+                                 options_.micro_batch, grad_scale, Out(dx), p.grad,
+                                 p.embedding_grad, ws);
       Done(x);
-      if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
-      Store(dx, DStashSlot(m), m);
-    }
-    RETURN_IF_ERROR(Prefetch(head, /*may_block=*/true));
-    source_->Release(head);
-    if (tied) source_->Release(0);
-    visit_base_ += n;
-    RETURN_IF_ERROR(source_->SubmitGrad(head));
+    };
+    RETURN_IF_ERROR(RunVisit(visit, n, load, run, [&](int m) { return DStashSlot(m); }));
   }
 
   // Backward relay: blocks L..1, recomputed from their stashed inputs, then
   // the embedding. The gradient boundary of micro-batch m is updated in place.
   for (int l = dims_.num_blocks; l >= 0; --l) {
-    const size_t visit = static_cast<size_t>(2 * head - l);
-    ASSIGN_OR_RETURN(const void* params, source_->Acquire(l));
-    RETURN_IF_ERROR(Prefetch(visit, /*may_block=*/false));
-    ASSIGN_OR_RETURN(float* grad, source_->GradBuffer(l));
+    const Visit visit{.index = 2 * head - l,
+                      .layer = l,
+                      .seed = seed,
+                      .step = step,
+                      .training = true,
+                      .gradient = true};
     // Inputs of micro-batch m: its gradient boundary and (blocks) its stashed
-    // layer input; m+1's load while m computes.
-    auto load = [&](int m) {
+    // layer input.
+    auto load = [&, l](int m) {
       Load(At(dy_, m), DStashSlot(m), m);
       if (l > 0) Load(At(in_, m), StashSlot(l, m), m);
     };
-    load(0);
-    for (int m = 0; m < n; ++m) {
-      const InputView in = ViewAt(inputs_.data(), m);
-      const model::StepContext ctx{seed, step, l, true, in.keys, in.positions};
+    auto run = [&, l](int m, const model::StepContext& ctx, const InputView& in,
+                      const VisitParams& p) {
       Boundary& dy = At(dy_, m);
       if (l == 0) {
-        exec_->EmbeddingBackward(ctx, params, in.tokens, in.types, options_.micro_batch, In(dy),
-                                 grad, ws);
+        exec_->EmbeddingBackward(ctx, p.params, in.tokens, in.types, options_.micro_batch, In(dy),
+                                 p.grad, ws);
         Done(dy);
-        if (m + 1 < n) load(m + 1);
       } else {
         Boundary& x = At(in_, m);
         Boundary& dx = At(out_, m);
-        exec_->BlockBackward(ctx, params, In(x), in.mask, options_.micro_batch, In(dy), Out(dx),
-                             grad, ws);
+        exec_->BlockBackward(ctx, p.params, In(x), in.mask, options_.micro_batch, In(dy), Out(dx),
+                             p.grad, ws);
         Done(x);
         Done(dy);
-        if (m + 1 < n) load(m + 1);
-        Store(dx, DStashSlot(m), m);  // the gradient boundary of m, in place
       }
-    }
-    RETURN_IF_ERROR(Prefetch(visit, /*may_block=*/true));
-    source_->Release(l);
-    visit_base_ += n;
-    RETURN_IF_ERROR(source_->SubmitGrad(l));
+    };
+    // Blocks store the gradient boundary of m in place; the embedding ends
+    // the relay.
+    OutputSlotFn output_slot;
+    if (l > 0) output_slot = [&](int m) { return DStashSlot(m); };
+    RETURN_IF_ERROR(RunVisit(visit, n, load, run, output_slot));
   }
 
   const model::HeadResult loss = exec_->TakeLoss();  // synchronises the compute stream
   out.loss_sum = loss.loss_sum;
   out.targets = loss.count;
   ASSIGN_OR_RETURN(out.grad_norm, source_->FinishStep());
-  out.gather_wait_s = source_->TakeGatherWaitSeconds();
-  out.optimizer_wait_s = source_->TakeOptimizerWaitSeconds();
-  out.gathers = source_->TakeGatherCount();
-  out.compute_s = std::max(0.0, SecondsSince(t_step) - out.gather_wait_s - out.optimizer_wait_s);
+  TakeTimings(*source_, t_step, &out);
   return out;
 }
 
@@ -371,31 +397,24 @@ StatusOr<StepOutput> Relay::Evaluate(const std::vector<MicroBatchInput>& batches
   const int n = options_.n_micro;
   RETURN_IF_ERROR(Forward(0, 0, /*training=*/false, n));
   const int head = dims_.num_blocks + 1;
-  ASSIGN_OR_RETURN(const void* params, source_->Acquire(head));
-  const void* emb = nullptr;
-  if (dims_.tie_embeddings) {
-    ASSIGN_OR_RETURN(emb, source_->Acquire(0));
-  }
-  Load(At(in_, 0), StashSlot(head, 0), 0);
-  for (int m = 0; m < n; ++m) {
-    const InputView in = ViewAt(inputs_.data(), m);
-    const model::StepContext ctx{0, 0, head, false, in.keys, in.positions};
+  const Visit visit{.index = head,
+                    .layer = head,
+                    .training = false,
+                    .prefetch = false,
+                    .hold_embedding = dims_.tie_embeddings};
+  auto load = [&](int m) { Load(At(in_, m), StashSlot(head, m), m); };
+  auto run = [&](int m, const model::StepContext& ctx, const InputView&, const VisitParams& p) {
     Boundary& x = At(in_, m);
-    exec_->HeadForwardBackward(ctx, params, emb, In(x), TargetsOf(m), options_.micro_batch, 0.0,
-                               nullptr, nullptr, nullptr, workspace_.data());
+    exec_->HeadForwardBackward(ctx, p.params, p.embedding, In(x), TargetsOf(m),
+                               options_.micro_batch, 0.0, nullptr, nullptr, nullptr,
+                               workspace_.data());
     Done(x);
-    if (m + 1 < n) Load(At(in_, m + 1), StashSlot(head, m + 1), m + 1);
-  }
-  source_->Release(head);
-  if (dims_.tie_embeddings) source_->Release(0);
-  visit_base_ += n;
+  };
+  RETURN_IF_ERROR(RunVisit(visit, n, load, run, /*output_slot=*/nullptr));
   const model::HeadResult loss = exec_->TakeLoss();
   out.loss_sum = loss.loss_sum;
   out.targets = loss.count;
-  out.gather_wait_s = source_->TakeGatherWaitSeconds();
-  out.optimizer_wait_s = source_->TakeOptimizerWaitSeconds();
-  out.gathers = source_->TakeGatherCount();
-  out.compute_s = std::max(0.0, SecondsSince(t_step) - out.gather_wait_s - out.optimizer_wait_s);
+  TakeTimings(*source_, t_step, &out);
   return out;
 }
 

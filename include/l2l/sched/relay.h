@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -135,6 +136,53 @@ class Relay {
   model::TargetRows TargetsOf(int micro) const;
   // Runs the forward relay (layers 0..L) into the stash.
   Status Forward(int64_t step, uint64_t seed, bool training, int n_batches);
+
+  // One visit of the schedule: what differs between the forward relay, the
+  // head (training or evaluation) and the backward relay. RunVisit does the
+  // rest the same way for all of them.
+  struct Visit {
+    int index = 0;  // position in schedule_: Prefetch starts the visits after it
+    int layer = 0;
+    // The StepContext of every micro-batch (with the InputView's keys and
+    // positions, see ContextAt).
+    uint64_t seed = 0;
+    int64_t step = 0;
+    bool training = true;
+    // Prefetch the visits after this one, around its work. Off for
+    // evaluation's head: no visit of the evaluation follows it.
+    bool prefetch = true;
+    // Take the layer's gradient buffer before the work; submit it after the
+    // release.
+    bool gradient = false;
+    // A tied head also holds layer 0 (its decoder): acquired after the head,
+    // its gradient buffer (with `gradient`) taken after the head's, released
+    // after the head. Layer 0's own backward visit submits that gradient.
+    bool hold_embedding = false;
+  };
+  // What the layer work of one micro-batch is given.
+  struct VisitParams {
+    const void* params = nullptr;     // the layer's (ParamSource::Acquire)
+    float* grad = nullptr;            // its gradient buffer, or nullptr
+    const void* embedding = nullptr;  // layer 0's, held by a tied head, or nullptr
+    float* embedding_grad = nullptr;  // layer 0's gradient buffer, or nullptr
+  };
+  // Loads micro-batch m's inputs from the stash into their boundary buffers.
+  using LoadInputsFn = std::function<void(int m)>;
+  // Enqueues micro-batch m's layer work (its output, if any, into
+  // At(out_, m)) and ends with Done on each boundary buffer it read.
+  using MicroBatchFn = std::function<void(int m, const model::StepContext& ctx, const InputView& in,
+                                          const VisitParams& p)>;
+  // The stash slot micro-batch m's output goes to.
+  using OutputSlotFn = std::function<char*(int m)>;
+  // Runs `visit` over micro-batches 0..n_batches-1: Acquire (then layer 0's
+  // for hold_embedding), Prefetch(may_block=false), GradBuffer, load_inputs(0);
+  // per micro-batch m: run(m), load_inputs(m+1) (so it overlaps m's work),
+  // then Store of At(out_, m) into output_slot(m); then Prefetch(may_block=
+  // true), Release, visit_base_ += n_batches, SubmitGrad. An empty
+  // load_inputs loads nothing, an empty output_slot stores nothing.
+  Status RunVisit(const Visit& visit, int n_batches, const LoadInputsFn& load_inputs,
+                  const MicroBatchFn& run, const OutputSlotFn& output_slot);
+  static model::StepContext ContextAt(const Visit& visit, const InputView& in);
   char* StashSlot(int layer_input, int micro);  // input of layer 1..L+1
   char* DStashSlot(int micro);
 
