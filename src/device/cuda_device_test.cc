@@ -351,14 +351,6 @@ TEST_F(CudaDeviceTest, StreamsAreDistinctNonBlockingAndCommunicationIsUrgent) {
   EXPECT_EQ(priority[2], greatest);  // kD2H carries the collectives
 }
 
-TEST_F(CudaDeviceTest, FactoryBuildsTheCudaBackend) {
-  auto dev = CreateDevice(DeviceOptions{DeviceType::kCuda, 1 << 20, 0});
-  ASSERT_TRUE(dev.ok()) << dev.status().message();
-  EXPECT_EQ((*dev)->type(), DeviceType::kCuda);
-  EXPECT_EQ((*dev)->name().rfind("cuda:", 0), 0u) << (*dev)->name();
-  EXPECT_EQ((*dev)->memory_stats().limit_bytes, 1 << 20);
-}
-
 // ---------------------------------------------------------------------------
 // Check macros: no GPU needed, they always run.
 

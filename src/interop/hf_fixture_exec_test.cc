@@ -17,6 +17,7 @@
 #include "l2l/device/gpu_test_env.h"
 #include "l2l/device/test_buffers.h"
 #include "l2l/model/layer_exec.h"
+#include "l2l/train/backend.h"
 
 namespace l2l::interop {
 namespace {
@@ -39,14 +40,14 @@ void CheckOnDevice(const std::string& name, DeviceType type, DType dtype, Tolera
   const model::ModelDims& d = fx.d;
   DeviceOptions opt;
   opt.type = type;
-  StatusOr<std::unique_ptr<Device>> dev_or = CreateDevice(opt);
+  StatusOr<std::unique_ptr<Device>> dev_or = train::CreateDevice(opt);
   ASSERT_TRUE(dev_or.ok()) << dev_or.status().message();
   Device& dev = **dev_or;
   model::LayerExecOptions eo;
   eo.dtype = dtype;
   eo.micro_batch = kRows;
   eo.max_head_calls_per_step = 4;
-  StatusOr<std::unique_ptr<model::LayerExec>> exec_or = model::CreateLayerExec(&dev, d, eo);
+  StatusOr<std::unique_ptr<model::LayerExec>> exec_or = train::CreateLayerExec(&dev, d, eo);
   ASSERT_TRUE(exec_or.ok()) << exec_or.status().message();
   model::LayerExec& e = **exec_or;
   StatusOr<DeviceBuffer> ws = dev.Allocate(e.WorkspaceBytes(kRows), "workspace");

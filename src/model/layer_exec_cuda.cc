@@ -1,9 +1,10 @@
 // The CUDA rows of the layer executor: CudaOps<float> and CudaOps<bf16> on
 // the device's compute stream, with one cuBLAS handle and the loss slots.
+#include "l2l/model/layer_exec_cuda.h"
+
 #include <memory>
 #include <utility>
 
-#include "l2l/device/cuda_device.h"
 #include "l2l/kernels/cuda_ops.h"
 #include "typed_exec.h"
 
@@ -36,10 +37,10 @@ class CudaLayerExec final : public internal::TypedLayerExec<kernels::CudaOps<T>>
 
 }  // namespace
 
-StatusOr<std::unique_ptr<LayerExec>> CreateCudaLayerExec(Device* device, const ModelDims& dims,
+StatusOr<std::unique_ptr<LayerExec>> CreateCudaLayerExec(CudaDevice* device, const ModelDims& dims,
                                                          const LayerExecOptions& options) {
-  auto* cuda = dynamic_cast<CudaDevice*>(device);
-  L2L_CHECK(cuda != nullptr) << "a kCuda device that is not a CudaDevice";
+  RETURN_IF_ERROR(ValidateModelDims(dims));
+  CudaDevice* cuda = device;
   if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
     return InvalidArgument(std::string("exec.precision: ") + DTypeName(options.dtype) +
                            " is not supported on the GPU (use fp32 or bf16)");

@@ -20,9 +20,13 @@
 #include "l2l/device/gpu_test_env.h"
 #include "l2l/device/test_buffers.h"
 #include "l2l/model/layer_exec.h"
+#include "l2l/train/backend.h"
 
 namespace l2l::model {
 namespace {
+
+using train::CreateDevice;
+using train::CreateLayerExec;
 
 struct Inputs {
   ModelDims d;

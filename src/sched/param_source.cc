@@ -7,7 +7,6 @@
 #include <utility>
 
 #include "l2l/eps/adamw.h"
-#include "l2l/sched/resident_optimizer.h"
 
 namespace l2l::sched {
 namespace {
@@ -270,13 +269,11 @@ class ResidentParamSource final : public ParamSource {
         layers_(num_layers) {}
 
   Status Init(const std::vector<int64_t>& sizes, const eps::LayerInitFn& init,
-              int optimizer_threads) {
-    int64_t max_padded = 0;
+              std::unique_ptr<ResidentOptimizer> optimizer) {
     for (size_t l = 0; l < sizes.size(); ++l) {
       Layer& L = layers_[l];
       L.size_elems = sizes[l];
       L.padded_elems = eps::PaddedSizeElems(sizes[l], host_comm_->size(), eps::kShardAlignElems);
-      max_padded = std::max(max_padded, L.padded_elems);
       const size_t bytes = static_cast<size_t>(L.padded_elems) * sizeof(float);
       const std::string what = "resident layer " + std::to_string(l);
       for (DeviceBuffer* b : {&L.params, &L.grad, &L.m, &L.v}) {
@@ -294,9 +291,8 @@ class ResidentParamSource final : public ParamSource {
       device_->CopyH2D(L.params.data(), host.data(), bytes, StreamKind::kCompute);
       device_->SynchronizeStream(StreamKind::kCompute);
     }
-    ASSIGN_OR_RETURN(optimizer_,
-                     CreateResidentOptimizer(device_, optimizer_threads,
-                                             static_cast<int>(layers_.size()), max_padded));
+    L2L_CHECK(optimizer != nullptr);
+    optimizer_ = std::move(optimizer);
     for (size_t l = 0; l < layers_.size(); ++l) RefreshCompute(layers_[l]);
     device_->SynchronizeStream(StreamKind::kCompute);
     return OkStatus();
@@ -482,15 +478,13 @@ L2LBufferPlan PlanL2LBuffers(const std::vector<int64_t>& padded_elems, int prefe
 }
 
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,
-                                       DeviceType device) {
-  int64_t b = 0, max_padded = 0;
+                                       int64_t optimizer_device_bytes) {
+  int64_t b = 0;
   for (int64_t p : padded_elems) {
     b += 4 * p * static_cast<int64_t>(sizeof(float));
     if (dtype == DType::kBF16) b += p * static_cast<int64_t>(sizeof(uint16_t));
-    max_padded = std::max(max_padded, p);
   }
-  return b +
-         ResidentOptimizerDeviceBytes(device, static_cast<int>(padded_elems.size()), max_padded);
+  return b + optimizer_device_bytes;
 }
 
 StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
@@ -507,10 +501,11 @@ StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
 StatusOr<std::unique_ptr<ParamSource>> CreateResidentParamSource(
     Device* device, Comm* host_comm, Comm* device_comm,
     const std::vector<int64_t>& layer_size_elems, const eps::LayerInitFn& init,
-    const eps::OptimizerSettings& settings, int optimizer_threads, DType dtype) {
+    const eps::OptimizerSettings& settings, std::unique_ptr<ResidentOptimizer> optimizer,
+    DType dtype) {
   auto src = std::make_unique<ResidentParamSource>(device, host_comm, device_comm, settings, dtype,
                                                    static_cast<int>(layer_size_elems.size()));
-  RETURN_IF_ERROR(src->Init(layer_size_elems, init, optimizer_threads));
+  RETURN_IF_ERROR(src->Init(layer_size_elems, init, std::move(optimizer)));
   return std::unique_ptr<ParamSource>(std::move(src));
 }
 

@@ -100,8 +100,9 @@ Result Train(const model::ModelDims& d, Device* device, Comm* host_comm, Comm* d
   std::unique_ptr<eps::EagerParameterServer> server;
   std::unique_ptr<ParamSource> source;
   if (resident) {
-    auto s =
-        CreateResidentParamSource(device, host_comm, device_comm, sizes, init, os, 2, DType::kF32);
+    auto s = CreateResidentParamSource(
+        device, host_comm, device_comm, sizes, init, os,
+        CreateCpuResidentOptimizer(2, static_cast<int>(sizes.size())), DType::kF32);
     L2L_CHECK(s.ok()) << s.status().message();
     source = std::move(s).value();
   } else {
@@ -113,7 +114,7 @@ Result Train(const model::ModelDims& d, Device* device, Comm* host_comm, Comm* d
     L2L_CHECK(s.ok()) << s.status().message();
     source = std::move(s).value();
   }
-  auto exec = model::CreateLayerExec(device, d, LayerExecOptionsFor(d, ro));
+  auto exec = model::CreateCpuLayerExec(d, LayerExecOptionsFor(d, ro));
   L2L_CHECK(exec.ok()) << exec.status().message();
   auto relay = Relay::Create(device, d, ro, source.get(), std::move(exec).value());
   L2L_CHECK(relay.ok()) << relay.status().message();

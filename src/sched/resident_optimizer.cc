@@ -3,15 +3,6 @@
 #include "l2l/eps/optimizer_queue.h"
 
 namespace l2l::sched {
-
-#ifdef L2L_HAVE_CUDA
-// resident_optimizer_cuda.cc
-StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(Device* device,
-                                                                         int num_layers,
-                                                                         int64_t max_elems);
-int64_t CudaResidentOptimizerDeviceBytes(int num_layers, int64_t max_elems);
-#endif
-
 namespace {
 
 class CpuResidentOptimizer final : public ResidentOptimizer {
@@ -57,33 +48,9 @@ class CpuResidentOptimizer final : public ResidentOptimizer {
 
 }  // namespace
 
-int64_t ResidentOptimizerDeviceBytes(DeviceType type, int num_layers, int64_t max_elems) {
-#ifdef L2L_HAVE_CUDA
-  if (type == DeviceType::kCuda) return CudaResidentOptimizerDeviceBytes(num_layers, max_elems);
-#endif
-  (void)type;
-  (void)num_layers;
-  (void)max_elems;
-  return 0;
-}
-
-StatusOr<std::unique_ptr<ResidentOptimizer>> CreateResidentOptimizer(Device* device,
-                                                                     int optimizer_threads,
-                                                                     int num_layers,
-                                                                     int64_t max_elems) {
-  switch (device->type()) {
-    case DeviceType::kCpu:
-      return std::unique_ptr<ResidentOptimizer>(
-          std::make_unique<CpuResidentOptimizer>(optimizer_threads, num_layers));
-    case DeviceType::kCuda:
-#ifdef L2L_HAVE_CUDA
-      return CreateCudaResidentOptimizer(device, num_layers, max_elems);
-#else
-      return Unimplemented("exec.device: cuda is not available in this build of l2l");
-#endif
-  }
-  (void)max_elems;
-  return InvalidArgument("unknown device type");
+std::unique_ptr<ResidentOptimizer> CreateCpuResidentOptimizer(int optimizer_threads,
+                                                              int num_layers) {
+  return std::make_unique<CpuResidentOptimizer>(optimizer_threads, num_layers);
 }
 
 }  // namespace l2l::sched

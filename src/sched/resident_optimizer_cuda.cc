@@ -1,12 +1,12 @@
 // The CUDA ResidentOptimizer: AdamW, norms and conversions as kernels on the
 // device's compute stream (so they follow the step's gradient work in order).
+#include "l2l/sched/resident_optimizer_cuda.h"
+
 #include <chrono>
 #include <utility>
 #include <vector>
 
-#include "l2l/device/cuda_device.h"
 #include "l2l/kernels/cuda.h"
-#include "l2l/sched/resident_optimizer.h"
 
 namespace l2l::sched {
 namespace {
@@ -93,11 +93,10 @@ int64_t CudaResidentOptimizerDeviceBytes(int num_layers, int64_t max_elems) {
   return (NormScratchElems(max_elems) + num_layers) * static_cast<int64_t>(sizeof(double));
 }
 
-StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(Device* device,
+StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(CudaDevice* device,
                                                                          int num_layers,
                                                                          int64_t max_elems) {
-  auto* cuda = dynamic_cast<CudaDevice*>(device);
-  L2L_CHECK(cuda != nullptr) << "a kCuda device that is not a CudaDevice";
+  CudaDevice* cuda = device;
   const int64_t scratch = NormScratchElems(max_elems);
   ASSIGN_OR_RETURN(DeviceBuffer s, device->Allocate(scratch * sizeof(double), "norm scratch"));
   const size_t out_bytes = static_cast<size_t>(num_layers) * sizeof(double);

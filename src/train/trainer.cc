@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -11,12 +12,12 @@
 
 #include "l2l/ckpt/model_layers.h"
 #include "l2l/ckpt/reader.h"
-#include "l2l/comm/device_comm.h"
 #include "l2l/core/byte_size.h"
 #include "l2l/core/fs.h"
 #include "l2l/core/log.h"
 #include "l2l/model/config_dims.h"
 #include "l2l/model/layer_exec.h"
+#include "l2l/train/backend.h"
 #include "l2l/train/schedule.h"
 #include "l2l/train/signals.h"
 
@@ -173,28 +174,32 @@ Status Trainer::Init(int local_ranks, int local_rank) {
   const bool l2l = cfg_.exec.mode == config::ExecMode::kL2L;
   const int64_t limit = cfg_.exec.device_memory_limit_bytes;
 
-  // The device, its communicator and the layer executor: small, fixed
-  // allocations. Everything that scales with the model comes after the plan.
+  // The backend's device, its communicator and the layer executor: small,
+  // fixed allocations. Everything that scales with the model comes after the plan.
+  DeviceOptions dopt;
+  dopt.type = cfg_.exec.device == config::DeviceKind::kCpu ? DeviceType::kCpu : DeviceType::kCuda;
+  dopt.memory_limit_bytes = limit;
+  dopt.local_rank = local_rank;
+  const StatusOr<const Backend*> found = FindBackend(dopt.type);
+  RETURN_IF_ERROR(comm_->Agree(found.status()));
+  const Backend& backend = **found;
   {
-    DeviceOptions dopt;
-    dopt.type = cfg_.exec.device == config::DeviceKind::kCpu ? DeviceType::kCpu : DeviceType::kCuda;
-    dopt.memory_limit_bytes = limit;
-    dopt.local_rank = local_rank;
-    auto dev = CreateDevice(dopt);
+    auto dev = backend.create_device(dopt);
     RETURN_IF_ERROR(comm_->Agree(dev.status()));
     device_ = std::move(dev).value();
   }
   {
-    auto dc = CreateDeviceComm(*comm_, *device_);
+    auto dc = backend.create_device_comm(*comm_, *device_);
     RETURN_IF_ERROR(comm_->Agree(dc.status()));
     device_comm_ = std::move(dc).value();
   }
   std::unique_ptr<model::LayerExec> exec;
   {
-    auto e = model::CreateLayerExec(device_.get(), dims_, sched::LayerExecOptionsFor(dims_, ro));
+    auto e = backend.create_layer_exec(device_.get(), dims_, sched::LayerExecOptionsFor(dims_, ro));
     RETURN_IF_ERROR(comm_->Agree(e.status()));
     exec = std::move(e).value();
   }
+  const int64_t max_padded = *std::max_element(padded.begin(), padded.end());
 
   // The memory plan, checked against the cap before the model is allocated.
   // Tied embeddings: layer 0 is held by the l2l source for the whole step.
@@ -203,7 +208,9 @@ Status Trainer::Init(int local_ranks, int local_rank) {
       l2l ? sched::PlanL2LBuffers(padded, ro.prefetch_depth, held_layer, ro.dtype,
                                   device_->asynchronous())
                 .total_bytes()
-          : sched::ResidentParamSourceDeviceBytes(padded, ro.dtype, device_->type());
+          : sched::ResidentParamSourceDeviceBytes(padded, ro.dtype,
+                                                  backend.resident_optimizer_device_bytes(
+                                                      static_cast<int>(padded.size()), max_padded));
   plan_ = sched::PlanDeviceMemory(dims_, ro, params_bytes, *exec, device_->asynchronous());
   if (rank == 0) {
     std::printf(
@@ -265,12 +272,18 @@ Status Trainer::Init(int local_ranks, int local_rank) {
         s = e.status();
       }
     } else {
-      auto src = sched::CreateResidentParamSource(device_.get(), comm_, device_comm, layer_sizes_,
-                                                  init, os, threads, ro.dtype);
-      if (src.ok())
-        source_ = std::move(src).value();
-      else
-        s = src.status();
+      auto opt = backend.create_resident_optimizer(device_.get(), threads,
+                                                   static_cast<int>(padded.size()), max_padded);
+      if (opt.ok()) {
+        auto src = sched::CreateResidentParamSource(device_.get(), comm_, device_comm, layer_sizes_,
+                                                    init, os, std::move(opt).value(), ro.dtype);
+        if (src.ok())
+          source_ = std::move(src).value();
+        else
+          s = src.status();
+      } else {
+        s = opt.status();
+      }
     }
     if (s.ok()) {
       auto relay = sched::Relay::Create(device_.get(), dims_, ro, source_.get(), std::move(exec));

@@ -181,8 +181,4 @@ struct DeviceOptions {
   int local_rank = 0;              // selects the GPU on multi-GPU nodes
 };
 
-// The one place that knows which backends were built. Unimplemented for a
-// backend that is not compiled in.
-StatusOr<std::unique_ptr<Device>> CreateDevice(const DeviceOptions& options);
-
 }  // namespace l2l

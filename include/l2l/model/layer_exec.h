@@ -65,10 +65,10 @@ struct LayerExecOptions {
   int max_head_calls_per_step = 1;
 };
 
-// InvalidArgument for a dtype the device's backend does not run (bf16 on the
-// CPU); Unimplemented for a backend not compiled in. `device` outlives the
-// executor; on the GPU the executor's cuBLAS handle and loss slots come from it.
-StatusOr<std::unique_ptr<LayerExec>> CreateLayerExec(Device* device, const ModelDims& dims,
-                                                     const LayerExecOptions& options);
+// The CPU executor (fp32; InvalidArgument for another dtype). The CUDA one is
+// CreateCudaLayerExec (layer_exec_cuda.h); the engine picks either through
+// its backend (train/backend.h). InvalidArgument for invalid dims.
+StatusOr<std::unique_ptr<LayerExec>> CreateCpuLayerExec(const ModelDims& dims,
+                                                        const LayerExecOptions& options);
 
 }  // namespace l2l::model

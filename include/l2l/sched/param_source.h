@@ -28,6 +28,7 @@
 #include "l2l/core/dtype.h"
 #include "l2l/device/device.h"
 #include "l2l/eps/param_server.h"
+#include "l2l/sched/resident_optimizer.h"
 
 namespace l2l::sched {
 
@@ -130,9 +131,9 @@ L2LBufferPlan PlanL2LBuffers(const std::vector<int64_t>& padded_elems, int prefe
 
 // Device bytes the resident source allocates up front: fp32 weights,
 // gradient and both moments of every layer, plus a bf16 copy of the weights
-// when computing in bf16.
+// when computing in bf16, plus its optimizer's `optimizer_device_bytes`.
 int64_t ResidentParamSourceDeviceBytes(const std::vector<int64_t>& padded_elems, DType dtype,
-                                       DeviceType device);
+                                       int64_t optimizer_device_bytes);
 
 // `eps` is owned by the caller and outlives the source; the compute dtype is
 // the EPS's. held_layer: see L2LBufferPlan (-1 for none).
@@ -142,10 +143,12 @@ StatusOr<std::unique_ptr<ParamSource>> CreateL2LParamSource(Device* device,
 
 // Initialises every layer on the device with `init` (the same function the
 // EPS uses, so both modes start from the same model). `device_comm`
-// all-reduces the device gradients; `host_comm` sums the norms.
+// all-reduces the device gradients; `host_comm` sums the norms. `optimizer`
+// (the backend's, for layers of up to the largest padded size) is kept.
 StatusOr<std::unique_ptr<ParamSource>> CreateResidentParamSource(
     Device* device, Comm* host_comm, Comm* device_comm,
     const std::vector<int64_t>& layer_size_elems, const eps::LayerInitFn& init,
-    const eps::OptimizerSettings& settings, int optimizer_threads, DType dtype);
+    const eps::OptimizerSettings& settings, std::unique_ptr<ResidentOptimizer> optimizer,
+    DType dtype);
 
 }  // namespace l2l::sched

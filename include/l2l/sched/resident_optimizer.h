@@ -1,6 +1,7 @@
 // ResidentOptimizer: AdamW and gradient norms on the DEVICE's memory, for the
-// `resident` baseline (everything on the device). One CPU and one CUDA
-// implementation, picked by CreateResidentOptimizer from the device type.
+// `resident` baseline (everything on the device). One CPU implementation
+// (here) and one CUDA one (resident_optimizer_cuda.h); the engine picks
+// through its backend (train/backend.h).
 //
 // CPU: AdamW runs on the optimizer threads (chunked, the eps::OptimizerQueue),
 // the norm is eps::SumSquares: bitwise what the EPS computes for the same
@@ -47,14 +48,8 @@ class ResidentOptimizer {
   virtual double TakeWaitSeconds() = 0;
 };
 
-// Device arena bytes the optimizer itself allocates (GPU: norm scratch and
-// one result per layer; CPU: none), for the memory plan.
-int64_t ResidentOptimizerDeviceBytes(DeviceType type, int num_layers, int64_t max_elems);
-
-// `max_elems`: the largest n SumSquares will see (sizes GPU scratch).
-StatusOr<std::unique_ptr<ResidentOptimizer>> CreateResidentOptimizer(Device* device,
-                                                                     int optimizer_threads,
-                                                                     int num_layers,
-                                                                     int64_t max_elems);
+// The CPU optimizer: AdamW on `optimizer_threads` threads; no device memory.
+std::unique_ptr<ResidentOptimizer> CreateCpuResidentOptimizer(int optimizer_threads,
+                                                              int num_layers);
 
 }  // namespace l2l::sched
