@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "l2l/eps/adamw.h"
+#include "l2l/kernels/adamw.h"
 
 #ifndef L2L_TORCH_ADAMW_SCRIPT
 #define L2L_TORCH_ADAMW_SCRIPT "bench/adamw/torch_adamw.py"
@@ -36,7 +36,7 @@
 
 namespace {
 
-using l2l::eps::AdamWParams;
+using l2l::kernels::AdamWParams;
 
 constexpr double kAdamWBytesPerParam = 30.0;               // STREAM convention, see above
 constexpr double kTriadBytesPerElem = 24.0;                // STREAM convention
@@ -192,8 +192,8 @@ void AdamWPass(State& s, int64_t n, int threads, int64_t step) {
 #pragma omp parallel num_threads(threads)
   {
     const Slice sl = SliceOf(n, threads, omp_get_thread_num());
-    l2l::eps::AdamWUpdate(hp, sl.end - sl.begin, s.p.get() + sl.begin, s.g.get() + sl.begin,
-                          s.m.get() + sl.begin, s.v.get() + sl.begin, s.copy.get() + sl.begin);
+    l2l::kernels::AdamWUpdate(hp, sl.end - sl.begin, s.p.get() + sl.begin, s.g.get() + sl.begin,
+                              s.m.get() + sl.begin, s.v.get() + sl.begin, s.copy.get() + sl.begin);
   }
 }
 
@@ -207,7 +207,7 @@ void TriadPass(float* a, const float* b, const float* c, int64_t n, int threads)
 
 // In-cache speed of the library kernel against the scalar loop, one thread.
 void CheckVectorised() {
-  using l2l::eps::internal::AdamWIsa;
+  using l2l::kernels::internal::AdamWIsa;
   constexpr int64_t kN = 4096;  // 120 KB of state: in L2
   constexpr int kCalls = 2000;
   State s = MakeState(kN, 1);
@@ -218,7 +218,7 @@ void CheckVectorised() {
     return secs / (kN * kCalls) * 1e9;
   };
   const double lib_ns = ns_per_param([&](const AdamWParams& hp) {
-    l2l::eps::AdamWUpdate(hp, kN, s.p.get(), s.g.get(), s.m.get(), s.v.get(), s.copy.get());
+    l2l::kernels::AdamWUpdate(hp, kN, s.p.get(), s.g.get(), s.m.get(), s.v.get(), s.copy.get());
   });
   const double scalar_ns = ns_per_param([&](const AdamWParams& hp) {
     ScalarAdamW(hp, kN, s.p.get(), s.g.get(), s.m.get(), s.v.get(), s.copy.get());
@@ -228,17 +228,17 @@ void CheckVectorised() {
       "vectorisation (1 thread, %lld params in cache): l2l %.3f ns/param, scalar loop %.3f "
       "ns/param, %.1fx -> %s (dispatched ISA: %s)\n",
       static_cast<long long>(kN), lib_ns, scalar_ns, speedup,
-      speedup >= 2.0 ? "vectorised" : "NOT vectorised?", l2l::eps::AdamWKernelIsa());
+      speedup >= 2.0 ? "vectorised" : "NOT vectorised?", l2l::kernels::AdamWKernelIsa());
   // Every kernel this CPU can run, for comparison.
   std::printf("  in-cache ns/param by kernel:");
   const std::pair<AdamWIsa, const char*> kernels[] = {{AdamWIsa::kBaseline, "baseline(sse2)"},
                                                       {AdamWIsa::kAvx2, "avx2"},
                                                       {AdamWIsa::kAvx512, "avx512f"}};
   for (const auto& [isa, name] : kernels) {
-    if (!l2l::eps::internal::AdamWIsaAvailable(isa)) continue;
+    if (!l2l::kernels::internal::AdamWIsaAvailable(isa)) continue;
     std::printf(" %s %.3f", name, ns_per_param([&, isa = isa](const AdamWParams& hp) {
-                  l2l::eps::internal::AdamWUpdateWithIsa(isa, hp, kN, s.p.get(), s.g.get(),
-                                                         s.m.get(), s.v.get(), s.copy.get());
+                  l2l::kernels::internal::AdamWUpdateWithIsa(isa, hp, kN, s.p.get(), s.g.get(),
+                                                             s.m.get(), s.v.get(), s.copy.get());
                 }));
   }
   std::printf("\n");

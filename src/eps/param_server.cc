@@ -136,8 +136,9 @@ int64_t EagerParameterServer::max_padded_elems() const {
   return m;
 }
 
-AdamWParams MakeAdamWParams(const OptimizerSettings& settings, float lr, int64_t step_one_based) {
-  AdamWParams hp;
+kernels::AdamWParams MakeAdamWParams(const OptimizerSettings& settings, float lr,
+                                     int64_t step_one_based) {
+  kernels::AdamWParams hp;
   hp.lr = lr;
   hp.beta1 = static_cast<float>(settings.beta1);
   hp.beta2 = static_cast<float>(settings.beta2);
@@ -206,23 +207,23 @@ StatusOr<std::shared_ptr<Event>> EagerParameterServer::ReduceScatter(int layer, 
   // nested OpenMP teams. The queue's chunks are SumSquares's chunks, and
   // FinishStep adds the parts in index order, which is exactly
   // SumSquares(grad, n): bitwise what the resident baseline computes.
-  static_assert(OptimizerQueue::kChunkElems == kSumSquaresChunkElems);
-  st.norm_parts.assign((st.shard.size_elems + kSumSquaresChunkElems - 1) / kSumSquaresChunkElems,
-                       0.0);
-  queue_.Submit(
-      NormSlot(layer), st.shard.size_elems, [&st, landed = st.landed](int64_t b, int64_t e) {
-        landed->HostWait();
-        if (e > b) {
-          st.norm_parts[b / kSumSquaresChunkElems] = SumSquares(st.grad.as<float>() + b, e - b);
-        }
-      });
+  constexpr int64_t kChunk = kernels::kSumSquaresChunkElems;
+  static_assert(OptimizerQueue::kChunkElems == kChunk);
+  st.norm_parts.assign((st.shard.size_elems + kChunk - 1) / kChunk, 0.0);
+  queue_.Submit(NormSlot(layer), st.shard.size_elems,
+                [&st, landed = st.landed](int64_t b, int64_t e) {
+                  landed->HostWait();
+                  if (e > b) {
+                    st.norm_parts[b / kChunk] = kernels::SumSquares(st.grad.as<float>() + b, e - b);
+                  }
+                });
   if (settings_.grad_clip <= 0) QueueUpdate(layer, 1.0f);
   return st.landed;
 }
 
 void EagerParameterServer::QueueUpdate(int layer, float grad_scale) {
   LayerShardState& st = layers_[layer];
-  AdamWParams hp = step_params_;
+  kernels::AdamWParams hp = step_params_;
   hp.grad_scale = grad_scale;
   std::shared_ptr<Event> landed = st.landed;
   const bool bf16 = compute_dtype_ == DType::kBF16;
@@ -233,15 +234,17 @@ void EagerParameterServer::QueueUpdate(int layer, float grad_scale) {
         // The runs are in layer coordinates; the shard starts at st.shard.offset_elems.
         const int64_t off = st.shard.offset_elems;
         ForEachDecayRun(*no_decay, off + b, off + e, [&](int64_t rb, int64_t re, bool decay) {
-          AdamWParams run = hp;
+          kernels::AdamWParams run = hp;
           if (!decay) run.weight_decay = 0.0f;
           const int64_t i = rb - off;
           if (bf16) {
-            AdamWUpdate(run, re - rb, st.master.as<float>() + i, st.grad.as<float>() + i,
-                        st.m.as<float>() + i, st.v.as<float>() + i, st.compute.as<uint16_t>() + i);
+            kernels::AdamWUpdate(run, re - rb, st.master.as<float>() + i, st.grad.as<float>() + i,
+                                 st.m.as<float>() + i, st.v.as<float>() + i,
+                                 st.compute.as<uint16_t>() + i);
           } else {
-            AdamWUpdateF32Copy(run, re - rb, st.master.as<float>() + i, st.grad.as<float>() + i,
-                               st.m.as<float>() + i, st.v.as<float>() + i, nullptr);
+            kernels::AdamWUpdateF32Copy(run, re - rb, st.master.as<float>() + i,
+                                        st.grad.as<float>() + i, st.m.as<float>() + i,
+                                        st.v.as<float>() + i, nullptr);
           }
         });
       });

@@ -6,7 +6,7 @@
 #include <memory>
 #include <utility>
 
-#include "l2l/eps/adamw.h"
+#include "l2l/kernels/adamw.h"
 
 namespace l2l::sched {
 namespace {
@@ -342,7 +342,7 @@ class ResidentParamSource final : public ParamSource {
     FlushPendingNorm();
     const std::vector<double> sq = optimizer_->TakeSumSquares();
     ASSIGN_OR_RETURN(double norm, eps::GlobalGradNorm(sq, *host_comm_));
-    eps::AdamWParams hp = hp_;
+    kernels::AdamWParams hp = hp_;
     hp.grad_scale = eps::ClipScale(norm, settings_.grad_clip);
     for (size_t l = 0; l < layers_.size(); ++l) {
       Layer& L = layers_[l];
@@ -446,7 +446,7 @@ class ResidentParamSource final : public ParamSource {
   DType dtype_;
   std::vector<Layer> layers_;
   std::unique_ptr<ResidentOptimizer> optimizer_;
-  eps::AdamWParams hp_{};
+  kernels::AdamWParams hp_{};
   double comm_wait_s_ = 0;
   StallMeter stalls_;
   int pending_layer_ = -1;                  // submitted, norm not yet enqueued

@@ -11,25 +11,25 @@ class CpuResidentOptimizer final : public ResidentOptimizer {
       : queue_(threads, num_layers), sums_(num_layers, 0.0) {}
 
   void SumSquares(int layer, const float* x, int64_t n) override {
-    sums_[layer] = eps::SumSquares(x, n);
+    sums_[layer] = kernels::SumSquares(x, n);
   }
   std::vector<double> TakeSumSquares() override {
     std::vector<double> out(sums_.size(), 0.0);
     out.swap(sums_);
     return out;
   }
-  void Update(int layer, const eps::AdamWParams& hp, const std::vector<eps::Shard>& no_decay,
+  void Update(int layer, const kernels::AdamWParams& hp, const std::vector<eps::Shard>& no_decay,
               int64_t n, float* p, const float* g, float* m, float* v,
               void* compute_copy) override {
     auto* copy = static_cast<uint16_t*>(compute_copy);
     queue_.Submit(layer, n, [=, &no_decay](int64_t b, int64_t e) {
       eps::ForEachDecayRun(no_decay, b, e, [&](int64_t rb, int64_t re, bool decay) {
-        eps::AdamWParams run = hp;
+        kernels::AdamWParams run = hp;
         if (!decay) run.weight_decay = 0.0f;
         if (copy != nullptr) {
-          eps::AdamWUpdate(run, re - rb, p + rb, g + rb, m + rb, v + rb, copy + rb);
+          kernels::AdamWUpdate(run, re - rb, p + rb, g + rb, m + rb, v + rb, copy + rb);
         } else {
-          eps::AdamWUpdateF32Copy(run, re - rb, p + rb, g + rb, m + rb, v + rb, nullptr);
+          kernels::AdamWUpdateF32Copy(run, re - rb, p + rb, g + rb, m + rb, v + rb, nullptr);
         }
       });
     });

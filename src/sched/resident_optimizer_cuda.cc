@@ -15,18 +15,6 @@ namespace kc = kernels::cuda;
 
 void Check(const Status& s) { L2L_CHECK(s.ok()) << s.message(); }
 
-kc::AdamWParams ToCuda(const eps::AdamWParams& hp) {
-  kc::AdamWParams c;
-  c.lr = hp.lr;
-  c.beta1 = hp.beta1;
-  c.beta2 = hp.beta2;
-  c.eps = hp.eps;
-  c.weight_decay = hp.weight_decay;
-  c.step = hp.step;
-  c.grad_scale = hp.grad_scale;
-  return c;
-}
-
 class CudaResidentOptimizer final : public ResidentOptimizer {
  public:
   CudaResidentOptimizer(CudaDevice* device, DeviceBuffer scratch, DeviceBuffer out,
@@ -50,17 +38,17 @@ class CudaResidentOptimizer final : public ResidentOptimizer {
     return std::vector<double>(h, h + bytes / sizeof(double));
   }
   // One launch per run of eps::ForEachDecayRun (a handful per layer).
-  void Update(int, const eps::AdamWParams& hp, const std::vector<eps::Shard>& no_decay, int64_t n,
-              float* p, const float* g, float* m, float* v, void* compute_copy) override {
+  void Update(int, const kernels::AdamWParams& hp, const std::vector<eps::Shard>& no_decay,
+              int64_t n, float* p, const float* g, float* m, float* v,
+              void* compute_copy) override {
     auto* copy = static_cast<kc::bf16*>(compute_copy);
     eps::ForEachDecayRun(no_decay, 0, n, [&](int64_t b, int64_t e, bool decay) {
-      eps::AdamWParams run = hp;
+      kernels::AdamWParams run = hp;
       if (!decay) run.weight_decay = 0.0f;
       if (copy != nullptr) {
-        Check(kc::AdamWUpdate(stream(), ToCuda(run), e - b, p + b, g + b, m + b, v + b, copy + b));
+        Check(kc::AdamWUpdate(stream(), run, e - b, p + b, g + b, m + b, v + b, copy + b));
       } else {
-        Check(kc::AdamWUpdateF32Copy(stream(), ToCuda(run), e - b, p + b, g + b, m + b, v + b,
-                                     nullptr));
+        Check(kc::AdamWUpdateF32Copy(stream(), run, e - b, p + b, g + b, m + b, v + b, nullptr));
       }
     });
   }

@@ -40,9 +40,9 @@
 #include "l2l/comm/comm.h"
 #include "l2l/core/dtype.h"
 #include "l2l/device/device.h"
-#include "l2l/eps/adamw.h"
 #include "l2l/eps/optimizer_queue.h"
 #include "l2l/eps/partition.h"
+#include "l2l/kernels/adamw.h"
 
 namespace l2l::eps {
 
@@ -58,7 +58,7 @@ struct LayerShardState {
   Shard shard;               // this rank's range of the padded buffer
   HostBuffer master, m, v, grad;
   HostBuffer compute;  // bf16 copy of master (compute dtype bf16 only)
-  // Sums of squares of `grad` per kSumSquaresChunkElems chunk, set on the
+  // Sums of squares of `grad` per kernels::kSumSquaresChunkElems chunk, set on the
   // optimizer threads once it lands.
   std::vector<double> norm_parts;
   // Recorded on the communication stream after the gradient shard's D2H.
@@ -79,7 +79,8 @@ const std::vector<Shard>& NoDecayOf(const OptimizerSettings& s, int layer);
 
 // The AdamW hyper-parameters of one step: `lr` after the schedule,
 // 1-based step for bias correction, no gradient scaling.
-AdamWParams MakeAdamWParams(const OptimizerSettings& settings, float lr, int64_t step_one_based);
+kernels::AdamWParams MakeAdamWParams(const OptimizerSettings& settings, float lr,
+                                     int64_t step_one_based);
 
 // Writes elements [begin, end) of layer `layer`'s initial flat buffer.
 using LayerInitFn = std::function<void(int layer, int64_t begin, int64_t end, float* out)>;
@@ -166,7 +167,7 @@ class EagerParameterServer {
   DType compute_dtype_;
   OptimizerSettings settings_;
   std::vector<LayerShardState> layers_;
-  AdamWParams step_params_{};
+  kernels::AdamWParams step_params_{};
   OptimizerQueue queue_;
 };
 

@@ -42,6 +42,7 @@
 #include <cstdint>
 
 #include "l2l/core/status.h"
+#include "l2l/kernels/adamw.h"
 #include "l2l/kernels/params.h"
 
 namespace l2l::kernels::cuda {
@@ -369,23 +370,13 @@ Status CrossEntropy(cudaStream_t stream, const T* logits, const int32_t* targets
 
 // ---- Optimizer (resident mode) ---------------------------------------------
 
-// Field for field eps::AdamWParams (include/l2l/eps/adamw.h), which the
-// kernels module may not include: the hyper-parameters in force at this step.
-struct AdamWParams {
-  float lr;
-  float beta1, beta2;
-  float eps;
-  float weight_decay;
-  int64_t step;  // 1-based
-  float grad_scale = 1.0f;
-};
-
-// The AdamW update of eps::AdamWUpdate on device arrays: the same per-call
-// constants (computed on the host in double exactly as the CPU does) and the
-// same fp32 operations in the same order with IEEE rounding and no FMA
-// contraction, so p, m, v and the bf16 copy are BITWISE those of the CPU
-// kernel. p, m, v, g: n fp32 elements, no overlaps. compute_copy (nullable)
-// receives the updated p rounded to bf16 (F32ToBF16: nearest even, quiet NaN).
+// The AdamW update of kernels::AdamWUpdate (l2l/kernels/adamw.h) on device
+// arrays, taking the same AdamWParams: the same per-call constants (computed
+// on the host in double exactly as the CPU does) and the same fp32 operations
+// in the same order with IEEE rounding and no FMA contraction, so p, m, v and
+// the bf16 copy are BITWISE those of the CPU kernel. p, m, v, g: n fp32 elements, no overlaps.
+// compute_copy (nullable) receives the updated p rounded to bf16 (F32ToBF16: nearest even, quiet
+// NaN).
 Status AdamWUpdate(cudaStream_t stream, const AdamWParams& hp, int64_t n, float* p, const float* g,
                    float* m, float* v, bf16* compute_copy);
 // Same update with an fp32 compute copy (nullable).
@@ -403,10 +394,10 @@ Status ConvertBF16ToF32(cudaStream_t stream, const bf16* x, int64_t n, float* y)
 
 // *out (DEVICE, one double) = Σ x[i]² over x (n, fp32), each square and the
 // sum in double (x[i]² is exact in double, so fp32 gradients cannot overflow
-// it): the GPU analogue of eps::SumSquares for the global gradient norm.
+// it): the GPU analogue of kernels::SumSquares for the global gradient norm.
 // Order: block b sums a fixed contiguous chunk of x (a length set by n alone)
 // in a fixed tree, then one thread adds the block partials in index order. No
-// atomics: bitwise reproducible for a given n. Not bitwise eps::SumSquares,
+// atomics: bitwise reproducible for a given n. Not bitwise kernels::SumSquares,
 // whose order differs; both are within rounding of the exact sum. n == 0
 // writes 0. NaN or inf in x propagate to *out. Asynchronous on `stream`.
 // scratch: SumSquaresScratchElems(n) doubles, 0 when n == 0 and never more than

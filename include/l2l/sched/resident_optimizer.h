@@ -4,7 +4,7 @@
 // through its backend (train/backend.h).
 //
 // CPU: AdamW runs on the optimizer threads (chunked, the eps::OptimizerQueue),
-// the norm is eps::SumSquares: bitwise what the EPS computes for the same
+// the norm is kernels::SumSquares: bitwise what the EPS computes for the same
 // shard, so l2l and resident agree bitwise on the CPU backend.
 // CUDA: AdamW is kernels::cuda::AdamWUpdate (bitwise the CPU update) on the
 // compute stream; the norm is kernels::cuda::SumSquares (double, fixed order,
@@ -18,8 +18,8 @@
 #include "l2l/core/dtype.h"
 #include "l2l/core/status.h"
 #include "l2l/device/device.h"
-#include "l2l/eps/adamw.h"
 #include "l2l/eps/partition.h"
+#include "l2l/kernels/adamw.h"
 
 namespace l2l::sched {
 
@@ -37,7 +37,7 @@ class ResidentOptimizer {
   // With a bf16 compute dtype `compute_copy` (n bf16, nullable) receives the
   // updated weights rounded to bf16; with fp32 it must be null (the master is
   // used).
-  virtual void Update(int layer, const eps::AdamWParams& hp,
+  virtual void Update(int layer, const kernels::AdamWParams& hp,
                       const std::vector<eps::Shard>& no_decay, int64_t n, float* p, const float* g,
                       float* m, float* v, void* compute_copy) = 0;
   // Blocks until every queued update is done.

@@ -1,4 +1,4 @@
-// AdamW on device arrays for the resident mode: eps::AdamWUpdate's update,
+// AdamW on device arrays for the resident mode: kernels::AdamWUpdate's update,
 // bit for bit (see device_math.h's AdamWStep: IEEE-rounded operations in the
 // CPU kernel's order, no FMA contraction).
 #include "common.cuh"

@@ -36,11 +36,9 @@
 #include "host_util.h"
 #include "l2l/core/dtype.h"
 #include "l2l/core/rng.h"
+#include "l2l/kernels/adamw.h"
 #include "l2l/kernels/cpu.h"
 #include "l2l/kernels/cuda.h"
-#if L2L_TEST_HAVE_CPU_ADAMW
-#include "l2l/eps/adamw.h"
-#endif
 
 namespace l2l::kernels::cuda {
 namespace {
@@ -296,16 +294,15 @@ TEST(DeviceMath, BF16BitsAreCoreConversion) {
   }
 }
 
-#if L2L_TEST_HAVE_CPU_ADAMW
 TEST(DeviceMath, AdamWStepIsCpuAdamWBitwise) {
   const int64_t n = 4099;
   auto p = Random(n, 1), g = Random(n, 2, -3, 3), m = Random(n, 3, -0.1, 0.1),
        v = Random(n, 4, 0, 0.01);
   for (int64_t step : {int64_t{1}, int64_t{2}, int64_t{1000}}) {
-    const eps::AdamWParams hp{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, 0.7f};
+    const AdamWParams hp{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, 0.7f};
     auto pc = p, mc = m, vc = v;
     std::vector<uint16_t> copy(n);
-    eps::AdamWUpdate(hp, n, pc.data(), g.data(), mc.data(), vc.data(), copy.data());
+    kernels::AdamWUpdate(hp, n, pc.data(), g.data(), mc.data(), vc.data(), copy.data());
     const auto c = internal::MakeAdamWConstants(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay,
                                                 hp.step, hp.grad_scale);
     auto ph = p, mh = m, vh = v;
@@ -315,7 +312,6 @@ TEST(DeviceMath, AdamWStepIsCpuAdamWBitwise) {
     EXPECT_EQ(Bits(vh), Bits(vc));
   }
 }
-#endif
 
 // Naive column-major GEMM, as cuBLAS defines it.
 void ColumnMajorGemmNaive(Trans op_a, Trans op_b, int64_t m, int64_t n, int64_t k, const float* a,
@@ -1326,21 +1322,10 @@ TEST_F(CudaTest, AdamWIsBitwiseTheCpuUpdate) {
   const auto p = Random(n, 1), g = Random(n, 2, -3, 3), m = Random(n, 3, -0.1, 0.1),
              v = Random(n, 4, 0, 0.01);
   const AdamWParams hp{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 3, 0.7f};
-  // The reference: the CPU optimizer itself where it is built, else the
-  // shared step on the host (DeviceMath.AdamWStepIsCpuAdamWBitwise ties them).
+  // The reference: the CPU optimizer itself, on the same AdamWParams.
   auto pw = p, mw = m, vw = v;
   std::vector<uint16_t> copy_want(n);
-#if L2L_TEST_HAVE_CPU_ADAMW
-  eps::AdamWUpdate({hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.step, hp.grad_scale}, n,
-                   pw.data(), g.data(), mw.data(), vw.data(), copy_want.data());
-#else
-  const auto c = internal::MakeAdamWConstants(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay,
-                                              hp.step, hp.grad_scale);
-  for (int64_t i = 0; i < n; ++i) {
-    internal::AdamWStep(c, &pw[i], g[i], &mw[i], &vw[i]);
-    copy_want[i] = F32ToBF16(pw[i]);
-  }
-#endif
+  kernels::AdamWUpdate(hp, n, pw.data(), g.data(), mw.data(), vw.data(), copy_want.data());
   auto dp = Upload(p), dg = Upload(g), dm = Upload(m), dv = Upload(v);
   DeviceBuffer<bf16> copy(n);
   ASSERT_OK(AdamWUpdate(stream_, hp, n, dp.get(), dg.get(), dm.get(), dv.get(), copy.get()));

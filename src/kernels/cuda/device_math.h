@@ -97,7 +97,7 @@ L2L_HD float BF16BitsToF32(uint16_t h) { return BitsToFloat(static_cast<uint32_t
 
 // ---- AdamW -------------------------------------------------------------------------
 
-// eps/adamw.cc's per-call constants (same names, same double arithmetic).
+// src/kernels/adamw.cc's per-call constants (same names, same double arithmetic).
 struct AdamWConstants {
   float grad_scale;
   float beta1, one_minus_beta1;
@@ -166,7 +166,7 @@ L2L_HD float SqrtRn(float a) {
 #endif
 }
 
-// eps/adamw.cc's Step(), operation for operation.
+// src/kernels/adamw.cc's Step(), operation for operation.
 L2L_HD void AdamWStep(const AdamWConstants& c, float* p, float g, float* m, float* v) {
   const float gs = MulRn(g, c.grad_scale);
   const float mi = AddRn(MulRn(c.beta1, *m), MulRn(c.one_minus_beta1, gs));

@@ -1,6 +1,6 @@
 # CUDA kernels (include/l2l/kernels/cuda.h), include()d from
 # src/kernels/CMakeLists.txt when L2L_HAVE_CUDA. The test links the CPU kernels
-# (the reference) and, when the target exists, the CPU AdamW of src/eps.
+# (the reference) and the CPU AdamW (src/kernels/adamw.cmake).
 set(L2L_KERNELS_CUDA_DIR ${CMAKE_CURRENT_LIST_DIR})
 l2l_library(l2l_kernels_cuda
   SOURCES
@@ -23,13 +23,11 @@ target_compile_options(l2l_kernels_cuda PRIVATE
 if(L2L_BUILD_TESTS)
   l2l_test(kernels_cuda_test
     SOURCES ${L2L_KERNELS_CUDA_DIR}/cuda_kernels_test.cc
-    DEPS l2l_kernels_cuda l2l_kernels $<TARGET_NAME_IF_EXISTS:l2l_adamw>
+    DEPS l2l_kernels_cuda l2l_kernels l2l_kernels_adamw
     LABELS gpu)
-  target_compile_definitions(kernels_cuda_test PRIVATE
-    L2L_TEST_HAVE_CPU_ADAMW=$<TARGET_EXISTS:l2l_adamw>)
-  # The reference is a host loop, not eps::SumSquares (kernels may not depend
-  # on eps). Prints L2L_GPU_TESTS_SKIPPED when no GPU is visible, so ctest
-  # reports "Skipped", not "Passed".
+  # The reference is a host loop in long double, not kernels::SumSquares (whose
+  # summation order differs). Prints L2L_GPU_TESTS_SKIPPED when no GPU is
+  # visible, so ctest reports "Skipped", not "Passed".
   l2l_test(kernels_cuda_sum_squares_test
     SOURCES ${L2L_KERNELS_CUDA_DIR}/sum_squares_test.cc
     DEPS l2l_kernels_cuda

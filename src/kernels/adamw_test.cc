@@ -1,4 +1,4 @@
-#include "l2l/eps/adamw.h"
+#include "l2l/kernels/adamw.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -12,7 +12,7 @@
 #include "l2l/core/dtype.h"
 #include "l2l/core/rng.h"
 
-namespace l2l::eps {
+namespace l2l::kernels {
 namespace {
 
 // Uniform in [lo, hi), a pure function of (seed, i).
@@ -405,4 +405,4 @@ TEST(SumSquares, ChunkPartsAddedInOrderAreBitwiseTheWhole) {
 }
 
 }  // namespace
-}  // namespace l2l::eps
+}  // namespace l2l::kernels

@@ -10,7 +10,7 @@
 //   vector bodies and scalar tails are the same IEEE operations (sqrt and
 //   division are correctly rounded in both), so the result depends neither on
 //   where a chunk boundary falls nor on which kernel runs.
-#include "l2l/eps/adamw.h"
+#include "l2l/kernels/adamw.h"
 
 #include <omp.h>
 
@@ -37,7 +37,7 @@
 #endif
 #define L2L_ALWAYS_INLINE inline __attribute__((always_inline))
 
-namespace l2l::eps {
+namespace l2l::kernels {
 namespace {
 
 // Per-call scalars of the update; see AdamWUpdate in the header.
@@ -445,4 +445,4 @@ const char* AdamWKernelIsa() {
   return L2L_ADAMW_X86 ? "sse2" : "generic";
 }
 
-}  // namespace l2l::eps
+}  // namespace l2l::kernels

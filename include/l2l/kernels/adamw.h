@@ -1,6 +1,10 @@
-// CPU AdamW for the eager parameter server (DESIGN §1, §3): each rank updates
-// its fp32 master shard and both moments in host memory while the GPU keeps
-// working, and refreshes the compute-dtype copy that the next gather sends.
+// AdamW on the CPU, and the hyper-parameters every AdamW kernel takes (DESIGN
+// §2 `kernels`). The eager parameter server (DESIGN §1, §3) runs it: each rank
+// updates its fp32 master shard and both moments in host memory while the GPU
+// keeps working, and refreshes the compute-dtype copy that the next gather
+// sends. The CUDA kernels of the resident mode (kernels::cuda::AdamWUpdate in
+// l2l/kernels/cuda.h) take the same AdamWParams and give bitwise the same
+// p, m, v and copy.
 //
 // The update streams 28-30 bytes per parameter and does ~20 flops, so it is
 // bound by memory bandwidth; the kernels are written to reach it: one pass over
@@ -11,17 +15,18 @@
 // Threading: every function here except SumSquares runs on the calling thread
 // only. Callers parallelise by giving each thread its own contiguous slice of
 // [0, n); because the update is elementwise and compiled without FMA
-// contraction (-ffp-contract=off), vector body and scalar tail round
-// identically, so the result is bitwise independent of how [0, n) is split.
-// Calls on disjoint ranges may run concurrently.
+// contraction (-ffp-contract=off, src/kernels/adamw.cmake), vector body and
+// scalar tail round identically, so the result is bitwise independent of how
+// [0, n) is split. Calls on disjoint ranges may run concurrently.
 #pragma once
 
 #include <cstdint>
 
-namespace l2l::eps {
+namespace l2l::kernels {
 
-// Hyper-parameters of one AdamW step. All values are those in force at this
-// step: the caller applies the LR schedule and the clip factor.
+// Hyper-parameters of one AdamW step, for the CPU kernels below and the CUDA
+// ones alike. All values are those in force at this step: the caller applies
+// the LR schedule and the clip factor.
 struct AdamWParams {
   float lr;                 // learning rate at this step (schedule already applied)
   float beta1, beta2;       // moment decay rates, in [0, 1)
@@ -86,4 +91,4 @@ void AdamWUpdateWithIsa(AdamWIsa isa, const AdamWParams& hp, int64_t n, float* p
                         float* m, float* v, uint16_t* compute_copy_bf16);
 }  // namespace internal
 
-}  // namespace l2l::eps
+}  // namespace l2l::kernels
