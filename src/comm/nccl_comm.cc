@@ -191,7 +191,7 @@ NcclComm::~NcclComm() {
   if (comm_ == nullptr) return;
   CudaDeviceGuard guard(device_.ordinal());
   // Collectives still in flight must finish (or fail, which aborts) first.
-  if (!Wait(device_.stream(StreamKind::kD2H), "~NcclComm").ok()) return;
+  if (!Wait(device_.stream(StreamKind::kComm), "~NcclComm").ok()) return;
   ncclCommDestroy(comm_);
   comm_ = nullptr;
 }
@@ -306,7 +306,7 @@ Status NcclComm::RequireDevicePointers(const std::string& call, const void* a, c
 void NcclComm::OrderAfterDeviceWork() {
   for (StreamKind k : {StreamKind::kCompute, StreamKind::kH2D}) {
     std::unique_ptr<Event> e = device_.RecordEvent(k);
-    device_.StreamWaitEvent(StreamKind::kD2H, *e);
+    device_.StreamWaitEvent(StreamKind::kComm, *e);
   }
 }
 
@@ -400,7 +400,7 @@ Status NcclComm::BroadcastAsync(const void* send, void* recv, size_t count, Comm
 }
 
 // ---------------------------------------------------------------------------
-// Blocking Comm interface: fence, enqueue on kD2H, wait. A host buffer on
+// Blocking Comm interface: fence, enqueue on kComm, wait. A host buffer on
 // either side sends the call through device staging memory, where it runs in
 // place.
 
@@ -409,7 +409,7 @@ Status NcclComm::RunBlocking(const std::string& call, size_t count, const void* 
   RETURN_IF_ERROR(Usable(call));
   if (count == 0) return OkStatus();
   CudaDeviceGuard guard(device_.ordinal());
-  cudaStream_t s = device_.stream(StreamKind::kD2H);
+  cudaStream_t s = device_.stream(StreamKind::kComm);
   const Memory ms = Classify(send), mr = Classify(recv);
   if (ms == Memory::kOtherDevice || mr == Memory::kOtherDevice) {
     return RequireDevicePointers(call, send, recv);
@@ -478,7 +478,7 @@ Status NcclComm::Barrier() {
   const std::string call = "NcclComm::Barrier";
   RETURN_IF_ERROR(Usable(call));
   CudaDeviceGuard guard(device_.ordinal());
-  cudaStream_t s = device_.stream(StreamKind::kD2H);
+  cudaStream_t s = device_.stream(StreamKind::kComm);
   OrderAfterDeviceWork();
   // Max keeps the word at 0 however many barriers run.
   RETURN_IF_ERROR(EnqueueAllReduce(barrier_word_.get(), barrier_word_.get(), 1, CommDType::kI32,

@@ -110,8 +110,8 @@ class NcclCommTest : public ::testing::Test {
   template <typename T>
   std::vector<T> ToHost(const DeviceBuffer& b, size_t count) {
     std::vector<T> v(count);
-    g_device->CopyD2H(v.data(), b.data(), count * sizeof(T), StreamKind::kD2H);
-    g_device->SynchronizeStream(StreamKind::kD2H);
+    g_device->CopyD2H(v.data(), b.data(), count * sizeof(T), StreamKind::kComm);
+    g_device->SynchronizeStream(StreamKind::kComm);
     return v;
   }
 
@@ -302,7 +302,7 @@ TEST_F(NcclCommTest, BarrierCompletesAndAgreeWorksThroughHostStaging) {
 }
 
 TEST_F(NcclCommTest, BlockingCallsRunAfterWorkQueuedOnTheOtherStreams) {
-  // 32 MiB uploaded on kH2D with no host wait: the all-reduce on kD2H must
+  // 32 MiB uploaded on kH2D with no host wait: the all-reduce on kComm must
   // still see all of it.
   const size_t count = size_t{8} << 20;
   auto pinned = g_device->AllocatePinned(count * sizeof(float), "upload");
@@ -367,7 +367,7 @@ TEST_F(NcclCommTest, AFailedCallAbortsTheCommunicatorAndLaterCallsSayWhy) {
   DeviceBuffer d = ToDevice(host);
   // Every rank fails the same way, before NCCL is called: nobody waits.
   Status st = (*comm)->AllGatherAsync(host.data(), d.data(), 8 / n_, CommDType::kF32,
-                                      g_device->stream(StreamKind::kD2H));
+                                      g_device->stream(StreamKind::kComm));
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("ncclAllGather failed on rank " + std::to_string(r_)),
             std::string::npos)

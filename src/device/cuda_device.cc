@@ -85,8 +85,8 @@ const char* StreamName(StreamKind kind) {
       return "compute stream";
     case StreamKind::kH2D:
       return "h2d stream";
-    case StreamKind::kD2H:
-      return "d2h stream";
+    case StreamKind::kComm:
+      return "comm stream";
   }
   return "unknown stream";
 }
@@ -271,7 +271,7 @@ Status CudaDevice::Init() {
   int least = 0, greatest = 0;
   L2L_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   for (int s = 0; s < kNumStreams; ++s) {
-    const int priority = static_cast<StreamKind>(s) == StreamKind::kD2H ? greatest : 0;
+    const int priority = static_cast<StreamKind>(s) == StreamKind::kComm ? greatest : 0;
     ASSIGN_OR_RETURN(streams_[s], CreateCudaStream(priority));
   }
   ASSIGN_OR_RETURN(memory_stream_, CreateCudaStream(0));

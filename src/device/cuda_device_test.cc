@@ -155,7 +155,7 @@ TEST_F(CudaDeviceTest, CopiesRoundTripThroughPinnedMemoryOnEveryStream) {
   ASSERT_TRUE(dev.ok()) << dev.status().message();
   CudaDevice& d = **dev;
   constexpr size_t kBytes = (size_t{3} << 20) + 17;  // not a multiple of anything
-  for (StreamKind s : {StreamKind::kCompute, StreamKind::kH2D, StreamKind::kD2H}) {
+  for (StreamKind s : {StreamKind::kCompute, StreamKind::kH2D, StreamKind::kComm}) {
     SCOPED_TRACE(static_cast<int>(s));
     auto in = d.AllocatePinned(kBytes, "in");
     auto out = d.AllocatePinned(kBytes, "out");
@@ -199,14 +199,14 @@ TEST_F(CudaDeviceTest, EventsOrderWorkAcrossStreams) {
   d.StreamWaitEvent(StreamKind::kCompute, *loaded);
   d.CopyD2D(b->data(), a->data(), kBytes, StreamKind::kCompute);
   auto computed = d.RecordEvent(StreamKind::kCompute);
-  d.StreamWaitEvent(StreamKind::kD2H, *computed);
-  d.CopyD2H(out->data(), b->data(), kBytes, StreamKind::kD2H);
-  auto stored = d.RecordEvent(StreamKind::kD2H);
+  d.StreamWaitEvent(StreamKind::kComm, *computed);
+  d.CopyD2H(out->data(), b->data(), kBytes, StreamKind::kComm);
+  auto stored = d.RecordEvent(StreamKind::kComm);
   stored->HostWait();  // the only host-side wait
   for (size_t i = 0; i < kCount; ++i) {
     ASSERT_EQ(out->as<float>()[i], static_cast<float>(i) * 0.5f) << "element " << i;
   }
-  EXPECT_EQ(cudaStreamQuery(d.stream(StreamKind::kD2H)), cudaSuccess);
+  EXPECT_EQ(cudaStreamQuery(d.stream(StreamKind::kComm)), cudaSuccess);
 }
 
 // The stall measurement of the relay: a compute-stream wait on a long H2D
@@ -296,8 +296,8 @@ TEST_F(CudaDeviceTest, ReleasedMemoryIsNotReusedUnderQueuedWork) {
   ASSERT_TRUE(fresh.ok());
   d.CopyH2D(fresh->data(), pattern->data(), kBytes, StreamKind::kH2D);
   d.Synchronize();
-  d.CopyD2H(check->data(), fresh->data(), kBytes, StreamKind::kD2H);
-  d.SynchronizeStream(StreamKind::kD2H);
+  d.CopyD2H(check->data(), fresh->data(), kBytes, StreamKind::kComm);
+  d.SynchronizeStream(StreamKind::kComm);
   EXPECT_EQ(std::memcmp(check->data(), pattern->data(), kBytes), 0)
       << "queued memsets on the released buffer landed in the new one";
 }
@@ -337,7 +337,7 @@ TEST_F(CudaDeviceTest, StreamsAreDistinctNonBlockingAndCommunicationIsUrgent) {
   auto dev = MakeDevice(0);
   ASSERT_TRUE(dev.ok()) << dev.status().message();
   CudaDevice& d = **dev;
-  const StreamKind kinds[] = {StreamKind::kCompute, StreamKind::kH2D, StreamKind::kD2H};
+  const StreamKind kinds[] = {StreamKind::kCompute, StreamKind::kH2D, StreamKind::kComm};
   int priority[3] = {0, 0, 0};
   for (int i = 0; i < 3; ++i) {
     unsigned flags = 0;
@@ -348,7 +348,7 @@ TEST_F(CudaDeviceTest, StreamsAreDistinctNonBlockingAndCommunicationIsUrgent) {
   }
   int least = 0, greatest = 0;
   ASSERT_EQ(cudaDeviceGetStreamPriorityRange(&least, &greatest), cudaSuccess);
-  EXPECT_EQ(priority[2], greatest);  // kD2H carries the collectives
+  EXPECT_EQ(priority[2], greatest);  // kComm carries the collectives
 }
 
 // ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ TEST(CpuDevice, CopiesMoveBytesAndBuffersMove) {
   for (int i = 0; i < 16; ++i) host->as<uint8_t>()[i] = static_cast<uint8_t>(i + 1);
   dev.CopyH2D(d->data(), host->data(), 16, StreamKind::kH2D);
   dev.Memset(host->data(), 0, 16, StreamKind::kCompute);
-  dev.CopyD2H(host->data(), d->data(), 16, StreamKind::kD2H);
+  dev.CopyD2H(host->data(), d->data(), 16, StreamKind::kComm);
   EXPECT_EQ(host->as<uint8_t>()[15], 16);
   DeviceBuffer moved = std::move(*d);
   EXPECT_EQ(dev.memory_stats().in_use_bytes, 16);

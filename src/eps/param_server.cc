@@ -173,15 +173,15 @@ StatusOr<std::unique_ptr<Event>> EagerParameterServer::Gather(int layer, void* f
   const void* src = compute_dtype_ == DType::kBF16 ? st.compute.data() : st.master.data();
   if (buffer_free != nullptr) {
     device_->StreamWaitEvent(StreamKind::kH2D, *buffer_free);
-    device_->StreamWaitEvent(StreamKind::kD2H, *buffer_free);
+    device_->StreamWaitEvent(StreamKind::kComm, *buffer_free);
   }
   device_->CopyH2D(own, src, st.shard.size_elems * elem, StreamKind::kH2D);
   std::unique_ptr<Event> copied = device_->RecordEvent(StreamKind::kH2D);
-  device_->StreamWaitEvent(StreamKind::kD2H, *copied);
+  device_->StreamWaitEvent(StreamKind::kComm, *copied);
   const CommDType dt = compute_dtype_ == DType::kBF16 ? CommDType::kBF16 : CommDType::kF32;
   RETURN_IF_ERROR(device_comm_->AllGatherEnqueue(own, full_device, st.shard.size_elems, dt)
                       .WithContext("gather of layer " + std::to_string(layer)));
-  return device_->RecordEvent(StreamKind::kD2H);
+  return device_->RecordEvent(StreamKind::kComm);
 }
 
 StatusOr<std::shared_ptr<Event>> EagerParameterServer::ReduceScatter(int layer, float* grad_device,
@@ -193,14 +193,14 @@ StatusOr<std::shared_ptr<Event>> EagerParameterServer::ReduceScatter(int layer, 
   // independent of that ordering.
   queue_.WaitLayer(layer);
   queue_.WaitLayer(NormSlot(layer));
-  device_->StreamWaitEvent(StreamKind::kD2H, grad_ready);
+  device_->StreamWaitEvent(StreamKind::kComm, grad_ready);
   RETURN_IF_ERROR(device_comm_
                       ->ReduceScatterEnqueue(grad_device, grad_device, st.shard.size_elems,
                                              CommDType::kF32, ReduceOp::kSum)
                       .WithContext("reduce-scatter of layer " + std::to_string(layer)));
   device_->CopyD2H(st.grad.data(), grad_device, st.shard.size_elems * sizeof(float),
-                   StreamKind::kD2H);
-  st.landed = device_->RecordEvent(StreamKind::kD2H);
+                   StreamKind::kComm);
+  st.landed = device_->RecordEvent(StreamKind::kComm);
   // The norm on an optimizer thread, as soon as the shard lands: FinishStep
   // needs it, the relay thread does not wait for it here.
   // Chunked like the update, so several threads share a big shard without

@@ -1,9 +1,9 @@
-// Test-only: a CPU Device whose H2D and D2H streams really are asynchronous,
+// Test-only: a CPU Device whose H2D and comm streams really are asynchronous,
 // to check on a machine without a GPU that the relay, the parameter sources
 // and the EPS order their transfers with events the way a GPU needs.
 //
 // Semantics (what a GPU allows, made as adversarial as possible):
-//  - Work on kH2D and kD2H (copies, memsets, and collectives deferred through
+//  - Work on kH2D and kComm (copies, memsets, and collectives deferred through
 //    StreamComm below) is queued and runs only when something forces it: an
 //    event wait, a stream synchronisation, or a later queued wait. So a
 //    consumer that forgot to wait reads stale memory and the result changes.
@@ -145,7 +145,7 @@ class AsyncCpuDevice final : public Device {
 };
 
 // A one-rank communicator whose *Enqueue collectives are queued on the
-// device's kD2H stream, like NcclComm's; at one rank they move no data
+// device's kComm stream, like NcclComm's; at one rank they move no data
 // between ranks (in place: nothing; out of place: a copy). Blocking calls go
 // to `host` (an MpiComm).
 class StreamComm final : public Comm {
@@ -182,9 +182,9 @@ class StreamComm final : public Comm {
  private:
   Status Deferred(const void* send, void* recv, size_t bytes) {
     if (send != recv) {
-      device_->Submit(StreamKind::kD2H, [=] { std::memmove(recv, send, bytes); });
+      device_->Submit(StreamKind::kComm, [=] { std::memmove(recv, send, bytes); });
     } else {
-      device_->Submit(StreamKind::kD2H, [] {});  // still a point in the stream's order
+      device_->Submit(StreamKind::kComm, [] {});  // still a point in the stream's order
     }
     return OkStatus();
   }

@@ -329,10 +329,10 @@ class ResidentParamSource final : public ParamSource {
     FlushPendingNorm();
     if (device_comm_->size() > 1) {
       std::unique_ptr<Event> ready = device_->RecordEvent(StreamKind::kCompute);
-      device_->StreamWaitEvent(StreamKind::kD2H, *ready);
+      device_->StreamWaitEvent(StreamKind::kComm, *ready);
       RETURN_IF_ERROR(device_comm_->AllReduceEnqueue(L.grad.data(), L.grad.data(), L.padded_elems,
                                                      CommDType::kF32, ReduceOp::kSum));
-      pending_reduced_ = device_->RecordEvent(StreamKind::kD2H);
+      pending_reduced_ = device_->RecordEvent(StreamKind::kComm);
     }
     pending_layer_ = layer;
     comm_wait_s_ += SecondsSince(t0);
@@ -358,8 +358,8 @@ class ResidentParamSource final : public ParamSource {
   Status ReadLayer(int layer, float* host_padded) override {
     optimizer_->WaitAll();
     const Layer& L = layers_[layer];
-    device_->CopyD2H(host_padded, L.params.data(), L.params.size_bytes(), StreamKind::kD2H);
-    device_->SynchronizeStream(StreamKind::kD2H);
+    device_->CopyD2H(host_padded, L.params.data(), L.params.size_bytes(), StreamKind::kComm);
+    device_->SynchronizeStream(StreamKind::kComm);
     return OkStatus();
   }
   int64_t padded_elems(int layer) const override { return layers_[layer].padded_elems; }
@@ -372,10 +372,10 @@ class ResidentParamSource final : public ParamSource {
         eps::ShardOf(L.padded_elems, host_comm_->size(), host_comm_->rank()), L.size_elems);
     RETURN_IF_ERROR(Stage(layer, valid.size_elems));
     const size_t off = valid.offset_elems * sizeof(float), bytes = valid.size_elems * sizeof(float);
-    device_->CopyD2H(L.staged[0].data(), L.params.as<char>() + off, bytes, StreamKind::kD2H);
-    device_->CopyD2H(L.staged[1].data(), L.m.as<char>() + off, bytes, StreamKind::kD2H);
-    device_->CopyD2H(L.staged[2].data(), L.v.as<char>() + off, bytes, StreamKind::kD2H);
-    device_->SynchronizeStream(StreamKind::kD2H);
+    device_->CopyD2H(L.staged[0].data(), L.params.as<char>() + off, bytes, StreamKind::kComm);
+    device_->CopyD2H(L.staged[1].data(), L.m.as<char>() + off, bytes, StreamKind::kComm);
+    device_->CopyD2H(L.staged[2].data(), L.v.as<char>() + off, bytes, StreamKind::kComm);
+    device_->SynchronizeStream(StreamKind::kComm);
     return StateSlice{valid.offset_elems, valid.size_elems, L.staged[0].as<float>(),
                       L.staged[1].as<float>(), L.staged[2].as<float>()};
   }

@@ -177,10 +177,10 @@ void Relay::Store(Boundary& b, char* dst, int m) {
     return;
   }
   std::unique_ptr<Event> written = device_->RecordEvent(StreamKind::kCompute);
-  device_->StreamWaitEvent(StreamKind::kD2H, *written);
-  device_->CopyD2H(dst, b.buf.data(), boundary_bytes_, StreamKind::kD2H);
-  b.idle = device_->RecordEvent(StreamKind::kD2H);
-  stored_[m] = device_->RecordEvent(StreamKind::kD2H);
+  device_->StreamWaitEvent(StreamKind::kComm, *written);
+  device_->CopyD2H(dst, b.buf.data(), boundary_bytes_, StreamKind::kComm);
+  b.idle = device_->RecordEvent(StreamKind::kComm);
+  stored_[m] = device_->RecordEvent(StreamKind::kComm);
 }
 
 Relay::InputView Relay::ViewAt(void* base, int micro) const {

@@ -46,7 +46,7 @@ class Comm {
 
   // Stream-ordered forms of AllGather, ReduceScatter and AllReduce for
   // overlapped transfers (same arguments and in-place rules). A communicator
-  // bound to a device stream (NcclComm: the device's kD2H stream) enqueues
+  // bound to a device stream (NcclComm: the device's kComm stream) enqueues
   // the collective there after the work already on that stream and returns;
   // the caller orders it with events on that stream. The default, for
   // communicators on host memory (MpiComm), is the blocking call: complete

@@ -9,7 +9,7 @@
 // Two ways to run a collective:
 // - The Comm interface (AllGather, ReduceScatter, AllReduce, Broadcast,
 //   Barrier): blocking, like MpiComm. The collective is enqueued on the
-//   device's kD2H stream (the communication stream) after all work already
+//   device's kComm stream (the communication stream) after all work already
 //   submitted to the device's kCompute and kH2D streams (an event on each),
 //   and the call returns once the result is complete. Buffers are device
 //   memory of this GPU; host buffers (pageable or pinned) are also accepted
@@ -88,7 +88,7 @@ class NcclComm final : public Comm {
   ncclComm_t handle() const { return comm_; }
   CudaDevice& device() const { return device_; }
 
-  // Blocking, on the device's kD2H stream (contract above).
+  // Blocking, on the device's kComm stream (contract above).
   Status AllGather(const void* send, void* recv, size_t count_per_rank, CommDType dtype) override;
   Status ReduceScatter(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
                        ReduceOp op) override;
@@ -99,20 +99,20 @@ class NcclComm final : public Comm {
   // submitted to its device's three streams before it is complete.
   Status Barrier() override;
 
-  // Enqueue forms (Comm contract): the *Async calls on the device's kD2H
+  // Enqueue forms (Comm contract): the *Async calls on the device's kComm
   // stream, device buffers only.
   Status AllGatherEnqueue(const void* send, void* recv, size_t count_per_rank,
                           CommDType dtype) override {
-    return AllGatherAsync(send, recv, count_per_rank, dtype, device_.stream(StreamKind::kD2H));
+    return AllGatherAsync(send, recv, count_per_rank, dtype, device_.stream(StreamKind::kComm));
   }
   Status ReduceScatterEnqueue(const void* send, void* recv, size_t count_per_rank, CommDType dtype,
                               ReduceOp op) override {
     return ReduceScatterAsync(send, recv, count_per_rank, dtype, op,
-                              device_.stream(StreamKind::kD2H));
+                              device_.stream(StreamKind::kComm));
   }
   Status AllReduceEnqueue(const void* send, void* recv, size_t count, CommDType dtype,
                           ReduceOp op) override {
-    return AllReduceAsync(send, recv, count, dtype, op, device_.stream(StreamKind::kD2H));
+    return AllReduceAsync(send, recv, count, dtype, op, device_.stream(StreamKind::kComm));
   }
 
   // Enqueue only, on `stream` (a stream of this GPU). Device buffers only.
@@ -166,7 +166,7 @@ class NcclComm final : public Comm {
   // are copied to staging + plan.in_offset_bytes (nothing when 0), `enqueue(
   // staging + in_offset_bytes, staging)` runs the collective in place there,
   // and the first plan.out_bytes are copied back to `recv`. Both forms run on
-  // the kD2H stream after the device's other streams and wait for the result.
+  // the kComm stream after the device's other streams and wait for the result.
   struct StagingPlan {
     size_t staging_bytes;
     size_t in_offset_bytes;

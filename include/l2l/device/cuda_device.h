@@ -20,8 +20,8 @@
 // the pool may hold a little more (rounding, fragmentation), and NCCL's and
 // cuBLAS's own buffers are outside both.
 //
-// Streams: kCompute, kH2D and kD2H are created non-blocking (they never
-// synchronise with the legacy default stream). kD2H, which also carries
+// Streams: kCompute, kH2D and kComm are created non-blocking (they never
+// synchronise with the legacy default stream). kComm, which also carries
 // NcclComm's collectives, gets the highest priority so communication kernels
 // are scheduled ahead of queued compute; the other two run at default
 // priority.

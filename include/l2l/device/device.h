@@ -30,9 +30,10 @@ namespace l2l {
 enum class DeviceType { kCpu, kCuda };
 const char* DeviceTypeName(DeviceType t);
 
-// The streams a relay uses: compute, host-to-device copies (parameter shards,
-// stashed activations), and device-to-host copies plus collectives.
-enum class StreamKind { kCompute = 0, kH2D = 1, kD2H = 2 };
+// The streams a relay uses: compute; host-to-device copies (parameter shards,
+// stashed activations coming back); and the communication stream: the
+// collectives (NCCL) and the device-to-host copies (stashing, gradient shards).
+enum class StreamKind { kCompute = 0, kH2D = 1, kComm = 2 };
 inline constexpr int kNumStreams = 3;
 
 struct MemoryStats {

@@ -4,12 +4,12 @@
 // events, so the relay thread and the device go on while they run.
 //   Gather(l):        the compute-dtype copy of the own shard -> device (H2D,
 //                     on the kH2D stream), then an all-gather into the full
-//                     flat layer buffer (on the kD2H stream, the
+//                     flat layer buffer (on the kComm stream, the
 //                     communication stream). Returns the event after which
 //                     the buffer holds the layer.
 //   ReduceScatter(l): after the caller's "gradient ready" event, the device's
 //                     flat fp32 gradient is reduce-scattered and the owner's
-//                     shard copied to host (both on kD2H). The shard's
+//                     shard copied to host (both on kComm). The shard's
 //                     squared norm, and (when updates are eager) its AdamW
 //                     update, are queued on the optimizer threads at once;
 //                     each waits on the host for the D2H before reading.

@@ -17,7 +17,7 @@
 // ordered by events). With stash=host on an asynchronous device (the GPU) the
 // boundary copies overlap compute too: the relay keeps two device buffers per
 // role (layer input, incoming gradient, layer output), loads micro-batch m+1
-// on the H2D stream while m computes and stores m's output on the D2H stream,
+// on the H2D stream while m computes and stores m's output on the comm stream,
 // all ordered by events (DESIGN §5: the stash traffic is about as large as the
 // compute at BERT-large shape, so it must not sit on the compute stream).
 // Elsewhere one buffer per role and the copies are in stream order. The relay
@@ -207,7 +207,7 @@ class Relay {
   void* In(Boundary& b);
   void* Out(Boundary& b);
   void Done(Boundary& b);
-  // Copies output b of micro-batch m to stash slot `dst` (D2H stream for a
+  // Copies output b of micro-batch m to stash slot `dst` (comm stream for a
   // host stash, after the compute that wrote it).
   void Store(Boundary& b, char* dst, int m);
   // Starts the gathers of the prefetch_depth layers after `visit` in the
