@@ -512,7 +512,11 @@ def pipeline(inputs, workers, worker_spec, encode_here, emit, writer, progress, 
     pool = None
     try:
         if workers > 1:
-            pool = multiprocessing.get_context("fork").Pool(
+            # Not "fork": this process has threads by now (pyarrow starts
+            # some at import), and a child forked while one of them holds a
+            # lock (malloc's, say) can hang on it forever. The fork server is
+            # a fresh single-threaded process that forks the workers.
+            pool = multiprocessing.get_context("forkserver").Pool(
                 workers, initializer=_worker_init, initargs=(worker_spec,))
         pending = collections.deque()  # (chunk, AsyncResult or results), in input order
 
