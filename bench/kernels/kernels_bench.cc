@@ -159,7 +159,8 @@ void BenchBlock(int threads, int rows, int seq) {
   std::vector<uint8_t> mask(N, 1);
   std::vector<uint64_t> keys(rows);
   for (int r = 0; r < rows; ++r) keys[r] = r;
-  const l2l::model::StepContext ctx{1, 1, 1, true, keys.data()};
+  const l2l::model::StepContext ctx{
+      .seed = 1, .step = 1, .layer = 1, .training = true, .sample_keys = keys.data()};
   const Timing t_fwd = TimeIt([&] {
     l2l::model::BlockForward(d, ctx, params.data(), x.data(), mask.data(), rows, y.data(),
                              ws.data());

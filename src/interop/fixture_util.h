@@ -163,7 +163,8 @@ inline std::vector<float> ForwardLogits(const model::ModelDims& d,
                                         const std::vector<std::vector<float>>& params,
                                         const Expected& x) {
   const int64_t N = int64_t{kRows} * kSeq, H = d.hidden;
-  const model::StepContext ctx{0, 0, 0, /*training=*/false, nullptr};
+  const model::StepContext ctx{
+      .seed = 0, .step = 0, .layer = 0, .training = false, .sample_keys = nullptr};
   std::vector<float> ws(
       std::max({model::EmbeddingWorkspaceElems(d, kRows), model::BlockWorkspaceElems(d, kRows),
                 model::HeadWorkspaceElems(d, kRows)}));

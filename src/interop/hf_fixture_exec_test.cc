@@ -71,7 +71,8 @@ void CheckOnDevice(const std::string& name, DeviceType type, DType dtype, Tolera
   ASSERT_TRUE(m.ok());
   DeviceBuffer drows = UploadRaw(dev, rows), dtargets = UploadRaw(dev, row_targets);
 
-  const model::StepContext ctx{0, 0, 0, /*training=*/false, nullptr};
+  const model::StepContext ctx{
+      .seed = 0, .step = 0, .layer = 0, .training = false, .sample_keys = nullptr};
   e.EmbeddingForward(ctx, params[0].data(), ids.as<int32_t>(), types.as<int32_t>(), kRows,
                      act[1].data(), ws->data());
   for (int l = 1; l <= L; ++l) {

@@ -33,7 +33,8 @@ void CheckFixture(const std::string& name) {
   const ModelDims& d = fx.d;
   const int64_t N = int64_t{kRows} * kSeq, H = d.hidden, V = d.vocab;
   const int L = d.num_blocks, head = L + 1;
-  const model::StepContext ctx{0, 0, 0, /*training=*/false, nullptr};
+  const model::StepContext ctx{
+      .seed = 0, .step = 0, .layer = 0, .training = false, .sample_keys = nullptr};
   std::vector<float> ws(
       std::max({model::EmbeddingWorkspaceElems(d, kRows), model::BlockWorkspaceElems(d, kRows),
                 model::HeadWorkspaceElems(d, kRows)}));

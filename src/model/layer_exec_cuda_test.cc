@@ -161,7 +161,8 @@ Outputs RunLayers(Device& dev, const Inputs& in, DType dtype) {
                hg = Zeros(dev, in.head_params.size());
 
   Outputs o;
-  StepContext ctx{3, 5, 0, true, keys.as<uint64_t>()};
+  StepContext ctx{
+      .seed = 3, .step = 5, .layer = 0, .training = true, .sample_keys = keys.as<uint64_t>()};
   ctx.positions = in.positions.empty() ? nullptr : positions.as<int32_t>();
   e.EmbeddingForward(ctx, ep.data(), tokens.as<int32_t>(), types.as<int32_t>(), in.rows, out.data(),
                      ws->data());
@@ -257,7 +258,8 @@ TEST(CudaLayerExec, CpuExecutorMatchesModelFunctions) {
     ASSERT_TRUE(cpu.ok());
     const Outputs got = RunLayers(**cpu, in, DType::kF32);
     const ModelDims& d = in.d;
-    StepContext ctx{3, 5, 1, true, in.keys.data()};
+    StepContext ctx{
+        .seed = 3, .step = 5, .layer = 1, .training = true, .sample_keys = in.keys.data()};
     ctx.positions = in.positions.empty() ? nullptr : in.positions.data();
     std::vector<float> ws(BlockWorkspaceElems(d, in.rows)), y(in.x.size());
     BlockForward<float>(d, ctx, in.block_params.data(), in.x.data(), in.mask.data(), in.rows,
@@ -269,9 +271,11 @@ TEST(CudaLayerExec, CpuExecutorMatchesModelFunctions) {
     for (int32_t t : in.targets) m += t != kNoTarget;
     std::vector<float> eg(in.emb_params.size(), 0.0f);
     const HeadResult r = HeadForwardBackward<float>(
-        d, StepContext{3, 5, 2, true, in.keys.data()}, in.head_params.data(), in.emb_params.data(),
-        in.x.data(), in.targets.data(), in.rows, 1.0 / m, dx.data(), g.data(), eg.data(),
-        hws.data());
+        d,
+        StepContext{
+            .seed = 3, .step = 5, .layer = 2, .training = true, .sample_keys = in.keys.data()},
+        in.head_params.data(), in.emb_params.data(), in.x.data(), in.targets.data(), in.rows,
+        1.0 / m, dx.data(), g.data(), eg.data(), hws.data());
     EXPECT_EQ(r.loss_sum, got.loss_sum);
     EXPECT_EQ(r.count, got.count);
     EXPECT_EQ(std::memcmp(g.data(), got.head_grad.data(), g.size() * sizeof(float)), 0);

@@ -328,7 +328,8 @@ TEST_P(EmbeddingGradTest, MatchesFiniteDifferences) {
   }
   const int32_t* tt = c.with_types ? types.data() : nullptr;
   const auto keys = SampleKeys(rows);
-  const StepContext ctx{9, 4, 0, true, keys.data()};
+  const StepContext ctx{
+      .seed = 9, .step = 4, .layer = 0, .training = true, .sample_keys = keys.data()};
   Workspace ws(EmbeddingWorkspaceElems(d, rows));
   const auto r = RandomVec(N * H, 2);
   std::vector<double> out(N * H);
@@ -392,7 +393,8 @@ TEST_P(BlockGradTest, MatchesFiniteDifferences) {
   auto x = RandomVec(N * H, 4, -1.5, 1.5);
   const auto mask = AttnMaskFor(d, rows);
   const auto keys = SampleKeys(rows);
-  const StepContext ctx{21, 6, 1, c.dropout, keys.data()};
+  const StepContext ctx{
+      .seed = 21, .step = 6, .layer = 1, .training = c.dropout, .sample_keys = keys.data()};
   Workspace ws(BlockWorkspaceElems(d, rows));
   const auto r = RandomVec(N * H, 5);
   std::vector<double> y(N * H);
@@ -449,7 +451,8 @@ TEST(Block, DocAttentionWithinEqualsEachDocumentAlone) {
     std::vector<uint8_t> mask_packed(S, kMaskReal), mask_alone(S, kMaskReal);
     mask_packed[a] |= kMaskDocStart;
     const auto keys = SampleKeys(1);
-    StepContext ctx{21, 6, 1, false, keys.data()};
+    StepContext ctx{
+        .seed = 21, .step = 6, .layer = 1, .training = false, .sample_keys = keys.data()};
     Workspace ws(BlockWorkspaceElems(d, 1));
     struct Run {
       std::vector<double> y, dx, dparams;
@@ -513,7 +516,7 @@ TEST(Embedding, PositionIdsIndexThePositionTable) {
     positions[i] = i < S ? (t < 3 ? t : t - 3) : (t < 5 ? t : t - 5);  // rows restart at 3, 5
   }
   const auto keys = SampleKeys(rows);
-  StepContext ctx{1, 0, 0, false, keys.data()};
+  StepContext ctx{.seed = 1, .step = 0, .layer = 0, .training = false, .sample_keys = keys.data()};
   ctx.positions = positions.data();
   Workspace ws(EmbeddingWorkspaceElems(d, rows));
   std::vector<double> out(N * H);
@@ -555,7 +558,8 @@ TEST(Block, ForwardIsBitwiseDeterministicAndDropoutIsKeyed) {
     BlockForward(d, ctx, params.data(), x.data(), mask.data(), rows, y.data(), ws.data());
     return y;
   };
-  const StepContext ctx{1, 2, 1, true, keys.data()};
+  const StepContext ctx{
+      .seed = 1, .step = 2, .layer = 1, .training = true, .sample_keys = keys.data()};
   const auto y1 = run(ctx);
   std::fill(ws.begin(), ws.end(), -7.0f);  // stale workspace must not matter
   const auto y2 = run(ctx);
@@ -599,7 +603,11 @@ TEST_P(HeadGradTest, MatchesFiniteDifferences) {
   targets[1] = targets[4] = targets[N - 1] = -1;
   const double scale = 0.3;
   const auto keys = SampleKeys(rows);
-  const StepContext ctx{1, 1, d.num_blocks + 1, true, keys.data()};
+  const StepContext ctx{.seed = 1,
+                        .step = 1,
+                        .layer = d.num_blocks + 1,
+                        .training = true,
+                        .sample_keys = keys.data()};
   Workspace ws(HeadWorkspaceElems(d, rows));
   auto loss = [&] {
     return scale * HeadForwardBackward<double>(d, ctx, params.data(), emb.data(), x.data(),
@@ -772,7 +780,8 @@ TEST(Precision, FloatForwardAgreesWithDouble) {
         return std::vector<T>(p.begin(), p.end());
       };
       const auto pe = params_of(0), pb = params_of(1), ph = params_of(d.num_blocks + 1);
-      StepContext ctx{3, 1, 0, true, keys.data()};
+      StepContext ctx{
+          .seed = 3, .step = 1, .layer = 0, .training = true, .sample_keys = keys.data()};
       EmbeddingForward(d, ctx, pe.data(), tokens.data(), nullptr, rows, out.data(), ws.data());
       ctx.layer = 1;
       BlockForward(d, ctx, pb.data(), out.data(), mask.data(), rows, out2.data(), ws.data());
@@ -820,14 +829,20 @@ TEST(Precision, FloatBackwardAgreesWithDouble) {
       std::vector<T> ge(pe.size(), T(0));
       {
         std::vector<T> ws(EmbeddingWorkspaceElems(d, rows));
-        EmbeddingBackward(d, StepContext{4, 2, 0, true, keys.data()}, pe.data(), tokens.data(),
-                          types.data(), rows, dy.data(), ge.data(), ws.data());
+        EmbeddingBackward(
+            d,
+            StepContext{
+                .seed = 4, .step = 2, .layer = 0, .training = true, .sample_keys = keys.data()},
+            pe.data(), tokens.data(), types.data(), rows, dy.data(), ge.data(), ws.data());
       }
       {
         const auto p = params_of(1);
         std::vector<T> g(p.size(), T(0)), dx(N * H), ws(BlockWorkspaceElems(d, rows));
-        BlockBackward(d, StepContext{4, 2, 1, true, keys.data()}, p.data(), x.data(), mask.data(),
-                      rows, dy.data(), dx.data(), g.data(), ws.data());
+        BlockBackward(
+            d,
+            StepContext{
+                .seed = 4, .step = 2, .layer = 1, .training = true, .sample_keys = keys.data()},
+            p.data(), x.data(), mask.data(), rows, dy.data(), dx.data(), g.data(), ws.data());
         append(g);
         append(dx);
       }
@@ -835,9 +850,12 @@ TEST(Precision, FloatBackwardAgreesWithDouble) {
         const int head = d.num_blocks + 1;
         const auto p = params_of(head);
         std::vector<T> g(p.size(), T(0)), dx(N * H), ws(HeadWorkspaceElems(d, rows));
-        HeadForwardBackward(d, StepContext{4, 2, head, true, keys.data()}, p.data(), pe.data(),
-                            x.data(), targets.data(), rows, 0.5, dx.data(), g.data(), ge.data(),
-                            ws.data());
+        HeadForwardBackward(
+            d,
+            StepContext{
+                .seed = 4, .step = 2, .layer = head, .training = true, .sample_keys = keys.data()},
+            p.data(), pe.data(), x.data(), targets.data(), rows, 0.5, dx.data(), g.data(),
+            ge.data(), ws.data());
         append(g);
         append(dx);
       }

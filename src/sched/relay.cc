@@ -247,8 +247,12 @@ Status Relay::Prefetch(size_t visit, bool may_block) {
 }
 
 model::StepContext Relay::ContextAt(const Visit& visit, const InputView& in) {
-  return model::StepContext{visit.seed,     visit.step, visit.layer,
-                            visit.training, in.keys,    in.positions};
+  return model::StepContext{.seed = visit.seed,
+                            .step = visit.step,
+                            .layer = visit.layer,
+                            .training = visit.training,
+                            .sample_keys = in.keys,
+                            .positions = in.positions};
 }
 
 Status Relay::RunVisit(const Visit& visit, int n_batches, const LoadInputsFn& load_inputs,

@@ -459,7 +459,8 @@ Status RunLogits(const std::vector<std::string>& argv) {
                 model::HeadWorkspaceElems(d, R)}));
   std::vector<float> x(N * H), y(N * H), logits(N * V);
   std::vector<uint8_t> mask(N, 1);
-  const model::StepContext ctx{0, 0, 0, /*training=*/false, nullptr};
+  const model::StepContext ctx{
+      .seed = 0, .step = 0, .layer = 0, .training = false, .sample_keys = nullptr};
   model::EmbeddingForward(d, ctx, w[0].data(), ids.data(), types.data(), R, x.data(), ws.data());
   for (int l = 1; l <= L; ++l) {
     model::BlockForward(d, ctx, w[l].data(), x.data(), mask.data(), R, y.data(), ws.data());

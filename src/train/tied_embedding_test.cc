@@ -43,7 +43,8 @@ Reference Run(const model::ModelDims& d, const Weights& w,
                 model::HeadWorkspaceElems(d, rows)}));
   Weights g;
   for (const auto& layer : w) g.emplace_back(layer.size(), 0.0f);
-  const model::StepContext ctx{0, 0, 0, /*training=*/false, nullptr};
+  const model::StepContext ctx{
+      .seed = 0, .step = 0, .layer = 0, .training = false, .sample_keys = nullptr};
   for (const auto& b : batches) {
     std::vector<std::vector<float>> act(L + 2, std::vector<float>(N * H));
     model::EmbeddingForward(d, ctx, w[0].data(), b.tokens.data(), nullptr, rows, act[1].data(),
