@@ -139,6 +139,26 @@ TEST(MpiComm, AllGatherAndBroadcastOfBF16AreBitExact) {
   EXPECT_EQ(b, BF16Words(n - 1, count));
 }
 
+// Unsigned 64-bit words (checkpoint checksums): min and max order them as
+// unsigned (a signed reduction would put 2^63 + r below 1), and sums wrap
+// modulo 2^64.
+TEST(MpiComm, U64ReducesAsUnsigned) {
+  EXPECT_EQ(CommDTypeSizeBytes(CommDType::kU64), 8u);
+  const int n = g_comm->size(), r = g_comm->rank();
+  const uint64_t big = (uint64_t{1} << 63) + static_cast<uint64_t>(r);
+  uint64_t v[2] = {r == 0 ? uint64_t{1} : big, big};
+  uint64_t lo[2] = {}, hi[2] = {};
+  ASSERT_TRUE(g_comm->AllReduce(v, lo, 2, CommDType::kU64, ReduceOp::kMin).ok());
+  ASSERT_TRUE(g_comm->AllReduce(v, hi, 2, CommDType::kU64, ReduceOp::kMax).ok());
+  EXPECT_EQ(lo[0], uint64_t{1});  // rank 0 passes 1, the others 2^63 + r
+  EXPECT_EQ(hi[0], n > 1 ? (uint64_t{1} << 63) + static_cast<uint64_t>(n - 1) : uint64_t{1});
+  EXPECT_EQ(lo[1], uint64_t{1} << 63);
+  EXPECT_EQ(hi[1], (uint64_t{1} << 63) + static_cast<uint64_t>(n - 1));
+  uint64_t sum = ~uint64_t{0};  // every rank adds 2^64 - 1: the sum is 2^64 - n mod 2^64
+  ASSERT_TRUE(g_comm->AllReduce(&sum, &sum, 1, CommDType::kU64, ReduceOp::kSum).ok());
+  EXPECT_EQ(sum, uint64_t{0} - static_cast<uint64_t>(n));
+}
+
 TEST(MpiComm, BF16ReductionsAreInvalidArgumentOnEveryRank) {
   EXPECT_EQ(CommDTypeSizeBytes(CommDType::kBF16), 2u);
   const int n = g_comm->size();

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <limits>
 
+#include "l2l/core/byte_size.h"
+
 namespace l2l::eps {
 namespace {
 
@@ -77,16 +79,11 @@ Status CheckHostMemory(const std::vector<int64_t>& layer_size_elems, int world, 
   if (pages <= 0 || page <= 0) return OkStatus();  // unknown: let the allocations decide
   const int64_t have = static_cast<int64_t>(pages) * page;
   if (need <= have) return OkStatus();
-  auto gib = [](int64_t b) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(b) / (1 << 30));
-    return std::string(buf);
-  };
   return OutOfMemory("host memory: each of the " + std::to_string(world) + " ranks needs " +
-                     (need == kMax ? std::string("more than 8 EiB") : gib(need)) +
+                     (need == kMax ? std::string("more than 8 EiB") : FormatBytes(need)) +
                      " for its EPS shards (fp32 weights, two AdamW moments and the gradient of "
                      "1/world_size of the model), more than this machine's " +
-                     gib(have) + " of memory; use more ranks or nodes, or a smaller model");
+                     FormatBytes(have) + " of memory; use more ranks or nodes, or a smaller model");
 }
 
 }  // namespace

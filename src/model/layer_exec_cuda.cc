@@ -40,12 +40,11 @@ class CudaLayerExec final : public internal::TypedLayerExec<kernels::CudaOps<T>>
 StatusOr<std::unique_ptr<LayerExec>> CreateCudaLayerExec(CudaDevice* device, const ModelDims& dims,
                                                          const LayerExecOptions& options) {
   RETURN_IF_ERROR(ValidateModelDims(dims));
-  CudaDevice* cuda = device;
   if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
     return InvalidArgument(std::string("exec.precision: ") + DTypeName(options.dtype) +
                            " is not supported on the GPU (use fp32 or bf16)");
   }
-  CudaDeviceGuard guard(cuda->ordinal());
+  CudaDeviceGuard guard(device->ordinal());
   ASSIGN_OR_RETURN(kernels::cuda::CublasHandles handles, kernels::cuda::CublasHandles::Create());
   const int slots = std::max(1, options.max_head_calls_per_step);
   const size_t bytes = slots * sizeof(kernels::cuda::CrossEntropyStats);
@@ -58,10 +57,10 @@ StatusOr<std::unique_ptr<LayerExec>> CreateCudaLayerExec(CudaDevice* device, con
   res->slots.capacity = slots;
   if (options.dtype == DType::kBF16) {
     return std::unique_ptr<LayerExec>(std::make_unique<CudaLayerExec<kernels::cuda::bf16>>(
-        dims, DType::kBF16, std::move(res), cuda));
+        dims, DType::kBF16, std::move(res), device));
   }
   return std::unique_ptr<LayerExec>(
-      std::make_unique<CudaLayerExec<float>>(dims, DType::kF32, std::move(res), cuda));
+      std::make_unique<CudaLayerExec<float>>(dims, DType::kF32, std::move(res), device));
 }
 
 }  // namespace l2l::model

@@ -8,6 +8,8 @@
 // (true fp32 GEMMs, no TF32; the sums differ only in order); bf16 4e-2
 // (activations and parameters rounded to 8 bits of mantissa at every
 // stored value). Skips when no GPU is visible.
+#include "l2l/model/layer_exec_cuda.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,16 +19,30 @@
 #include <vector>
 
 #include "l2l/core/dtype.h"
+#include "l2l/device/cpu_device.h"
 #include "l2l/device/gpu_test_env.h"
 #include "l2l/device/test_buffers.h"
 #include "l2l/model/layer_exec.h"
-#include "l2l/train/backend.h"
 
 namespace l2l::model {
 namespace {
 
-using train::CreateDevice;
-using train::CreateLayerExec;
+// The executor for `dev`'s backend (the engine picks through train/backend.h,
+// a module above this one).
+StatusOr<std::unique_ptr<LayerExec>> CreateLayerExec(Device* dev, const ModelDims& d,
+                                                     const LayerExecOptions& eo) {
+  if (dev->type() == DeviceType::kCuda) {
+    return CreateCudaLayerExec(static_cast<CudaDevice*>(dev), d, eo);
+  }
+  return CreateCpuLayerExec(d, eo);
+}
+StatusOr<std::unique_ptr<Device>> CreateDevice(const DeviceOptions& o) {
+  if (o.type == DeviceType::kCuda) {
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaDevice> dev, CudaDevice::Create(o));
+    return std::unique_ptr<Device>(std::move(dev));
+  }
+  return std::unique_ptr<Device>(std::make_unique<CpuDevice>(o.memory_limit_bytes));
+}
 
 struct Inputs {
   ModelDims d;

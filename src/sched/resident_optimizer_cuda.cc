@@ -84,7 +84,6 @@ int64_t CudaResidentOptimizerDeviceBytes(int num_layers, int64_t max_elems) {
 StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(CudaDevice* device,
                                                                          int num_layers,
                                                                          int64_t max_elems) {
-  CudaDevice* cuda = device;
   const int64_t scratch = NormScratchElems(max_elems);
   ASSIGN_OR_RETURN(DeviceBuffer s, device->Allocate(scratch * sizeof(double), "norm scratch"));
   const size_t out_bytes = static_cast<size_t>(num_layers) * sizeof(double);
@@ -92,7 +91,7 @@ StatusOr<std::unique_ptr<ResidentOptimizer>> CreateCudaResidentOptimizer(CudaDev
   ASSIGN_OR_RETURN(HostBuffer h, device->AllocatePinned(out_bytes, "gradient norms (host)"));
   device->Memset(o.data(), 0, out_bytes, StreamKind::kCompute);
   return std::unique_ptr<ResidentOptimizer>(
-      std::make_unique<CudaResidentOptimizer>(cuda, std::move(s), std::move(o), std::move(h)));
+      std::make_unique<CudaResidentOptimizer>(device, std::move(s), std::move(o), std::move(h)));
 }
 
 }  // namespace l2l::sched

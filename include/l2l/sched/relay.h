@@ -90,7 +90,7 @@ DeviceMemoryPlan PlanDeviceMemory(const model::ModelDims& dims, const RelayOptio
                                   int64_t params_bytes, const model::LayerExec& exec,
                                   bool asynchronous_device);
 
-// Options for CreateLayerExec that fit a relay of these options.
+// Layer executor options (Backend::create_layer_exec) that fit a relay of these options.
 model::LayerExecOptions LayerExecOptionsFor(const model::ModelDims& dims,
                                             const RelayOptions& options);
 

@@ -4,8 +4,9 @@
 // communicator on its memory, the layer executor and the resident-mode
 // optimizer. Each description (backend_cpu.cc, backend_cuda.cc) names where
 // its pieces live, so a reader finds a backend as a whole there; adding one
-// is one description plus one line in the registry. Nothing else in the
-// project asks which backends were compiled in.
+// is its pieces, a DeviceType and exec.device value, one description and one
+// line in the registry (docs/architecture.md). Nothing else in the project
+// asks which backends were compiled in.
 #pragma once
 
 #include <cstdint>
