@@ -3,13 +3,13 @@
 #include <chrono>
 #include <cstring>
 
+#include "stall_meter.h"
+
 namespace l2l::sched {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double SecondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using internal::Clock;
+using internal::SecondsSince;
 
 // The step's timing fields, from the source's counters since the last take
 // and the wall time since t_step.
